@@ -1,0 +1,34 @@
+# membroker: the two commands of the quick start.
+#   make run    install missing packages, build, start membrokerd with its defaults, serve a client
+#   make test   install missing packages, build (normal and ASan+UBSan), run the whole suite (CTest)
+BUILD      ?= build
+BUILD_SAN  ?= build-sanitize
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps build build-sanitize run test clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+build-sanitize: deps
+	@cmake -S . -B $(BUILD_SAN) -DCMAKE_BUILD_TYPE=Debug -DMB_SANITIZE=ON >/dev/null
+	@cmake --build $(BUILD_SAN) -j $(JOBS)
+
+run: build
+	@scripts/run-demo.sh $(BUILD)
+
+test: build build-sanitize
+	@echo "== test suite (RelWithDebInfo) =="
+	@cd $(BUILD) && ctest --output-on-failure -j 2
+	@echo "== test suite (AddressSanitizer + UndefinedBehaviorSanitizer) =="
+	@cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
+
+clean:
+	rm -rf $(BUILD) $(BUILD_SAN)

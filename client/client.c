@@ -1,0 +1,423 @@
+/*
+ * client.c: connection to the broker: connect and Hello, section hand-over, request/response
+ * calls, fork detection, error text, disconnect.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "client_internal.h"
+#include "mb_address.h"
+#include "mb_fdpass.h"
+
+#define DEFAULT_TIMEOUT_MS 30000
+
+atomic_uint mb_fork_generation;
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
+static mb_client *clients;
+
+static _Thread_local char last_error[MB_WIRE_MAX_DETAIL + 128];
+
+static void on_fork_child(void)
+{
+	atomic_fetch_add(&mb_fork_generation, 1);
+	/* The parent's threads do not exist here; a lock held by one of them would never be
+	 * released, so the child starts with fresh ones. */
+	pthread_mutex_init(&clients_lock, NULL);
+}
+
+static void install_atfork(void)
+{
+	pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+const char *mb_last_error(void)
+{
+	return last_error;
+}
+
+HRESULT mb_client_error(HRESULT hr, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+	return hr;
+}
+
+int mb_client_timeout_ms(void)
+{
+	static atomic_int cached;
+	int v = atomic_load(&cached);
+
+	if (v == 0) {
+		const char *env = getenv("MEMBROKER_TIMEOUT_MS");
+		long t = env ? strtol(env, NULL, 10) : 0;
+		v = (t > 0 && t < 3600000) ? (int)t : DEFAULT_TIMEOUT_MS;
+		atomic_store(&cached, v);
+	}
+	return v;
+}
+
+HRESULT mb_client_usable(mb_client *client)
+{
+	last_error[0] = '\0';
+	if (client == NULL)
+		return mb_client_error(E_INVALIDARG, "client is NULL");
+	if (client->fork_generation != atomic_load(&mb_fork_generation))
+		return mb_client_error(HOST_E_CLRNOTAVAILABLE,
+				       "this client belongs to the parent of a forked process");
+	if (atomic_load(&client->broken))
+		return mb_client_error(HOST_E_CLRNOTAVAILABLE,
+				       "the connection to the broker was lost or disabled");
+	return S_OK;
+}
+
+static mb_call_slot *slot_get(mb_client *c)
+{
+	mb_call_slot *s;
+
+	pthread_mutex_lock(&c->slot_lock);
+	s = c->free_slots;
+	if (s != NULL)
+		c->free_slots = s->next;
+	pthread_mutex_unlock(&c->slot_lock);
+	if (s != NULL)
+		return s;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return NULL;
+	if (nng_ctx_open(&s->ctx, c->sock) != 0) {
+		free(s);
+		return NULL;
+	}
+	if (nng_aio_alloc(&s->aio, NULL, NULL) != 0) {
+		nng_ctx_close(s->ctx);
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static void slot_put(mb_client *c, mb_call_slot *s)
+{
+	pthread_mutex_lock(&c->slot_lock);
+	s->next = c->free_slots;
+	c->free_slots = s;
+	pthread_mutex_unlock(&c->slot_lock);
+}
+
+static void slot_free(mb_call_slot *s)
+{
+	nng_aio_free(s->aio);
+	nng_ctx_close(s->ctx);
+	free(s);
+}
+
+static HRESULT transport_failure(mb_client *c, int rv, const char *what)
+{
+	atomic_store(&c->broken, true);
+	return mb_client_error(HOST_E_CLRNOTAVAILABLE, "%s: %s", what, nng_strerror(rv));
+}
+
+HRESULT mb_client_call(mb_client *c, mb_request *req, mb_response **resp)
+{
+	mb_call_slot *slot;
+	nng_msg *msg = NULL;
+	mb_response *r;
+	int rv;
+
+	*resp = NULL;
+	req->request_id = atomic_fetch_add(&c->next_request_id, 1);
+	if ((rv = mb_wire_pack_request(req, &msg)) != 0)
+		return mb_client_error(E_OUTOFMEMORY, "cannot build the request: %s",
+				       nng_strerror(rv));
+	slot = slot_get(c);
+	if (slot == NULL) {
+		nng_msg_free(msg);
+		return mb_client_error(E_OUTOFMEMORY, "no memory for a request context");
+	}
+	nng_aio_set_timeout(slot->aio, mb_client_timeout_ms());
+	nng_aio_set_msg(slot->aio, msg);
+	nng_ctx_send(slot->ctx, slot->aio);
+	nng_aio_wait(slot->aio);
+	if ((rv = nng_aio_result(slot->aio)) != 0) {
+		nng_msg_free(nng_aio_get_msg(slot->aio));
+		slot_free(slot);
+		return transport_failure(c, rv, "sending to the broker");
+	}
+	nng_ctx_recv(slot->ctx, slot->aio);
+	nng_aio_wait(slot->aio);
+	if ((rv = nng_aio_result(slot->aio)) != 0) {
+		/* Timed out or connection lost: the broker may or may not have acted, so the
+		 * client cannot trust its own view any more. */
+		slot_free(slot);
+		return transport_failure(c, rv, "waiting for the broker");
+	}
+	msg = nng_aio_get_msg(slot->aio);
+	slot_put(c, slot);
+	r = mb_wire_unpack_response(nng_msg_body(msg), nng_msg_len(msg));
+	nng_msg_free(msg);
+	if (r == NULL || r->request_id != req->request_id) {
+		mb_wire_free_response(r);
+		atomic_store(&c->broken, true);
+		return mb_client_error(E_FAIL, "the broker sent a malformed response");
+	}
+	*resp = r;
+	return S_OK;
+}
+
+HRESULT mb_client_call_simple(mb_client *c, mb_request *req)
+{
+	mb_response *resp;
+	HRESULT hr = mb_client_call(c, req, &resp);
+
+	if (hr != S_OK)
+		return hr;
+	hr = (HRESULT)resp->hresult;
+	if (hr != S_OK)
+		mb_client_error(hr, "%s", resp->detail);
+	if (hr == E_FAIL)
+		atomic_store(&c->broken, true); /* E_FAIL disables the client, as the contract says */
+	mb_wire_free_response(resp);
+	return hr;
+}
+
+/* Connects to the fd socket and receives the section for (session_id, token). */
+static int fetch_section(const char *url, uint64_t session_id, const uint8_t *token)
+{
+	struct sockaddr_un sun;
+	socklen_t len;
+	struct timeval tv = {.tv_sec = mb_client_timeout_ms() / 1000,
+			     .tv_usec = (mb_client_timeout_ms() % 1000) * 1000};
+	uint8_t req[8 + MB_WIRE_TOKEN_LEN];
+	uint8_t status = 1;
+	uint64_t id = htole64(session_id);
+	int sock, fd = -1;
+	ssize_t n;
+
+	if (mb_address_fd_socket(url, &sun, &len) != 0)
+		return -EINVAL;
+	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return -errno;
+	setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(sock, (struct sockaddr *)&sun, len) != 0) {
+		int err = errno;
+		close(sock);
+		return -err;
+	}
+	memcpy(req, &id, 8);
+	memcpy(req + 8, token, MB_WIRE_TOKEN_LEN);
+	if (mb_fdpass_send(sock, req, sizeof(req), -1) != 0) {
+		close(sock);
+		return -EIO;
+	}
+	n = mb_fdpass_recv(sock, &status, 1, &fd);
+	close(sock);
+	if (n != 1 || status != 0 || fd < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -EPERM;
+	}
+	return fd;
+}
+
+static void client_free(mb_client *c)
+{
+	mb_call_slot *s;
+
+	while ((s = c->free_slots) != NULL) {
+		c->free_slots = s->next;
+		slot_free(s);
+	}
+	mb_regmap_clear(&c->map, NULL, NULL);
+	pthread_rwlock_destroy(&c->map_lock);
+	pthread_mutex_destroy(&c->slot_lock);
+	pthread_mutex_destroy(&c->notify_lock);
+	free(c);
+}
+
+static HRESULT hello(mb_client *c)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Hello h = MEMBROKER__V1__HELLO__INIT;
+	mb_response *resp;
+	HRESULT hr;
+
+	h.protocol_version = MB_PROTOCOL_VERSION;
+	h.name = c->name;
+	h.pid = (uint32_t)getpid();
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
+	req.hello = &h;
+	hr = mb_client_call(c, &req, &resp);
+	if (hr != S_OK)
+		return hr;
+	hr = (HRESULT)resp->hresult;
+	if (hr != S_OK) {
+		mb_client_error(HOST_E_CLRNOTAVAILABLE, "the broker refused this client: %s",
+				resp->detail);
+		hr = HOST_E_CLRNOTAVAILABLE;
+	} else if (resp->body_case != MEMBROKER__V1__RESPONSE__BODY_HELLO ||
+		   resp->hello->fd_token.len != MB_WIRE_TOKEN_LEN ||
+		   resp->hello->protocol_version != MB_PROTOCOL_VERSION) {
+		hr = mb_client_error(HOST_E_CLRNOTAVAILABLE, "the broker answered hello with %s",
+				     "a malformed reply");
+	} else {
+		c->session_id = resp->hello->session_id;
+		c->section_size = resp->hello->section_size;
+		c->budget = resp->hello->budget;
+		c->section_fd = fetch_section(c->address, c->session_id, resp->hello->fd_token.data);
+		if (c->section_fd < 0)
+			hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
+					     "cannot receive the section from the broker: %s",
+					     strerror(-c->section_fd));
+	}
+	mb_wire_free_response(resp);
+	return hr;
+}
+
+HRESULT mb_connect_named(const char *address, const char *name, mb_client **client)
+{
+	mb_client *c;
+	HRESULT hr;
+	int rv;
+
+	pthread_once(&atfork_once, install_atfork);
+	last_error[0] = '\0';
+	if (client == NULL)
+		return mb_client_error(E_POINTER, "client out-pointer is NULL");
+	*client = NULL;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return mb_client_error(E_OUTOFMEMORY, "no memory for the client");
+	if (mb_address_resolve(address, c->address, sizeof(c->address)) != 0) {
+		free(c);
+		return mb_client_error(E_INVALIDARG, "'%s' is not an ipc:// or abstract:// address",
+				       address ? address : getenv(MB_ADDRESS_ENV));
+	}
+	snprintf(c->name, sizeof(c->name), "%s", name ? name : "");
+	c->section_fd = -1;
+	c->fork_generation = atomic_load(&mb_fork_generation);
+	atomic_init(&c->next_request_id, 1);
+	atomic_init(&c->refs, 1);
+	pthread_rwlock_init(&c->map_lock, NULL);
+	pthread_mutex_init(&c->slot_lock, NULL);
+	pthread_mutex_init(&c->notify_lock, NULL);
+	mb_regmap_init(&c->map, true);
+
+	if ((rv = nng_req0_open(&c->sock)) != 0) {
+		client_free(c);
+		return mb_client_error(HOST_E_CLRNOTAVAILABLE, "cannot open a socket: %s",
+				       nng_strerror(rv));
+	}
+	/* Requests are not idempotent (a commit charges the budget): never resend one. */
+	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, MB_WIRE_MAX_MESSAGE);
+	/* A blocking dial fails at once when nobody listens, rather than retrying forever. */
+	rv = nng_dial(c->sock, c->address, NULL, 0);
+	if (rv != 0) {
+		nng_close(c->sock);
+		client_free(c);
+		return mb_client_error(HOST_E_CLRNOTAVAILABLE, "no broker at %s: %s", c->address,
+				       nng_strerror(rv));
+	}
+	hr = hello(c);
+	if (hr != S_OK) {
+		char why[sizeof(last_error)];
+		memcpy(why, last_error, sizeof(why));
+		if (c->section_fd >= 0)
+			close(c->section_fd);
+		nng_close(c->sock);
+		client_free(c);
+		memcpy(last_error, why, sizeof(why));
+		return hr;
+	}
+	pthread_mutex_lock(&clients_lock);
+	c->next_client = clients;
+	clients = c;
+	pthread_mutex_unlock(&clients_lock);
+	*client = c;
+	return S_OK;
+}
+
+HRESULT mb_connect(const char *address, mb_client **client)
+{
+	return mb_connect_named(address, NULL, client);
+}
+
+bool mb_client_other_owner(const mb_client *client, uintptr_t addr)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&clients_lock);
+	for (mb_client *o = clients; o != NULL && !found; o = o->next_client) {
+		if (o == client || o->fork_generation != client->fork_generation)
+			continue;
+		pthread_rwlock_rdlock(&o->map_lock);
+		found = mb_regmap_find(&o->map, addr) != NULL;
+		pthread_rwlock_unlock(&o->map_lock);
+	}
+	pthread_mutex_unlock(&clients_lock);
+	return found;
+}
+
+void mb_client_ref(mb_client *client)
+{
+	atomic_fetch_add(&client->refs, 1);
+}
+
+static void teardown(mb_client *c)
+{
+	bool in_child = c->fork_generation != atomic_load(&mb_fork_generation);
+
+	pthread_mutex_lock(&clients_lock);
+	for (mb_client **p = &clients; *p != NULL; p = &(*p)->next_client)
+		if (*p == c) {
+			*p = c->next_client;
+			break;
+		}
+	pthread_mutex_unlock(&clients_lock);
+	if (in_child) {
+		/* nng aborts when used after fork, and the child has no mappings of ours
+		 * (MADV_DONTFORK): only the bookkeeping and the inherited descriptor go. */
+		if (c->section_fd >= 0)
+			close(c->section_fd);
+		mb_regmap_clear(&c->map, NULL, NULL);
+		free(c);
+		return;
+	}
+	mb_vm_unmap_all(c);
+	if (c->section_fd >= 0)
+		close(c->section_fd);
+	/* Closing the socket ends the session: the broker releases everything it held. */
+	nng_close(c->sock);
+	client_free(c);
+}
+
+void mb_client_unref(mb_client *client)
+{
+	if (atomic_fetch_sub(&client->refs, 1) == 1)
+		teardown(client);
+}
+
+void mb_disconnect(mb_client *client)
+{
+	if (client == NULL)
+		return;
+	if (atomic_exchange(&client->disconnecting, true))
+		return; /* disconnected twice: the second call must not drop another reference */
+	mb_client_unref(client);
+}

@@ -1,0 +1,91 @@
+/*
+ * client_internal.h: the mb_client object shared by the library's files.
+ */
+#ifndef MB_CLIENT_INTERNAL_H
+#define MB_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <nng/nng.h>
+
+#include "mb_regmap.h"
+#include "mb_wire.h"
+#include "membroker.h"
+
+/* One REQ context and its aio: one request in flight. Kept on a free list and reused. */
+typedef struct mb_call_slot {
+	nng_ctx ctx;
+	nng_aio *aio;
+	struct mb_call_slot *next;
+} mb_call_slot;
+
+struct mb_client {
+	nng_socket sock;
+	unsigned fork_generation;  /* mb_fork_generation at connect: differs in a forked child */
+	uint64_t session_id;
+	uint64_t section_size;
+	uint64_t budget;
+	int section_fd;
+	char address[512];
+	char name[MB_WIRE_MAX_NAME + 1];
+
+	/* map_lock guards map and the page states; never held across a round trip. */
+	pthread_rwlock_t map_lock;
+	mb_regmap map;
+
+	pthread_mutex_t slot_lock;
+	mb_call_slot *free_slots;
+
+	atomic_bool broken;         /* connection lost or E_FAIL seen: calls fail fast */
+	atomic_uint_fast64_t next_request_id;
+	atomic_uint refs;           /* the user's handle plus live COM objects */
+	atomic_bool disconnecting;  /* mb_disconnect called; freed when refs reaches 0 */
+
+	struct mb_client *next_client; /* process-wide list, for HOST_E_NOT_OWNER answers */
+
+	pthread_mutex_t notify_lock;
+	mb_memory_callback notify_cb;
+	void *notify_ctx;
+};
+
+/* Incremented in every forked child (pthread_atfork). */
+extern atomic_uint mb_fork_generation;
+
+/* Call timeout; $MEMBROKER_TIMEOUT_MS overrides the default of 30 s. */
+int mb_client_timeout_ms(void);
+
+/* Records a failure reason for mb_last_error() and returns hr. */
+HRESULT mb_client_error(HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Checks that client may be used by this process: E_INVALIDARG for NULL, HOST_E_CLRNOTAVAILABLE in
+ * a forked child or after the connection was lost. Clears the thread's last error.
+ */
+HRESULT mb_client_usable(mb_client *client);
+
+/*
+ * Sends req (its request_id is assigned here) and waits for the response. Returns S_OK with
+ * *resp (free with mb_wire_free_response) or a transport failure: HOST_E_CLRNOTAVAILABLE (the
+ * client is then marked broken), E_FAIL for a malformed or mismatched response (client disabled).
+ * The operation's own HRESULT is (*resp)->hresult.
+ */
+HRESULT mb_client_call(mb_client *client, mb_request *req, mb_response **resp);
+
+/* Like mb_client_call, returns the operation's HRESULT, recording the broker's detail text. */
+HRESULT mb_client_call_simple(mb_client *client, mb_request *req);
+
+/* Another client of this process whose reservations contain addr (for HOST_E_NOT_OWNER). */
+bool mb_client_other_owner(const mb_client *client, uintptr_t addr);
+
+/* Reference counting shared with the COM face. */
+void mb_client_ref(mb_client *client);
+void mb_client_unref(mb_client *client);
+
+/* Unmaps every region (vm.c); used at disconnect. */
+void mb_vm_unmap_all(mb_client *client);
+
+#endif

@@ -1,0 +1,463 @@
+/*
+ * vm.c: VirtualAlloc / VirtualFree / VirtualQuery / VirtualProtect over the broker's section.
+ *
+ * Reserve claims address space with an anonymous PROT_NONE placeholder (MAP_FIXED_NOREPLACE when an
+ * address is given, so nothing the process already maps is ever replaced), registers the range with
+ * the broker, then maps the session's section over it at file offset == address. Commit asks the
+ * broker (the budget is charged there) and then opens the pages with mprotect. Decommit closes the
+ * pages and the broker punches them out of the section, so a later commit reads zero. Query and
+ * Protect never leave the process.
+ *
+ * Locking: map_lock is held for local bookkeeping only, never across a round trip, so queries go on
+ * while another thread waits for the broker. The broker serialises a session's requests and is the
+ * authority on what is committed.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "client_internal.h"
+#include "mb_win32.h"
+
+static size_t span_of(size_t size)
+{
+	return (size + MB_GRANULARITY - 1) & ~(MB_GRANULARITY - 1);
+}
+
+/* The answer for an address this client does not hold: HOST_E_NOT_OWNER if a sibling client of
+ * this process holds it, else `otherwise`. */
+static HRESULT not_mine(mb_client *c, uintptr_t addr, HRESULT otherwise)
+{
+	if (mb_client_other_owner(c, addr))
+		return mb_client_error(HOST_E_NOT_OWNER,
+				       "%p belongs to another membroker client of this process",
+				       (void *)addr);
+	return mb_client_error(otherwise, "%p is not in a suitable reservation of this client",
+			       (void *)addr);
+}
+
+static HRESULT call_range(mb_client *c, int op, uintptr_t addr, size_t len, int level)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Commit commit = MEMBROKER__V1__COMMIT__INIT;
+	Membroker__V1__Decommit decommit = MEMBROKER__V1__DECOMMIT__INIT;
+	Membroker__V1__Reset reset = MEMBROKER__V1__RESET__INIT;
+	Membroker__V1__ResetUndo undo = MEMBROKER__V1__RESET_UNDO__INIT;
+	Membroker__V1__Reserve reserve = MEMBROKER__V1__RESERVE__INIT;
+	Membroker__V1__Release release = MEMBROKER__V1__RELEASE__INIT;
+
+	req.body_case = op;
+	switch (op) {
+	case MEMBROKER__V1__REQUEST__BODY_COMMIT:
+		commit.address = addr;
+		commit.size = len;
+		commit.level = (uint32_t)level;
+		req.commit = &commit;
+		break;
+	case MEMBROKER__V1__REQUEST__BODY_DECOMMIT:
+		decommit.address = addr;
+		decommit.size = len;
+		req.decommit = &decommit;
+		break;
+	case MEMBROKER__V1__REQUEST__BODY_RESET:
+		reset.address = addr;
+		reset.size = len;
+		req.reset = &reset;
+		break;
+	case MEMBROKER__V1__REQUEST__BODY_RESET_UNDO:
+		undo.address = addr;
+		undo.size = len;
+		req.reset_undo = &undo;
+		break;
+	case MEMBROKER__V1__REQUEST__BODY_RESERVE:
+		reserve.address = addr;
+		reserve.size = len;
+		req.reserve = &reserve;
+		break;
+	case MEMBROKER__V1__REQUEST__BODY_RELEASE:
+		release.address = addr;
+		req.release = &release;
+		break;
+	default:
+		return E_FAIL;
+	}
+	return mb_client_call_simple(c, &req);
+}
+
+/* Claims [base, base+span) of address space; base 0 lets the kernel choose a 64 KiB aligned spot. */
+static HRESULT claim_address_space(uintptr_t base, size_t span, uintptr_t *out)
+{
+	const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	void *p;
+
+	if (base != 0) {
+		p = mmap((void *)base, span, PROT_NONE, flags | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p == MAP_FAILED)
+			return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already in use",
+					       (void *)base);
+		if ((uintptr_t)p != base) { /* kernels before 4.17 treat the flag as a hint */
+			munmap(p, span);
+			return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already in use",
+					       (void *)base);
+		}
+		*out = base;
+		return S_OK;
+	}
+	/* Over-allocate by the granularity and trim, to get 64 KiB alignment. */
+	p = mmap(NULL, span + MB_GRANULARITY, PROT_NONE, flags, -1, 0);
+	if (p == MAP_FAILED)
+		return mb_client_error(E_OUTOFMEMORY, "no address space for %zu bytes", span);
+	uintptr_t start = (uintptr_t)p;
+	uintptr_t aligned = (start + MB_GRANULARITY - 1) & ~(uintptr_t)(MB_GRANULARITY - 1);
+	if (aligned > start)
+		munmap(p, aligned - start);
+	if (aligned + span < start + span + MB_GRANULARITY)
+		munmap((void *)(aligned + span), start + MB_GRANULARITY - aligned);
+	*out = aligned;
+	return S_OK;
+}
+
+static HRESULT reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect, uintptr_t *out)
+{
+	size_t span = span_of(size);
+	uintptr_t base = 0;
+	mb_region *region;
+	HRESULT hr;
+
+	if (want != 0) {
+		pthread_rwlock_rdlock(&c->map_lock);
+		bool taken = mb_regmap_span_overlaps(&c->map, want, span);
+		pthread_rwlock_unlock(&c->map_lock);
+		if (taken)
+			return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already reserved",
+					       (void *)want);
+	}
+	if ((hr = claim_address_space(want, span, &base)) != S_OK)
+		return hr;
+	if (base + span > c->section_size || base < MB_ADDRESS_MIN) {
+		munmap((void *)base, span);
+		return mb_client_error(E_OUTOFMEMORY, "no usable address space for %zu bytes", span);
+	}
+	hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_RESERVE, base, size, 0);
+	if (hr != S_OK) {
+		munmap((void *)base, span);
+		return hr;
+	}
+	if (mmap((void *)base, span, PROT_NONE, MAP_SHARED | MAP_FIXED, c->section_fd,
+		 (off_t)base) == MAP_FAILED) {
+		int err = errno;
+		call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
+		munmap((void *)base, span);
+		return mb_client_error(E_OUTOFMEMORY, "cannot map the section: %s", strerror(err));
+	}
+	/* A forked child must not share (or keep alive) the parent's memory. */
+	madvise((void *)base, span, MADV_DONTFORK);
+	pthread_rwlock_wrlock(&c->map_lock);
+	int rv = mb_regmap_insert(&c->map, base, size, protect, &region);
+	pthread_rwlock_unlock(&c->map_lock);
+	if (rv != 0) {
+		call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
+		munmap((void *)base, span);
+		return mb_client_error(E_OUTOFMEMORY, "no memory for the reservation record");
+	}
+	*out = base;
+	return S_OK;
+}
+
+/* Commits the pages touching [addr, addr+size) with protection code, charged at level. */
+static HRESULT commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code, int level,
+		      uintptr_t *out)
+{
+	mb_page_range pr;
+	HRESULT hr;
+
+	pthread_rwlock_rdlock(&c->map_lock);
+	hr = mb_win32_plan_range(&c->map, addr, size, &pr);
+	bool inside = hr != S_OK && mb_regmap_find(&c->map, addr) != NULL;
+	pthread_rwlock_unlock(&c->map_lock);
+	if (hr != S_OK)
+		return inside ? mb_client_error(hr, "range crosses the end of its reservation")
+			      : not_mine(c, addr, MB_E_INVALID_ADDRESS);
+	size_t len = pr.count * MB_PAGE_SIZE;
+	hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_COMMIT, pr.start, len, level);
+	if (hr != S_OK)
+		return hr;
+	pthread_rwlock_wrlock(&c->map_lock);
+	mb_region *region = mb_regmap_find(&c->map, pr.start);
+	if (region != NULL) {
+		mb_region_commit(&c->map, region, mb_region_page(region, pr.start), pr.count, code);
+		if (mprotect((void *)pr.start, len, mb_win32_prot_flags(code)) != 0)
+			hr = mb_client_error(E_FAIL, "mprotect failed: %s", strerror(errno));
+	}
+	pthread_rwlock_unlock(&c->map_lock);
+	*out = pr.start;
+	return hr;
+}
+
+static HRESULT reset(mb_client *c, uintptr_t addr, size_t size, bool undo, uintptr_t *out)
+{
+	mb_page_range pr;
+	HRESULT hr;
+
+	pthread_rwlock_rdlock(&c->map_lock);
+	hr = mb_win32_plan_range(&c->map, addr, size, &pr);
+	bool inside = mb_regmap_find(&c->map, addr) != NULL;
+	bool committed = hr == S_OK &&
+			 mb_region_committed_in(pr.region, pr.first, pr.count) == pr.count;
+	pthread_rwlock_unlock(&c->map_lock);
+	if (hr != S_OK)
+		return inside ? mb_client_error(hr, "range crosses the end of its reservation")
+			      : not_mine(c, addr, MB_E_INVALID_ADDRESS);
+	if (!committed)
+		return mb_client_error(MB_E_INVALID_ADDRESS, "MEM_RESET needs committed pages");
+	hr = call_range(c,
+			undo ? MEMBROKER__V1__REQUEST__BODY_RESET_UNDO
+			     : MEMBROKER__V1__REQUEST__BODY_RESET,
+			pr.start, pr.count * MB_PAGE_SIZE, 0);
+	if (hr != S_OK)
+		return hr;
+	pthread_rwlock_wrlock(&c->map_lock);
+	mb_region *region = mb_regmap_find(&c->map, pr.start);
+	if (region != NULL) {
+		size_t first = mb_region_page(region, pr.start);
+		for (size_t i = first; i < first + pr.count && i < region->size / MB_PAGE_SIZE; i++) {
+			if (undo)
+				region->state[i] &= (uint8_t)~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
+			else
+				region->state[i] |= MB_PAGE_RESET;
+		}
+	}
+	pthread_rwlock_unlock(&c->map_lock);
+	*out = pr.start;
+	return S_OK;
+}
+
+HRESULT mb_virtual_alloc(mb_client *c, void *address, SIZE_T size, DWORD allocation_type,
+			 DWORD protect, EMemoryCriticalLevel level, void **mem)
+{
+	uintptr_t addr = (uintptr_t)address, base, out = 0;
+	size_t region_size;
+	mb_alloc_op op;
+	uint8_t code;
+	HRESULT hr;
+
+	if (mem == NULL)
+		return mb_client_error(E_POINTER, "mem is NULL");
+	*mem = NULL;
+	if ((hr = mb_client_usable(c)) != S_OK)
+		return hr;
+	hr = mb_win32_check_alloc(addr, size, allocation_type, protect, (int)level, &op, &code);
+	if (hr != S_OK)
+		return mb_client_error(hr, "invalid allocation type, protection, size or level");
+
+	switch (op) {
+	case MB_ALLOC_RESERVE:
+	case MB_ALLOC_RESERVE_COMMIT:
+		hr = mb_win32_plan_reserve(addr, size, &base, &region_size);
+		if (hr != S_OK)
+			return mb_client_error(hr, "address range out of bounds");
+		if ((hr = reserve(c, base, region_size, protect, &base)) != S_OK)
+			return hr;
+		if (op == MB_ALLOC_RESERVE_COMMIT) {
+			uintptr_t ignored;
+			hr = commit(c, base, region_size, code, (int)level, &ignored);
+			if (hr != S_OK) {
+				char why[MB_WIRE_MAX_DETAIL + 128];
+				snprintf(why, sizeof(why), "%s", mb_last_error());
+				mb_virtual_free(c, (void *)base, 0, MEM_RELEASE);
+				mb_client_error(hr, "%s", why);
+				return hr;
+			}
+		}
+		out = base;
+		break;
+	case MB_ALLOC_COMMIT:
+		if ((hr = commit(c, addr, size, code, (int)level, &out)) != S_OK)
+			return hr;
+		break;
+	case MB_ALLOC_RESET:
+	case MB_ALLOC_RESET_UNDO:
+		if ((hr = reset(c, addr, size, op == MB_ALLOC_RESET_UNDO, &out)) != S_OK)
+			return hr;
+		break;
+	}
+	*mem = (void *)out;
+	return S_OK;
+}
+
+HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_type)
+{
+	mb_page_range pr;
+	HRESULT hr;
+
+	if ((hr = mb_client_usable(c)) != S_OK)
+		return hr;
+	pthread_rwlock_wrlock(&c->map_lock);
+	hr = mb_win32_plan_free(&c->map, (uintptr_t)address, size, free_type, &pr);
+	if (hr != S_OK) {
+		pthread_rwlock_unlock(&c->map_lock);
+		if (hr == HOST_E_INVALIDOPERATION)
+			return not_mine(c, (uintptr_t)address, HOST_E_INVALIDOPERATION);
+		return mb_client_error(hr, "invalid free type, size or address");
+	}
+	if (free_type == MEM_DECOMMIT) {
+		size_t len = pr.count * MB_PAGE_SIZE;
+		/* Close the pages before the broker frees them, so no write lands in between. */
+		mprotect((void *)pr.start, len, PROT_NONE);
+		mb_region_decommit(&c->map, pr.region, pr.first, pr.count);
+		pthread_rwlock_unlock(&c->map_lock);
+		return call_range(c, MEMBROKER__V1__REQUEST__BODY_DECOMMIT, pr.start, len, 0);
+	}
+	uintptr_t base = pr.region->base;
+	size_t span = pr.region->span;
+	mb_regmap_remove(&c->map, pr.region);
+	pthread_rwlock_unlock(&c->map_lock);
+	hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
+	munmap((void *)base, span);
+	return hr;
+}
+
+HRESULT mb_virtual_query(mb_client *c, const void *address, MEMORY_BASIC_INFORMATION *info,
+			 SIZE_T length, SIZE_T *written)
+{
+	HRESULT hr;
+
+	if (written != NULL)
+		*written = 0;
+	if (info == NULL || written == NULL)
+		return mb_client_error(E_POINTER, "info or written is NULL");
+	if (length < sizeof(MEMORY_BASIC_INFORMATION))
+		return mb_client_error(MB_E_BAD_LENGTH, "buffer shorter than MEMORY_BASIC_INFORMATION");
+	/* Local only: answers even while the broker is away, as the mappings are intact. */
+	if (c == NULL)
+		return mb_client_error(E_INVALIDARG, "client is NULL");
+	if (c->fork_generation != atomic_load(&mb_fork_generation))
+		return mb_client_error(HOST_E_CLRNOTAVAILABLE, "client of a forked parent");
+	pthread_rwlock_rdlock(&c->map_lock);
+	hr = mb_win32_query(&c->map, (uintptr_t)address, info);
+	pthread_rwlock_unlock(&c->map_lock);
+	if (hr != S_OK)
+		return mb_client_error(hr, "address above the user address space");
+	*written = sizeof(MEMORY_BASIC_INFORMATION);
+	return S_OK;
+}
+
+HRESULT mb_virtual_protect(mb_client *c, void *address, SIZE_T size, DWORD new_protect,
+			   DWORD *old_protect)
+{
+	mb_page_range pr;
+	uint8_t code;
+	DWORD old;
+	HRESULT hr;
+
+	if (old_protect == NULL)
+		return mb_client_error(E_POINTER, "old_protect is NULL");
+	if (c == NULL)
+		return mb_client_error(E_INVALIDARG, "client is NULL");
+	if (c->fork_generation != atomic_load(&mb_fork_generation))
+		return mb_client_error(HOST_E_CLRNOTAVAILABLE, "client of a forked parent");
+	pthread_rwlock_wrlock(&c->map_lock);
+	hr = mb_win32_plan_protect(&c->map, (uintptr_t)address, size, new_protect, &pr, &code, &old);
+	if (hr == S_OK) {
+		if (mprotect((void *)pr.start, pr.count * MB_PAGE_SIZE, mb_win32_prot_flags(code)) ==
+		    0) {
+			mb_region_set_prot(pr.region, pr.first, pr.count, code);
+			*old_protect = old;
+		} else {
+			hr = mb_client_error(E_FAIL, "mprotect failed: %s", strerror(errno));
+		}
+		pthread_rwlock_unlock(&c->map_lock);
+		return hr;
+	}
+	bool inside = mb_regmap_find(&c->map, (uintptr_t)address) != NULL;
+	pthread_rwlock_unlock(&c->map_lock);
+	if (hr == MB_E_INVALID_ADDRESS && !inside)
+		return not_mine(c, (uintptr_t)address, MB_E_INVALID_ADDRESS);
+	return mb_client_error(hr, "cannot change the protection of this range");
+}
+
+HRESULT mb_get_memory_load(mb_client *c, DWORD *memory_load, SIZE_T *available_bytes)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__MemoryLoad ml = MEMBROKER__V1__MEMORY_LOAD__INIT;
+	mb_response *resp;
+	HRESULT hr;
+
+	if (memory_load == NULL || available_bytes == NULL)
+		return mb_client_error(E_POINTER, "memory_load or available_bytes is NULL");
+	if ((hr = mb_client_usable(c)) != S_OK)
+		return hr;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD;
+	req.memory_load = &ml;
+	if ((hr = mb_client_call(c, &req, &resp)) != S_OK)
+		return hr;
+	hr = (HRESULT)resp->hresult;
+	if (hr == S_OK && resp->body_case == MEMBROKER__V1__RESPONSE__BODY_MEMORY_LOAD) {
+		*memory_load = resp->memory_load->memory_load > 100 ? 100
+								    : resp->memory_load->memory_load;
+		*available_bytes = (SIZE_T)resp->memory_load->available_bytes;
+	} else if (hr == S_OK) {
+		hr = mb_client_error(E_FAIL, "malformed memory load reply");
+	}
+	mb_wire_free_response(resp);
+	return hr;
+}
+
+HRESULT mb_get_session_status(mb_client *c, mb_session_status *status)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__SessionStatus ss = MEMBROKER__V1__SESSION_STATUS__INIT;
+	mb_response *resp;
+	HRESULT hr;
+
+	if (status == NULL)
+		return mb_client_error(E_POINTER, "status is NULL");
+	if ((hr = mb_client_usable(c)) != S_OK)
+		return hr;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS;
+	req.session_status = &ss;
+	if ((hr = mb_client_call(c, &req, &resp)) != S_OK)
+		return hr;
+	hr = (HRESULT)resp->hresult;
+	if (hr == S_OK && resp->body_case == MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS) {
+		const Membroker__V1__SessionStatusReply *s = resp->session_status;
+		status->budget = s->budget;
+		status->total_committed = s->total_committed;
+		status->committed = s->committed;
+		status->reserved = s->reserved;
+		status->reservations = s->reservations;
+		status->sessions = s->sessions;
+		status->section_allocated = s->section_allocated;
+	} else if (hr == S_OK) {
+		hr = mb_client_error(E_FAIL, "malformed session status reply");
+	}
+	mb_wire_free_response(resp);
+	return hr;
+}
+
+HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callback, void *context)
+{
+	HRESULT hr;
+
+	if ((hr = mb_client_usable(c)) != S_OK)
+		return hr;
+	pthread_mutex_lock(&c->notify_lock);
+	c->notify_cb = callback;
+	c->notify_ctx = context;
+	pthread_mutex_unlock(&c->notify_lock);
+	return S_OK;
+}
+
+static void unmap_region(mb_region *region, void *arg)
+{
+	(void)arg;
+	munmap((void *)region->base, region->span);
+}
+
+void mb_vm_unmap_all(mb_client *c)
+{
+	pthread_rwlock_wrlock(&c->map_lock);
+	mb_regmap_clear(&c->map, unmap_region, NULL);
+	pthread_rwlock_unlock(&c->map_lock);
+}

@@ -1,0 +1,51 @@
+/*
+ * mb_wire.h: the wire helpers, shared by broker and client. Requests and responses are the protobuf-c
+ * messages of proto/membroker.proto, one per nng message body.
+ *
+ * Decoding is defensive: a body that protobuf-c cannot decode, that has no operation set, or whose
+ * strings and tokens exceed their limits is rejected (NULL), so handlers only ever see well-formed
+ * envelopes. Field values (addresses, sizes, levels) are checked by the handlers, with the Win32 rules.
+ */
+#ifndef MB_WIRE_H
+#define MB_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "membroker.pb-c.h"
+
+typedef Membroker__V1__Request mb_request;
+typedef Membroker__V1__Response mb_response;
+
+/* Largest message either side accepts (NNG_OPT_RECVMAXSZ); real messages are under 200 bytes. */
+#define MB_WIRE_MAX_MESSAGE  4096
+/* Longest client name kept, in bytes. */
+#define MB_WIRE_MAX_NAME     255
+/* Length of the one-time fd socket token. */
+#define MB_WIRE_TOKEN_LEN    16
+/* Longest detail text in a response. */
+#define MB_WIRE_MAX_DETAIL   512
+
+/*
+ * Packs msg into the body of *out (a fresh nng message when *out is NULL, else cleared and reused).
+ * Returns 0 or an nng error code; on error a message allocated here is freed and *out is unchanged.
+ */
+int mb_wire_pack_request(const mb_request *req, nng_msg **out);
+int mb_wire_pack_response(const mb_response *resp, nng_msg **out);
+
+/*
+ * Decodes and checks a body. Returns a message to free with mb_wire_free_*, or NULL when the bytes
+ * are not a well-formed envelope (undecodable, no operation, over-long name or detail, wrong token
+ * length, an HRESULT the protocol does not use).
+ */
+mb_request *mb_wire_unpack_request(const void *data, size_t len);
+mb_response *mb_wire_unpack_response(const void *data, size_t len);
+void mb_wire_free_request(mb_request *req);
+void mb_wire_free_response(mb_response *resp);
+
+/* Name of a request's operation, for logs ("commit"); "invalid" for an unknown case. */
+const char *mb_wire_op_name(int body_case);
+
+#endif

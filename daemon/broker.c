@@ -1,0 +1,162 @@
+/*
+ * broker.c: session table, connection lifecycle and section hand-over.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mb_win32.h"
+
+static int cmp_pipe(const mb_session *a, const mb_session *b)
+{
+	return a->pipe_id < b->pipe_id ? -1 : a->pipe_id > b->pipe_id;
+}
+
+static int cmp_id(const mb_session *a, const mb_session *b)
+{
+	return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* libbsd's RB_GENERATE_STATIC uses an undefined __unused on Debian 12: spell it out. */
+RB_GENERATE_INTERNAL(mb_session_pipe_tree, mb_session, by_pipe, cmp_pipe, __attribute__((unused)) static)
+RB_GENERATE_INTERNAL(mb_session_id_tree, mb_session, by_id, cmp_id, __attribute__((unused)) static)
+
+int mb_broker_init(mb_broker *b, uint64_t budget)
+{
+	memset(b, 0, sizeof(*b));
+	if (pthread_mutex_init(&b->lock, NULL) != 0)
+		return -ENOMEM;
+	mb_ledger_init(&b->ledger, budget);
+	RB_INIT(&b->by_pipe);
+	RB_INIT(&b->by_id);
+	b->next_session_id = 1;
+	b->section_size = MB_ADDRESS_LIMIT;
+	return 0;
+}
+
+/* Caller holds the lock. */
+static void end_session(mb_broker *b, mb_session *s)
+{
+	RB_REMOVE(mb_session_pipe_tree, &b->by_pipe, s);
+	if (s->hello)
+		RB_REMOVE(mb_session_id_tree, &b->by_id, s);
+	b->sessions--;
+	mb_ledger_credit(&b->ledger, mb_session_free(s));
+}
+
+void mb_broker_fini(mb_broker *b)
+{
+	mb_session *s;
+
+	pthread_mutex_lock(&b->lock);
+	while ((s = RB_MIN(mb_session_pipe_tree, &b->by_pipe)) != NULL)
+		end_session(b, s);
+	pthread_mutex_unlock(&b->lock);
+	pthread_mutex_destroy(&b->lock);
+}
+
+int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid)
+{
+	mb_session *s = mb_session_new(pipe_id, pid, uid, gid);
+	int rv = 0;
+
+	if (s == NULL)
+		return -ENOMEM;
+	pthread_mutex_lock(&b->lock);
+	if (RB_INSERT(mb_session_pipe_tree, &b->by_pipe, s) != NULL) {
+		rv = -EEXIST;
+		mb_session_free(s);
+	} else {
+		b->sessions++;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return rv;
+}
+
+void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
+{
+	mb_session key = {.pipe_id = pipe_id};
+	mb_session *s;
+
+	pthread_mutex_lock(&b->lock);
+	s = RB_FIND(mb_session_pipe_tree, &b->by_pipe, &key);
+	if (s != NULL) {
+		mb_log(LOG_DEBUG, "session %llu (pid %d uid %u) ended, %llu bytes returned",
+		       (unsigned long long)s->id, (int)s->pid, (unsigned)s->uid,
+		       (unsigned long long)mb_session_committed(s));
+		end_session(b, s);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* Compares tokens in constant time, so a timing probe learns nothing about a guessed prefix. */
+static int token_equal(const uint8_t *a, const uint8_t *b, size_t n)
+{
+	uint8_t diff = 0;
+	for (size_t i = 0; i < n; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, size_t token_len,
+		       uid_t uid, pid_t pid)
+{
+	mb_session key = {.id = session_id};
+	mb_session *s;
+	int fd = -EPERM;
+
+	pthread_mutex_lock(&b->lock);
+	s = RB_FIND(mb_session_id_tree, &b->by_id, &key);
+	if (s != NULL && !s->token_used && token_len == MB_WIRE_TOKEN_LEN &&
+	    token_equal(s->token, token, MB_WIRE_TOKEN_LEN) && s->uid == uid && s->pid == pid) {
+		s->token_used = true;
+		fd = fcntl(s->section_fd, F_DUPFD_CLOEXEC, 3);
+		if (fd < 0)
+			fd = -errno;
+	} else if (s != NULL && !s->token_used) {
+		/* A wrong guess burns the token: nobody gets to try twice. */
+		s->token_used = true;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return fd;
+}
+
+uint64_t mb_broker_sum_sessions(mb_broker *b)
+{
+	uint64_t sum = 0;
+	mb_session *s;
+
+	pthread_mutex_lock(&b->lock);
+	RB_FOREACH(s, mb_session_pipe_tree, &b->by_pipe)
+	sum += mb_session_committed(s);
+	pthread_mutex_unlock(&b->lock);
+	return sum;
+}
+
+/* Lookup helpers for dispatch.c, which shares the trees through these wrappers. */
+mb_session *mb_broker_find_pipe(mb_broker *b, uint32_t pipe_id)
+{
+	mb_session key = {.pipe_id = pipe_id};
+	return RB_FIND(mb_session_pipe_tree, &b->by_pipe, &key);
+}
+
+void mb_broker_register_id(mb_broker *b, mb_session *s)
+{
+	s->id = b->next_session_id++;
+	RB_INSERT(mb_session_id_tree, &b->by_id, s);
+}
+
+mb_session *mb_broker_first(mb_broker *b)
+{
+	return RB_MIN(mb_session_pipe_tree, &b->by_pipe);
+}
+
+mb_session *mb_broker_next(mb_session *s)
+{
+	return RB_NEXT(mb_session_pipe_tree, NULL, s);
+}

@@ -1,0 +1,331 @@
+/*
+ * dispatch.c: one request against the broker's state.
+ *
+ * The client library checked every argument already; the broker checks again, because a client is
+ * untrusted and may send anything. Range checks use the same Win32 rules (mb_win32.c) as the client.
+ */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "log.h"
+#include "mb_win32.h"
+#include "section.h"
+
+/* Reservations one session may hold: enough for 100,000-reservation runtimes, bounded so that one
+ * client cannot grow the broker's bookkeeping without limit. */
+#define MB_MAX_RESERVATIONS 1000000
+
+typedef struct reply {
+	mb_response resp;
+	Membroker__V1__HelloReply hello;
+	Membroker__V1__MemoryLoadReply load;
+	Membroker__V1__SessionStatusReply status;
+	char detail[MB_WIRE_MAX_DETAIL + 1];
+	uint8_t token[MB_WIRE_TOKEN_LEN];
+} reply;
+
+static HRESULT fail(reply *r, HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static HRESULT fail(reply *r, HRESULT hr, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->detail, sizeof(r->detail), fmt, ap);
+	va_end(ap);
+	r->resp.detail = r->detail;
+	return hr;
+}
+
+static bool page_aligned(uint64_t v)
+{
+	return (v & (MB_PAGE_SIZE - 1)) == 0;
+}
+
+/*
+ * The error for a range this session does not hold: HOST_E_NOT_OWNER when another session of the
+ * same process holds the address (two clients in one process share one address space), else
+ * `otherwise`.
+ */
+static HRESULT not_held(mb_broker *b, const mb_session *s, uint64_t address, HRESULT otherwise,
+			reply *r)
+{
+	for (mb_session *o = mb_broker_first(b); o != NULL; o = mb_broker_next(o)) {
+		if (o == s || o->pid != s->pid || !o->hello)
+			continue;
+		if (mb_regmap_find(&o->map, (uintptr_t)address) != NULL)
+			return fail(r, HOST_E_NOT_OWNER,
+				    "address 0x%" PRIx64 " belongs to another client of this process",
+				    address);
+	}
+	if (otherwise == HOST_E_INVALIDOPERATION)
+		return fail(r, otherwise, "address 0x%" PRIx64 " was not allocated by this client",
+			    address);
+	return fail(r, otherwise, "range at 0x%" PRIx64 " is not inside one reservation of this client",
+		    address);
+}
+
+/* Resolves [address, address+size) (page aligned, size >= 1) inside one region of s. */
+static HRESULT resolve(mb_broker *b, mb_session *s, uint64_t address, uint64_t size,
+		       HRESULT outside, mb_page_range *pr, reply *r)
+{
+	HRESULT hr;
+
+	if (!page_aligned(address) || !page_aligned(size) || size == 0)
+		return fail(r, E_INVALIDARG, "address and size must be non-zero page multiples");
+	hr = mb_win32_plan_range(&s->map, (uintptr_t)address, (size_t)size, pr);
+	if (hr == S_OK)
+		return S_OK;
+	if (mb_regmap_find(&s->map, (uintptr_t)address) != NULL)
+		return fail(r, MB_E_INVALID_ADDRESS, "range at 0x%" PRIx64 " crosses its reservation",
+			    address);
+	return not_held(b, s, address, outside, r);
+}
+
+static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello *m, reply *r)
+{
+	char name[64];
+	int fd;
+
+	if (s->hello)
+		return fail(r, E_FAIL, "hello sent twice on one connection");
+	if (m->protocol_version != MB_PROTOCOL_VERSION)
+		return fail(r, HOST_E_CLRNOTAVAILABLE,
+			    "protocol version %u is not supported; this broker speaks version %d",
+			    m->protocol_version, MB_PROTOCOL_VERSION);
+	if (getrandom(s->token, sizeof(s->token), 0) != (ssize_t)sizeof(s->token))
+		return fail(r, E_FAIL, "no randomness for the session token");
+	snprintf(name, sizeof(name), "membroker-pid%d", (int)s->pid);
+	fd = mb_section_create(name, b->section_size);
+	if (fd < 0)
+		return fail(r, E_OUTOFMEMORY, "cannot create a section: %s", strerror(-fd));
+	s->section_fd = fd;
+	snprintf(s->name, sizeof(s->name), "%s", m->name);
+	s->hello = true;
+	mb_broker_register_id(b, s);
+	mb_log(LOG_DEBUG, "session %" PRIu64 " '%s' pid %d uid %u connected", s->id, s->name,
+	       (int)s->pid, (unsigned)s->uid);
+
+	memcpy(r->token, s->token, sizeof(r->token));
+	r->hello.protocol_version = MB_PROTOCOL_VERSION;
+	r->hello.session_id = s->id;
+	r->hello.fd_token.data = r->token;
+	r->hello.fd_token.len = sizeof(r->token);
+	r->hello.budget = b->ledger.budget;
+	r->hello.section_size = b->section_size;
+	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_HELLO;
+	r->resp.hello = &r->hello;
+	return S_OK;
+}
+
+static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Reserve *m, reply *r)
+{
+	uint64_t span;
+	int rv;
+
+	if ((m->address & (MB_GRANULARITY - 1)) != 0 || !page_aligned(m->size) || m->size == 0)
+		return fail(r, E_INVALIDARG, "reservation must be 64 KiB aligned, size a page multiple");
+	if (m->size > b->section_size || m->address < MB_ADDRESS_MIN ||
+	    m->address > b->section_size - m->size)
+		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
+	span = (m->size + MB_GRANULARITY - 1) & ~(uint64_t)(MB_GRANULARITY - 1);
+	if (m->address > b->section_size - span)
+		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
+	if (s->map.count >= MB_MAX_RESERVATIONS)
+		return fail(r, E_OUTOFMEMORY, "this client holds %d reservations, the limit",
+			    MB_MAX_RESERVATIONS);
+	rv = mb_regmap_insert(&s->map, (uintptr_t)m->address, (size_t)m->size, 0, NULL);
+	if (rv == -EEXIST)
+		return fail(r, MB_E_INVALID_ADDRESS, "0x%" PRIx64 " overlaps a reservation",
+			    m->address);
+	if (rv != 0)
+		return fail(r, E_OUTOFMEMORY, "no memory for the reservation record");
+	return S_OK;
+}
+
+/* Returns the pages of [first, first+count) in region to the pool. */
+static void discard_pages(mb_broker *b, mb_session *s, mb_region *region, size_t first,
+			  size_t count)
+{
+	size_t dropped = mb_region_decommit(&s->map, region, first, count);
+	/* Punch the whole range, not only committed pages: pages a client wrote without
+	 * committing them are dropped too. */
+	int rv = mb_section_discard(s->section_fd, region->base + (uint64_t)first * MB_PAGE_SIZE,
+				    (uint64_t)count * MB_PAGE_SIZE);
+	if (rv < 0)
+		mb_log(LOG_WARNING, "session %" PRIu64 ": hole punch failed: %s", s->id,
+		       strerror(-rv));
+	mb_ledger_credit(&b->ledger, (uint64_t)dropped * MB_PAGE_SIZE);
+}
+
+static HRESULT do_release(mb_broker *b, mb_session *s, const Membroker__V1__Release *m, reply *r)
+{
+	mb_region *region = mb_regmap_find(&s->map, (uintptr_t)m->address);
+
+	if (region == NULL)
+		return not_held(b, s, m->address, HOST_E_INVALIDOPERATION, r);
+	if (region->base != m->address)
+		return fail(r, MB_E_INVALID_ADDRESS, "0x%" PRIx64 " is not the base of its reservation",
+			    m->address);
+	discard_pages(b, s, region, 0, region->size / MB_PAGE_SIZE);
+	mb_regmap_remove(&s->map, region);
+	return S_OK;
+}
+
+static HRESULT do_commit(mb_broker *b, mb_session *s, const Membroker__V1__Commit *m, reply *r)
+{
+	mb_page_range pr;
+	HRESULT hr;
+	uint64_t bytes;
+
+	if (mb_win32_check_level((int)m->level) != S_OK || m->level > 2)
+		return fail(r, E_INVALIDARG, "critical level %u is not 0, 1 or 2", m->level);
+	hr = resolve(b, s, m->address, m->size, MB_E_INVALID_ADDRESS, &pr, r);
+	if (hr != S_OK)
+		return hr;
+	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
+		MB_PAGE_SIZE;
+	if (bytes > 0 && !mb_ledger_fits(&b->ledger, (int)m->level, bytes))
+		return fail(r, E_OUTOFMEMORY,
+			    "budget: %" PRIu64 " of %" PRIu64 " bytes committed, level %u may use up to "
+			    "%" PRIu64,
+			    b->ledger.committed, b->ledger.budget, m->level,
+			    mb_ledger_ceiling(&b->ledger, (int)m->level));
+	mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
+	mb_ledger_charge(&b->ledger, bytes);
+	return S_OK;
+}
+
+static HRESULT do_decommit(mb_broker *b, mb_session *s, const Membroker__V1__Decommit *m, reply *r)
+{
+	mb_page_range pr;
+	HRESULT hr = resolve(b, s, m->address, m->size, HOST_E_INVALIDOPERATION, &pr, r);
+
+	if (hr != S_OK)
+		return hr;
+	discard_pages(b, s, pr.region, pr.first, pr.count);
+	return S_OK;
+}
+
+/* MEM_RESET and MEM_RESET_UNDO: every page must be committed. */
+static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t size, bool undo,
+			reply *r)
+{
+	mb_page_range pr;
+	HRESULT hr = resolve(b, s, address, size, MB_E_INVALID_ADDRESS, &pr, r);
+	bool lost = false;
+
+	if (hr != S_OK)
+		return hr;
+	if (mb_region_committed_in(pr.region, pr.first, pr.count) != pr.count)
+		return fail(r, MB_E_INVALID_ADDRESS, "MEM_RESET%s on pages that are not committed",
+			    undo ? "_UNDO" : "");
+	for (size_t i = pr.first; i < pr.first + pr.count; i++) {
+		uint8_t *st = &pr.region->state[i];
+		if (undo) {
+			lost |= (*st & MB_PAGE_DISCARDED) != 0;
+			*st &= (uint8_t)~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
+		} else {
+			*st |= MB_PAGE_RESET;
+		}
+	}
+	if (lost)
+		return fail(r, MB_E_INVALID_ADDRESS,
+			    "MEM_RESET_UNDO: the broker discarded some of these pages; they read as zero");
+	return S_OK;
+}
+
+static HRESULT do_memory_load(mb_broker *b, reply *r)
+{
+	r->load.memory_load = mb_ledger_load(&b->ledger);
+	r->load.available_bytes = mb_ledger_available(&b->ledger, 0);
+	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_MEMORY_LOAD;
+	r->resp.memory_load = &r->load;
+	return S_OK;
+}
+
+static HRESULT do_session_status(mb_broker *b, mb_session *s, reply *r)
+{
+	r->status.budget = b->ledger.budget;
+	r->status.total_committed = b->ledger.committed;
+	r->status.committed = mb_session_committed(s);
+	r->status.reserved = s->map.reserved_bytes;
+	r->status.reservations = s->map.count;
+	r->status.sessions = b->sessions;
+	r->status.section_allocated = mb_section_allocated(s->section_fd);
+	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS;
+	r->resp.session_status = &r->status;
+	return S_OK;
+}
+
+static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
+{
+	if (req->body_case == MEMBROKER__V1__REQUEST__BODY_HELLO)
+		return do_hello(b, s, req->hello, r);
+	if (!s->hello)
+		return fail(r, E_FAIL, "the first request on a connection must be hello");
+	switch (req->body_case) {
+	case MEMBROKER__V1__REQUEST__BODY_RESERVE:
+		return do_reserve(b, s, req->reserve, r);
+	case MEMBROKER__V1__REQUEST__BODY_RELEASE:
+		return do_release(b, s, req->release, r);
+	case MEMBROKER__V1__REQUEST__BODY_COMMIT:
+		return do_commit(b, s, req->commit, r);
+	case MEMBROKER__V1__REQUEST__BODY_DECOMMIT:
+		return do_decommit(b, s, req->decommit, r);
+	case MEMBROKER__V1__REQUEST__BODY_RESET:
+		return do_reset(b, s, req->reset->address, req->reset->size, false, r);
+	case MEMBROKER__V1__REQUEST__BODY_RESET_UNDO:
+		return do_reset(b, s, req->reset_undo->address, req->reset_undo->size, true, r);
+	case MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD:
+		return do_memory_load(b, r);
+	case MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS:
+		return do_session_status(b, s, r);
+	default:
+		return fail(r, E_FAIL, "unknown operation");
+	}
+}
+
+int mb_dispatch(mb_broker *b, uint32_t pipe_id, const void *data, size_t len, nng_msg **reply_msg)
+{
+	mb_request *req = mb_wire_unpack_request(data, len);
+	reply r;
+	mb_session *s;
+	int rv;
+
+	if (req == NULL) {
+		pthread_mutex_lock(&b->lock);
+		b->protocol_errors++;
+		pthread_mutex_unlock(&b->lock);
+		return -1;
+	}
+	memset(&r, 0, sizeof(r));
+	membroker__v1__response__init(&r.resp);
+	membroker__v1__hello_reply__init(&r.hello);
+	membroker__v1__memory_load_reply__init(&r.load);
+	membroker__v1__session_status_reply__init(&r.status);
+	r.resp.request_id = req->request_id;
+
+	pthread_mutex_lock(&b->lock);
+	b->requests++;
+	s = mb_broker_find_pipe(b, pipe_id);
+	if (s == NULL)
+		/* The connection ended while this request was queued: its session is gone and
+		 * nothing may be granted to it. */
+		r.resp.hresult = (uint32_t)fail(&r, HOST_E_CLRNOTAVAILABLE, "session ended");
+	else
+		r.resp.hresult = (uint32_t)run(b, s, req, &r);
+	pthread_mutex_unlock(&b->lock);
+
+	if ((HRESULT)r.resp.hresult != S_OK)
+		mb_log(LOG_DEBUG, "pipe %u %s: %s (%s)", pipe_id, mb_wire_op_name(req->body_case),
+		       mb_hresult_name((HRESULT)r.resp.hresult), r.detail);
+	mb_wire_free_request(req);
+	rv = mb_wire_pack_response(&r.resp, reply_msg);
+	return rv == 0 ? 0 : -1;
+}

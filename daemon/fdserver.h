@@ -1,0 +1,28 @@
+/*
+ * fdserver.h: the companion AF_UNIX SOCK_SEQPACKET socket that hands sections to clients.
+ *
+ * nng 1.5.2 cannot pass descriptors, so after Hello a client connects here, presents its session id
+ * and one-time token, and receives its section's memfd with SCM_RIGHTS. The peer's uid and pid
+ * (SO_PEERCRED) must match the session's, and each token works once.
+ *
+ * Wire format: request = 8-byte session id (little endian) + MB_WIRE_TOKEN_LEN token bytes;
+ * reply = 1 status byte (0 = granted, with the memfd attached; 1 = refused).
+ */
+#ifndef MB_FDSERVER_H
+#define MB_FDSERVER_H
+
+#include "broker.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+typedef struct mb_fdserver mb_fdserver;
+
+/* Binds the socket for the RPC url (mb_address_fd_socket) with mode 0660 and starts its thread.
+ * A stale socket file is replaced (the caller already owns the RPC address). 0 or -errno. */
+int mb_fdserver_start(mb_broker *b, const char *url, mb_fdserver **out);
+
+/* Stops the thread, closes and unlinks the socket. */
+void mb_fdserver_stop(mb_fdserver *f);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * ledger.c: budget arithmetic, overflow-safe.
+ */
+#include "ledger.h"
+
+void mb_ledger_init(mb_ledger *l, uint64_t budget)
+{
+	l->budget = budget;
+	l->committed = 0;
+	l->ceiling_permille[0] = 900;
+	l->ceiling_permille[1] = 970;
+	l->ceiling_permille[2] = 1000;
+}
+
+uint64_t mb_ledger_ceiling(const mb_ledger *l, int level)
+{
+	if (level < 0 || level >= MB_LEVELS)
+		return 0;
+	/* Split to avoid overflowing budget * 1000 for budgets near 2^64. */
+	uint64_t p = l->ceiling_permille[level];
+	return l->budget / 1000 * p + l->budget % 1000 * p / 1000;
+}
+
+bool mb_ledger_fits(const mb_ledger *l, int level, uint64_t bytes)
+{
+	uint64_t ceiling = mb_ledger_ceiling(l, level);
+	if (ceiling > l->budget)
+		ceiling = l->budget;
+	return l->committed <= ceiling && bytes <= ceiling - l->committed;
+}
+
+void mb_ledger_charge(mb_ledger *l, uint64_t bytes)
+{
+	l->committed += bytes;
+}
+
+void mb_ledger_credit(mb_ledger *l, uint64_t bytes)
+{
+	l->committed = bytes > l->committed ? 0 : l->committed - bytes;
+}
+
+uint32_t mb_ledger_load(const mb_ledger *l)
+{
+	if (l->budget == 0)
+		return 100;
+	if (l->committed >= l->budget)
+		return 100;
+	/* committed < budget, so the quotient is < 100; ceil via the remainder. */
+	unsigned __int128 c = (unsigned __int128)l->committed * 100;
+	uint64_t pct = (uint64_t)(c / l->budget) + (c % l->budget != 0);
+	return (uint32_t)pct;
+}
+
+uint64_t mb_ledger_available(const mb_ledger *l, int level)
+{
+	uint64_t ceiling = mb_ledger_ceiling(l, level);
+	return ceiling > l->committed ? ceiling - l->committed : 0;
+}

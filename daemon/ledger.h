@@ -1,0 +1,40 @@
+/*
+ * ledger.h: the budget and the per-level ceilings: pure policy, no I/O, no locking (the broker's
+ * lock protects it).
+ *
+ * Invariant kept by the broker: committed == sum of all sessions' committed bytes <= budget.
+ */
+#ifndef MB_LEDGER_H
+#define MB_LEDGER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MB_LEVELS 3
+
+typedef struct mb_ledger {
+	uint64_t budget;                      /* bytes */
+	uint64_t committed;                   /* bytes, all sessions */
+	uint32_t ceiling_permille[MB_LEVELS]; /* share of the budget each level may bring the total to */
+} mb_ledger;
+
+/* Budget in bytes; ceilings 90% / 97% / 100% for task / AppDomain / process critical. */
+void mb_ledger_init(mb_ledger *l, uint64_t budget);
+
+/* Bytes the total may reach for a commit at level (0..2); 0 for an invalid level. */
+uint64_t mb_ledger_ceiling(const mb_ledger *l, int level);
+
+/* true when committing bytes more at level keeps the total within the level's ceiling. */
+bool mb_ledger_fits(const mb_ledger *l, int level, uint64_t bytes);
+
+/* Books a grant (the caller checked mb_ledger_fits) and a return. Credit never goes below 0. */
+void mb_ledger_charge(mb_ledger *l, uint64_t bytes);
+void mb_ledger_credit(mb_ledger *l, uint64_t bytes);
+
+/* Percentage of the budget committed, 0..100 (rounded up, so any use shows as at least 1). */
+uint32_t mb_ledger_load(const mb_ledger *l);
+
+/* Bytes a commit at level could get now (its ceiling minus the total, or 0). */
+uint64_t mb_ledger_available(const mb_ledger *l, int level);
+
+#endif

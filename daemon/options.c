@@ -1,0 +1,143 @@
+/*
+ * options.c: command-line parsing.
+ */
+#include "options.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "membroker.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: membrokerd [OPTIONS]\n"
+		"Memory allocation broker: owns one memory budget and hands it to clients by critical "
+		"level.\n\n"
+		"  -l, --listen URL      nng address to serve (ipc:///path or abstract://name);\n"
+		"                        default $MEMBROKER_ADDRESS, else " MB_DEFAULT_ADDRESS "\n"
+		"                        for root, else $XDG_RUNTIME_DIR/membroker/membroker.sock\n"
+		"  -b, --budget SIZE     memory budget: bytes with K/M/G/T suffix, or N%% of the memory\n"
+		"                        available to the daemon; default 50%%\n"
+		"      --log-level LVL   debug, info, notice, warning or error (default info)\n"
+		"      --contexts N      requests handled concurrently (default 64)\n"
+		"  -h, --help            show this help\n"
+		"  -V, --version         show the version\n");
+}
+
+int mb_parse_size(const char *s, uint64_t total, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	uint64_t mult = 1;
+
+	if (s == NULL || !isdigit((unsigned char)s[0]))
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (strcmp(end, "%") == 0) {
+		if (v == 0 || v > 100)
+			return -1;
+		*out = (uint64_t)((unsigned __int128)total * v / 100);
+		return *out == 0 ? -1 : 0;
+	}
+	switch (toupper((unsigned char)*end)) {
+	case '\0':
+		break;
+	case 'K':
+		mult = 1ULL << 10;
+		break;
+	case 'M':
+		mult = 1ULL << 20;
+		break;
+	case 'G':
+		mult = 1ULL << 30;
+		break;
+	case 'T':
+		mult = 1ULL << 40;
+		break;
+	default:
+		return -1;
+	}
+	if (*end != '\0') {
+		end++;
+		if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0 || strcmp(end, "b") == 0)
+			end += strlen(end);
+		if (*end != '\0')
+			return -1;
+	}
+	if (v > UINT64_MAX / mult)
+		return -1;
+	*out = (uint64_t)v * mult;
+	return 0;
+}
+
+int mb_options_parse(int argc, char **argv, mb_options *o)
+{
+	enum { OPT_LOG_LEVEL = 256, OPT_CONTEXTS };
+	static const struct option longopts[] = {
+		{"listen", required_argument, NULL, 'l'},
+		{"budget", required_argument, NULL, 'b'},
+		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+		{"contexts", required_argument, NULL, OPT_CONTEXTS},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->log_level = LOG_INFO;
+	o->contexts = 64;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "l:b:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			o->listen = optarg;
+			break;
+		case 'b':
+			o->budget = optarg;
+			break;
+		case OPT_LOG_LEVEL:
+			o->log_level = mb_log_parse_level(optarg);
+			if (o->log_level < 0) {
+				fprintf(stderr, "membrokerd: unknown log level '%s'\n", optarg);
+				return -1;
+			}
+			break;
+		case OPT_CONTEXTS: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 2 || n > 4096) {
+				fprintf(stderr, "membrokerd: --contexts wants 2..4096\n");
+				return -1;
+			}
+			o->contexts = (int)n;
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			return 1;
+		case 'V':
+			printf("membrokerd %d.%d.%d (protocol %d)\n", MB_VERSION_MAJOR, MB_VERSION_MINOR,
+			       MB_VERSION_PATCH, MB_PROTOCOL_VERSION);
+			return 1;
+		default:
+			usage(stderr);
+			return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "membrokerd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return -1;
+	}
+	return 0;
+}

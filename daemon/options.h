@@ -1,0 +1,30 @@
+/*
+ * options.h: membrokerd's command line.
+ */
+#ifndef MB_OPTIONS_H
+#define MB_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct mb_options {
+	const char *listen;   /* --listen URL, or NULL for $MEMBROKER_ADDRESS / the default */
+	const char *budget;   /* --budget SIZE as given, or NULL for the default */
+	int log_level;        /* syslog priority */
+	int contexts;         /* nng contexts: requests in flight inside the broker */
+} mb_options;
+
+/*
+ * Parses argv. Returns 0 to run, 1 when --help or --version was printed (exit 0), -1 after printing
+ * a usage error (exit 2).
+ */
+int mb_options_parse(int argc, char **argv, mb_options *o);
+
+/*
+ * Parses a size: a byte count with an optional K, M, G or T suffix (powers of 1024, optional "iB"
+ * or "B"), or a percentage "N%" of `total`. Returns 0 and *out, or -1 for anything else (empty,
+ * negative, trailing junk, overflow, 0%, more than 100%).
+ */
+int mb_parse_size(const char *s, uint64_t total, uint64_t *out);
+
+#endif

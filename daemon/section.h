@@ -1,0 +1,23 @@
+/*
+ * section.h: broker-owned shared memory behind a session's reservations.
+ *
+ * A section is one sparse memfd per session, as large as the user address space (MB_ADDRESS_LIMIT),
+ * sealed against shrinking, growing and further seals before any client sees it. The client maps
+ * file offset X at virtual address X, so a reservation needs no offset allocator and no per-
+ * reservation descriptor: pages exist only where the client touched committed memory.
+ */
+#ifndef MB_SECTION_H
+#define MB_SECTION_H
+
+#include <stdint.h>
+
+/* Creates a sealed section of size bytes. Returns the fd (close-on-exec) or -errno. */
+int mb_section_create(const char *name, uint64_t size);
+
+/* Frees the pages of [offset, offset+len) (hole punch); they read as zero afterwards. 0 or -errno. */
+int mb_section_discard(int fd, uint64_t offset, uint64_t len);
+
+/* Bytes the kernel has allocated for the section (from st_blocks), or 0 on error. */
+uint64_t mb_section_allocated(int fd);
+
+#endif

@@ -1,0 +1,21 @@
+/*
+ * server.h: the nng side of the broker: one REP socket, N context state machines, pipe events.
+ */
+#ifndef MB_SERVER_H
+#define MB_SERVER_H
+
+#include "broker.h"
+
+typedef struct mb_server mb_server;
+
+/*
+ * Listens on url (ipc:// or abstract://) with socket permissions 0660 and starts `contexts`
+ * request state machines that hand requests to mb_dispatch(). Returns 0 and *out, or an nng error
+ * (NNG_EADDRINUSE when a live broker already serves url).
+ */
+int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out);
+
+/* Stops accepting, closes every connection (their sessions end) and frees the server. */
+void mb_server_stop(mb_server *srv);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * session.c: session records.
+ */
+#include "session.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mb_win32.h"
+#include "section.h"
+
+mb_session *mb_session_new(uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid)
+{
+	mb_session *s = calloc(1, sizeof(*s));
+	struct timespec ts;
+
+	if (s == NULL)
+		return NULL;
+	s->pipe_id = pipe_id;
+	s->pid = pid;
+	s->uid = uid;
+	s->gid = gid;
+	s->section_fd = -1;
+	mb_regmap_init(&s->map, false);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	s->connected = ts.tv_sec;
+	return s;
+}
+
+uint64_t mb_session_free(mb_session *s)
+{
+	uint64_t committed;
+
+	if (s == NULL)
+		return 0;
+	committed = mb_session_committed(s);
+	if (s->section_fd >= 0) {
+		/* A forked child of the client may still hold the memfd: punch it empty so the
+		 * pages are gone regardless of who keeps the file open. */
+		int rv = mb_section_discard(s->section_fd, 0, MB_ADDRESS_LIMIT);
+		if (rv < 0)
+			mb_log(LOG_WARNING, "session %llu: cannot discard its section: %d",
+			       (unsigned long long)s->id, rv);
+		close(s->section_fd);
+	}
+	mb_regmap_clear(&s->map, NULL, NULL);
+	free(s);
+	return committed;
+}

@@ -1,0 +1,54 @@
+/*
+ * session.h: one connected client, as the broker sees it.
+ *
+ * A session exists from the moment its nng pipe is added until the pipe is removed. It learns the
+ * peer's pid/uid/gid from SO_PEERCRED at connect and its name at Hello; Hello also creates its
+ * section. All fields are protected by the broker's lock.
+ */
+#ifndef MB_SESSION_H
+#define MB_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <bsd/sys/tree.h>
+
+#include "mb_regmap.h"
+#include "mb_wire.h"
+
+typedef struct mb_session {
+	RB_ENTRY(mb_session) by_pipe;
+	RB_ENTRY(mb_session) by_id;
+	uint32_t pipe_id;   /* nng pipe id: the connection */
+	uint64_t id;        /* session id given at Hello, never reused while the broker runs */
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	bool hello;         /* Hello done: id, name and section are valid */
+	char name[MB_WIRE_MAX_NAME + 1];
+	int section_fd;     /* -1 before Hello */
+	uint8_t token[MB_WIRE_TOKEN_LEN];
+	bool token_used;    /* the section was handed over (tokens are one-time) */
+	mb_regmap map;      /* reservations and commit state, the broker's authority */
+	time_t connected;   /* CLOCK_MONOTONIC seconds */
+} mb_session;
+
+/* A session for a new connection (no section yet). NULL on allocation failure. */
+mb_session *mb_session_new(uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid);
+
+/*
+ * Frees a session: discards every page of its section (so memory returns at once even if some
+ * process still holds the memfd), closes the memfd and frees the map. Returns the bytes that were
+ * committed, for the caller to credit to the ledger.
+ */
+uint64_t mb_session_free(mb_session *s);
+
+/* Bytes committed by the session. */
+static inline uint64_t mb_session_committed(const mb_session *s)
+{
+	return (uint64_t)s->map.committed_pages * MB_PAGE_SIZE;
+}
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * harness.h: starts the real membrokerd for a test, on a socket in a fresh temporary directory.
+ */
+#ifndef MB_TEST_HARNESS_H
+#define MB_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef struct mb_test_broker {
+	pid_t pid;
+	char dir[128];      /* temporary directory, removed by stop */
+	char address[256];  /* ipc:// URL of the broker's socket */
+	char log[192];      /* file receiving the broker's stdout and stderr */
+} mb_test_broker;
+
+/*
+ * Starts membrokerd --listen <fresh address> plus extra_args (NULL-terminated, may be NULL) and
+ * waits (up to 20 s) until a client can connect. Returns 0, or -1 with a message on stderr.
+ */
+int mb_test_broker_start(mb_test_broker *b, const char *const *extra_args);
+
+/* Same, on a given address (b->address is set from it); the directory is still created. */
+int mb_test_broker_start_at(mb_test_broker *b, const char *address, const char *const *extra_args);
+
+/* SIGTERM, then waits for exit (SIGKILL after 20 s). Returns the exit status as waitpid reports it,
+ * and removes the temporary directory. */
+int mb_test_broker_stop(mb_test_broker *b);
+
+/* SIGKILL and reap, keeping the directory (for restart tests); stop() still cleans up. */
+void mb_test_broker_kill(mb_test_broker *b);
+
+/* Polls cond(arg) every 2 ms until it returns true or timeout_ms passes. Returns the last result. */
+bool mb_test_wait_for(bool (*cond)(void *arg), void *arg, int timeout_ms);
+
+/* Runs fn(arg) in a forked child and returns its wait status (for fault and fork tests). */
+int mb_test_in_child(void (*fn)(void *arg), void *arg);
+
+#endif
