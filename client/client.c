@@ -84,18 +84,10 @@ HRESULT mb_client_usable(mb_client *client)
 	return S_OK;
 }
 
-static mb_call_slot *slot_get(mb_client *c)
+mb_call_slot *mb_client_slot_new(mb_client *c)
 {
-	mb_call_slot *s;
+	mb_call_slot *s = calloc(1, sizeof(*s));
 
-	pthread_mutex_lock(&c->slot_lock);
-	s = c->free_slots;
-	if (s != NULL)
-		c->free_slots = s->next;
-	pthread_mutex_unlock(&c->slot_lock);
-	if (s != NULL)
-		return s;
-	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return NULL;
 	if (nng_ctx_open(&s->ctx, c->sock) != 0) {
@@ -110,6 +102,18 @@ static mb_call_slot *slot_get(mb_client *c)
 	return s;
 }
 
+static mb_call_slot *slot_get(mb_client *c)
+{
+	mb_call_slot *s;
+
+	pthread_mutex_lock(&c->slot_lock);
+	s = c->free_slots;
+	if (s != NULL)
+		c->free_slots = s->next;
+	pthread_mutex_unlock(&c->slot_lock);
+	return s != NULL ? s : mb_client_slot_new(c);
+}
+
 static void slot_put(mb_client *c, mb_call_slot *s)
 {
 	pthread_mutex_lock(&c->slot_lock);
@@ -118,7 +122,7 @@ static void slot_put(mb_client *c, mb_call_slot *s)
 	pthread_mutex_unlock(&c->slot_lock);
 }
 
-static void slot_free(mb_call_slot *s)
+void mb_client_slot_free(mb_call_slot *s)
 {
 	nng_aio_free(s->aio);
 	nng_ctx_close(s->ctx);
@@ -131,9 +135,9 @@ static HRESULT transport_failure(mb_client *c, int rv, const char *what)
 	return mb_client_error(HOST_E_CLRNOTAVAILABLE, "%s: %s", what, nng_strerror(rv));
 }
 
-HRESULT mb_client_call(mb_client *c, mb_request *req, mb_response **resp)
+HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_response **resp,
+			  int timeout_ms)
 {
-	mb_call_slot *slot;
 	nng_msg *msg = NULL;
 	mb_response *r;
 	int rv;
@@ -143,30 +147,22 @@ HRESULT mb_client_call(mb_client *c, mb_request *req, mb_response **resp)
 	if ((rv = mb_wire_pack_request(req, &msg)) != 0)
 		return mb_client_error(E_OUTOFMEMORY, "cannot build the request: %s",
 				       nng_strerror(rv));
-	slot = slot_get(c);
-	if (slot == NULL) {
-		nng_msg_free(msg);
-		return mb_client_error(E_OUTOFMEMORY, "no memory for a request context");
-	}
-	nng_aio_set_timeout(slot->aio, mb_client_timeout_ms());
+	nng_aio_set_timeout(slot->aio, timeout_ms);
 	nng_aio_set_msg(slot->aio, msg);
 	nng_ctx_send(slot->ctx, slot->aio);
 	nng_aio_wait(slot->aio);
 	if ((rv = nng_aio_result(slot->aio)) != 0) {
 		nng_msg_free(nng_aio_get_msg(slot->aio));
-		slot_free(slot);
+		nng_aio_set_msg(slot->aio, NULL);
 		return transport_failure(c, rv, "sending to the broker");
 	}
 	nng_ctx_recv(slot->ctx, slot->aio);
 	nng_aio_wait(slot->aio);
-	if ((rv = nng_aio_result(slot->aio)) != 0) {
+	if ((rv = nng_aio_result(slot->aio)) != 0)
 		/* Timed out or connection lost: the broker may or may not have acted, so the
 		 * client cannot trust its own view any more. */
-		slot_free(slot);
 		return transport_failure(c, rv, "waiting for the broker");
-	}
 	msg = nng_aio_get_msg(slot->aio);
-	slot_put(c, slot);
 	r = mb_wire_unpack_response(nng_msg_body(msg), nng_msg_len(msg));
 	nng_msg_free(msg);
 	if (r == NULL || r->request_id != req->request_id) {
@@ -176,6 +172,22 @@ HRESULT mb_client_call(mb_client *c, mb_request *req, mb_response **resp)
 	}
 	*resp = r;
 	return S_OK;
+}
+
+HRESULT mb_client_call(mb_client *c, mb_request *req, mb_response **resp)
+{
+	mb_call_slot *slot = slot_get(c);
+	HRESULT hr;
+
+	*resp = NULL;
+	if (slot == NULL)
+		return mb_client_error(E_OUTOFMEMORY, "no memory for a request context");
+	hr = mb_client_call_on(c, slot, req, resp, mb_client_timeout_ms());
+	if (hr == HOST_E_CLRNOTAVAILABLE)
+		mb_client_slot_free(slot); /* its context may still hold a half-done request */
+	else
+		slot_put(c, slot);
+	return hr;
 }
 
 HRESULT mb_client_call_simple(mb_client *c, mb_request *req)
@@ -241,7 +253,7 @@ static void client_free(mb_client *c)
 
 	while ((s = c->free_slots) != NULL) {
 		c->free_slots = s->next;
-		slot_free(s);
+		mb_client_slot_free(s);
 	}
 	mb_regmap_clear(&c->map, NULL, NULL);
 	pthread_rwlock_destroy(&c->map_lock);
@@ -399,6 +411,7 @@ static void teardown(mb_client *c)
 		free(c);
 		return;
 	}
+	mb_notify_stop(c);
 	mb_vm_unmap_all(c);
 	if (c->section_fd >= 0)
 		close(c->section_fd);

@@ -47,9 +47,13 @@ struct mb_client {
 
 	struct mb_client *next_client; /* process-wide list, for HOST_E_NOT_OWNER answers */
 
-	pthread_mutex_t notify_lock;
+	pthread_mutex_t notify_lock; /* guards notify_cb, notify_ctx, watch_started */
 	mb_memory_callback notify_cb;
 	void *notify_ctx;
+	bool watch_started;
+	atomic_bool watch_stop;
+	pthread_t watch_thread;
+	mb_call_slot *watch_slot;    /* the watch thread's own context, stopped at teardown */
 };
 
 /* Incremented in every forked child (pthread_atfork). */
@@ -74,6 +78,17 @@ HRESULT mb_client_usable(mb_client *client);
  * The operation's own HRESULT is (*resp)->hresult.
  */
 HRESULT mb_client_call(mb_client *client, mb_request *req, mb_response **resp);
+
+/* mb_client_call on a given slot (kept by the caller), with a timeout in ms. */
+HRESULT mb_client_call_on(mb_client *client, mb_call_slot *slot, mb_request *req,
+			  mb_response **resp, int timeout_ms);
+
+/* A fresh slot (context + aio), or NULL. Free with mb_client_slot_free. */
+mb_call_slot *mb_client_slot_new(mb_client *client);
+void mb_client_slot_free(mb_call_slot *slot);
+
+/* Stops the notification thread, if any (notify.c). */
+void mb_notify_stop(mb_client *client);
 
 /* Like mb_client_call, returns the operation's HRESULT, recording the broker's detail text. */
 HRESULT mb_client_call_simple(mb_client *client, mb_request *req);

@@ -436,19 +436,6 @@ HRESULT mb_get_session_status(mb_client *c, mb_session_status *status)
 	return hr;
 }
 
-HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callback, void *context)
-{
-	HRESULT hr;
-
-	if ((hr = mb_client_usable(c)) != S_OK)
-		return hr;
-	pthread_mutex_lock(&c->notify_lock);
-	c->notify_cb = callback;
-	c->notify_ctx = context;
-	pthread_mutex_unlock(&c->notify_lock);
-	return S_OK;
-}
-
 static void unmap_region(mb_region *region, void *arg)
 {
 	(void)arg;

@@ -69,6 +69,8 @@ static int request_ok(const mb_request *r)
 		return r->memory_load != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS:
 		return r->session_status != NULL;
+	case MEMBROKER__V1__REQUEST__BODY_WATCH:
+		return r->watch != NULL;
 	default:
 		return 0;
 	}
@@ -106,6 +108,8 @@ static int response_ok(const mb_response *r)
 		return r->memory_load != NULL;
 	case MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS:
 		return r->session_status != NULL;
+	case MEMBROKER__V1__RESPONSE__BODY_WATCH:
+		return r->watch != NULL;
 	default:
 		return 0;
 	}
@@ -162,6 +166,8 @@ const char *mb_wire_op_name(int body_case)
 		return "memory_load";
 	case MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS:
 		return "session_status";
+	case MEMBROKER__V1__REQUEST__BODY_WATCH:
+		return "watch";
 	default:
 		return "invalid";
 	}

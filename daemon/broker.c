@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,17 +38,51 @@ int mb_broker_init(mb_broker *b, uint64_t budget)
 	RB_INIT(&b->by_id);
 	b->next_session_id = 1;
 	b->section_size = MB_ADDRESS_LIMIT;
+	for (int i = 0; i < MB_LEVELS; i++) {
+		TAILQ_INIT(&b->waiters[i]);
+		TAILQ_INIT(&b->resets[i]);
+	}
+	TAILQ_INIT(&b->watchers);
+	b->pressure = mb_pressure_next(0, &b->ledger, false);
+	b->death_epfd = epoll_create1(EPOLL_CLOEXEC);
 	return 0;
+}
+
+/* Answers the session's parked requests and forgets its MEM_RESET ranges. Caller holds the lock. */
+static void drop_pending(mb_broker *b, mb_session *s)
+{
+	mb_parked *p, *ptmp;
+	mb_reset_range *r, *rtmp;
+
+	for (int level = 0; level < MB_LEVELS; level++)
+		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, ptmp)
+	if (p->pipe_id == s->pipe_id) {
+		b->waits_abandoned++;
+		mb_broker_finish_parked(b, p, HOST_E_ABANDONED, "the client disconnected");
+	}
+	TAILQ_FOREACH_SAFE(p, &b->watchers, link, ptmp)
+	if (p->pipe_id == s->pipe_id)
+		mb_broker_finish_parked(b, p, S_OK, NULL);
+	for (int level = 0; level < MB_LEVELS && s->resets > 0; level++)
+		TAILQ_FOREACH_SAFE(r, &b->resets[level], link, rtmp)
+	if (r->pipe_id == s->pipe_id) {
+		TAILQ_REMOVE(&b->resets[level], r, link);
+		free(r);
+		s->resets--;
+	}
 }
 
 /* Caller holds the lock. */
 static void end_session(mb_broker *b, mb_session *s)
 {
+	drop_pending(b, s);
 	RB_REMOVE(mb_session_pipe_tree, &b->by_pipe, s);
 	if (s->hello)
 		RB_REMOVE(mb_session_id_tree, &b->by_id, s);
 	b->sessions--;
 	mb_ledger_credit(&b->ledger, mb_session_free(s));
+	if (!b->stopping)
+		mb_broker_grant_waiters(b);
 }
 
 void mb_broker_fini(mb_broker *b)
@@ -54,10 +90,20 @@ void mb_broker_fini(mb_broker *b)
 	mb_session *s;
 
 	pthread_mutex_lock(&b->lock);
+	b->stopping = true;
 	while ((s = RB_MIN(mb_session_pipe_tree, &b->by_pipe)) != NULL)
 		end_session(b, s);
+	for (int level = 0; level < MB_LEVELS; level++) {
+		mb_reset_range *r;
+		while ((r = TAILQ_FIRST(&b->resets[level])) != NULL) {
+			TAILQ_REMOVE(&b->resets[level], r, link);
+			free(r);
+		}
+	}
 	pthread_mutex_unlock(&b->lock);
 	pthread_mutex_destroy(&b->lock);
+	if (b->death_epfd >= 0)
+		close(b->death_epfd);
 }
 
 int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid)
@@ -67,6 +113,16 @@ int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_
 
 	if (s == NULL)
 		return -ENOMEM;
+	/* A small race remains: the pid could be reused between connect and here (SO_PEERPIDFD
+	 * would close it, but needs Linux 6.5). */
+	s->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (s->pidfd >= 0 && b->death_epfd >= 0) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = pipe_id};
+		if (epoll_ctl(b->death_epfd, EPOLL_CTL_ADD, s->pidfd, &ev) != 0) {
+			close(s->pidfd);
+			s->pidfd = -1;
+		}
+	}
 	pthread_mutex_lock(&b->lock);
 	if (RB_INSERT(mb_session_pipe_tree, &b->by_pipe, s) != NULL) {
 		rv = -EEXIST;
@@ -89,6 +145,22 @@ void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
 		mb_log(LOG_DEBUG, "session %llu (pid %d uid %u) ended, %llu bytes returned",
 		       (unsigned long long)s->id, (int)s->pid, (unsigned)s->uid,
 		       (unsigned long long)mb_session_committed(s));
+		end_session(b, s);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
+void mb_broker_process_exited(mb_broker *b, uint32_t pipe_id)
+{
+	mb_session key = {.pipe_id = pipe_id};
+	mb_session *s;
+
+	pthread_mutex_lock(&b->lock);
+	s = RB_FIND(mb_session_pipe_tree, &b->by_pipe, &key);
+	if (s != NULL) {
+		mb_log(LOG_DEBUG, "client pid %d exited; ending its session", (int)s->pid);
+		if (b->close_pipe != NULL)
+			b->close_pipe(b->close_pipe_arg, pipe_id);
 		end_session(b, s);
 	}
 	pthread_mutex_unlock(&b->lock);

@@ -11,13 +11,55 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <bsd/sys/queue.h>
 #include <sys/types.h>
 
 #include "ledger.h"
+#include "membroker.h"
 #include "session.h"
 
 RB_HEAD(mb_session_pipe_tree, mb_session);
 RB_HEAD(mb_session_id_tree, mb_session);
+
+/*
+ * A request the broker answers later: a commit waiting for memory, or a Watch long poll. The storage
+ * belongs to the caller (the server's context state machine), which supplies two hooks the broker
+ * calls with its lock held: arm() starts a timer of ms milliseconds after which the caller calls
+ * mb_dispatch_finish(); wake() makes the caller call mb_dispatch_finish() soon (the outcome is ready).
+ * Neither hook may call back into the broker.
+ */
+enum mb_park_kind { MB_PARK_COMMIT, MB_PARK_WATCH };
+enum mb_park_state { MB_PARK_IDLE, MB_PARK_WAITING, MB_PARK_DONE };
+
+typedef struct mb_parked {
+	TAILQ_ENTRY(mb_parked) link;
+	enum mb_park_kind kind;
+	enum mb_park_state state;
+	uint32_t pipe_id;
+	uint64_t request_id;
+	uint64_t address, size; /* commit */
+	int level;              /* commit */
+	uint32_t last_level;    /* watch */
+	uint64_t deadline_ms;   /* CLOCK_MONOTONIC */
+	uint64_t seq;           /* arrival order */
+	HRESULT result;
+	char detail[200];
+	void (*arm)(struct mb_parked *p, uint32_t ms);
+	void (*wake)(struct mb_parked *p);
+	void *owner;
+} mb_parked;
+
+TAILQ_HEAD(mb_parked_list, mb_parked);
+
+/* A range a client marked MEM_RESET: what the broker may discard first when memory is short. */
+typedef struct mb_reset_range {
+	TAILQ_ENTRY(mb_reset_range) link;
+	uint32_t pipe_id;
+	uint64_t address;
+	uint64_t pages;
+} mb_reset_range;
+
+TAILQ_HEAD(mb_reset_list, mb_reset_range);
 
 typedef struct mb_broker {
 	pthread_mutex_t lock;
@@ -29,6 +71,26 @@ typedef struct mb_broker {
 	uint64_t section_size;    /* size of every section (the top of usable client addresses) */
 	uint64_t requests;        /* handled, including refused */
 	uint64_t protocol_errors; /* undecodable requests (their connections were closed) */
+
+	struct mb_parked_list waiters[MB_LEVELS]; /* commits waiting for memory, oldest first */
+	uint32_t nwaiters;
+	struct mb_parked_list watchers;           /* Watch long polls */
+	int pressure;                             /* EMemoryAvailable, with hysteresis */
+	bool stopping;                            /* no new waits; all waits abandoned */
+	uint64_t next_seq;
+
+	/* MEM_RESET ranges by the owner's highest commit level, least recently reset first. */
+	struct mb_reset_list resets[MB_LEVELS];
+	uint64_t reclaimed_bytes;
+
+	uint64_t waits_granted, waits_timed_out, waits_abandoned, refusals;
+	uint64_t offences;        /* writes to memory that was not committed, all sessions */
+
+	int death_epfd; /* epoll set of the sessions' pidfds (deathwatch.c) */
+
+	/* Closes a connection (set by the server; NULL in tests). Called with the lock held. */
+	void (*close_pipe)(void *arg, uint32_t pipe_id);
+	void *close_pipe_arg;
 } mb_broker;
 
 /* Initialises an empty broker with a budget in bytes. Returns 0 or -errno. */
@@ -39,6 +101,10 @@ void mb_broker_fini(mb_broker *b);
 
 /* A connection arrived (nng pipe added) with the peer's credentials. 0, -ENOMEM or -EEXIST. */
 int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid);
+
+/* The process behind connection pipe_id exited (its pidfd fired): the session ends now and its
+ * connection is closed, even if a forked child still holds the socket. */
+void mb_broker_process_exited(mb_broker *b, uint32_t pipe_id);
 
 /* A connection is gone: the session and everything it held are released at once. No-op if unknown. */
 void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id);
@@ -52,6 +118,24 @@ void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id);
 int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, size_t token_len,
 		       uid_t uid, pid_t pid);
 
+/*
+ * Shutting down: every waiting commit and watch is answered HOST_E_ABANDONED / the current level, and
+ * no new request waits. Returns the number of requests that were parked.
+ */
+uint32_t mb_broker_abandon_all(mb_broker *b);
+
+/* Requests still parked (waiting commits and watches). */
+uint32_t mb_broker_parked(mb_broker *b);
+
+/*
+ * Honest charging: compares each session's allocated section pages with what it committed. Pages
+ * written without a commit are discarded and counted as an offence (the third offence closes the
+ * connection); pages rewritten after the broker discarded them as MEM_RESET are charged again when
+ * the budget allows, else discarded. Returns the bytes discarded. Called on a timer and when memory
+ * is short.
+ */
+uint64_t mb_broker_audit(mb_broker *b);
+
 /* Committed bytes of all sessions, summed from their maps (for ledger checks in tests). */
 uint64_t mb_broker_sum_sessions(mb_broker *b);
 
@@ -60,5 +144,15 @@ mb_session *mb_broker_find_pipe(mb_broker *b, uint32_t pipe_id);
 void mb_broker_register_id(mb_broker *b, mb_session *s); /* assigns s->id, indexes it */
 mb_session *mb_broker_first(mb_broker *b);
 mb_session *mb_broker_next(mb_session *s);
+/* Recomputes the pressure level; wakes watchers when it changed. */
+void mb_broker_update_pressure(mb_broker *b);
+/* Serves waiting commits that fit now (highest level first, then oldest; none blocks another). */
+void mb_broker_grant_waiters(mb_broker *b);
+/* Discards MEM_RESET pages until `need` bytes more would fit at level, lowest-level owners first.
+ * Returns the bytes credited. */
+uint64_t mb_broker_reclaim(mb_broker *b, uint64_t need, int level);
+/* Finishes a parked request: result and detail set, removed from its queue, owner woken. */
+void mb_broker_finish_parked(mb_broker *b, mb_parked *p, HRESULT hr, const char *detail);
+uint64_t mb_now_ms(void);
 
 #endif /* MB_BROKER_H */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -26,6 +27,8 @@ typedef struct reply {
 	Membroker__V1__HelloReply hello;
 	Membroker__V1__MemoryLoadReply load;
 	Membroker__V1__SessionStatusReply status;
+	Membroker__V1__WatchReply watch;
+	mb_parked *park; /* where a request that must wait is parked, or NULL */
 	char detail[MB_WIRE_MAX_DETAIL + 1];
 	uint8_t token[MB_WIRE_TOKEN_LEN];
 } reply;
@@ -161,6 +164,8 @@ static void discard_pages(mb_broker *b, mb_session *s, mb_region *region, size_t
 		mb_log(LOG_WARNING, "session %" PRIu64 ": hole punch failed: %s", s->id,
 		       strerror(-rv));
 	mb_ledger_credit(&b->ledger, (uint64_t)dropped * MB_PAGE_SIZE);
+	if (dropped > 0)
+		mb_broker_grant_waiters(b);
 }
 
 static HRESULT do_release(mb_broker *b, mb_session *s, const Membroker__V1__Release *m, reply *r)
@@ -177,28 +182,86 @@ static HRESULT do_release(mb_broker *b, mb_session *s, const Membroker__V1__Rele
 	return S_OK;
 }
 
-static HRESULT do_commit(mb_broker *b, mb_session *s, const Membroker__V1__Commit *m, reply *r)
+/* Internal marker: the request was parked and is answered later. Never sent. */
+#define MB_PARKED_HR ((HRESULT)1)
+
+static void park(mb_broker *b, mb_parked *p, uint32_t pipe_id, uint64_t request_id, uint32_t ms)
+{
+	p->state = MB_PARK_WAITING;
+	p->pipe_id = pipe_id;
+	p->request_id = request_id;
+	p->seq = b->next_seq++;
+	p->deadline_ms = mb_now_ms() + ms;
+	p->result = S_OK;
+	p->detail[0] = '\0';
+	if (p->kind == MB_PARK_COMMIT) {
+		TAILQ_INSERT_TAIL(&b->waiters[p->level], p, link);
+		b->nwaiters++;
+	} else {
+		TAILQ_INSERT_TAIL(&b->watchers, p, link);
+	}
+	p->arm(p, ms);
+}
+
+static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
+			 const Membroker__V1__Commit *m, reply *r)
 {
 	mb_page_range pr;
 	HRESULT hr;
 	uint64_t bytes;
+	int level = (int)m->level;
 
-	if (mb_win32_check_level((int)m->level) != S_OK || m->level > 2)
+	if (m->level > 2 || mb_win32_check_level(level) != S_OK)
 		return fail(r, E_INVALIDARG, "critical level %u is not 0, 1 or 2", m->level);
 	hr = resolve(b, s, m->address, m->size, MB_E_INVALID_ADDRESS, &pr, r);
 	if (hr != S_OK)
 		return hr;
 	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
 		MB_PAGE_SIZE;
-	if (bytes > 0 && !mb_ledger_fits(&b->ledger, (int)m->level, bytes))
+	if (bytes > 0 && !mb_ledger_fits(&b->ledger, level, bytes))
+		mb_broker_reclaim(b, bytes, level);
+	if (bytes > 0 && !mb_ledger_fits(&b->ledger, level, bytes)) {
+		uint32_t wait = b->ledger.wait_ms[level];
+		if (wait > 0 && r->park != NULL && !b->stopping && bytes <= mb_ledger_ceiling(&b->ledger, level)) {
+			r->park->kind = MB_PARK_COMMIT;
+			r->park->address = pr.start;
+			r->park->size = (uint64_t)pr.count * MB_PAGE_SIZE;
+			r->park->level = level;
+			park(b, r->park, s->pipe_id, request_id, wait);
+			mb_broker_update_pressure(b);
+			return MB_PARKED_HR;
+		}
+		b->refusals++;
+		mb_broker_update_pressure(b);
 		return fail(r, E_OUTOFMEMORY,
-			    "budget: %" PRIu64 " of %" PRIu64 " bytes committed, level %u may use up to "
+			    "budget: %" PRIu64 " of %" PRIu64 " bytes committed, level %d may use up to "
 			    "%" PRIu64,
-			    b->ledger.committed, b->ledger.budget, m->level,
-			    mb_ledger_ceiling(&b->ledger, (int)m->level));
-	mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
+			    b->ledger.committed, b->ledger.budget, level,
+			    mb_ledger_ceiling(&b->ledger, level));
+	}
+	mb_region_commit(&s->map, pr.region, pr.first, pr.count, (uint8_t)level);
 	mb_ledger_charge(&b->ledger, bytes);
+	if (level > s->max_level)
+		s->max_level = level;
+	mb_broker_update_pressure(b);
 	return S_OK;
+}
+
+/* Most MEM_RESET ranges one session may have queued for reclaim; later ones stay reset but are
+ * not reclaimed, which only makes the broker less able to help, never wrong. */
+#define MB_MAX_RESET_RANGES 65536
+
+static void queue_reset(mb_broker *b, mb_session *s, const mb_page_range *pr)
+{
+	mb_reset_range *rr;
+
+	if (s->resets >= MB_MAX_RESET_RANGES || (rr = calloc(1, sizeof(*rr))) == NULL)
+		return;
+	rr->pipe_id = s->pipe_id;
+	rr->address = pr->start;
+	rr->pages = pr->count;
+	TAILQ_INSERT_TAIL(&b->resets[s->max_level], rr, link);
+	s->resets++;
 }
 
 static HRESULT do_decommit(mb_broker *b, mb_session *s, const Membroker__V1__Decommit *m, reply *r)
@@ -212,31 +275,69 @@ static HRESULT do_decommit(mb_broker *b, mb_session *s, const Membroker__V1__Dec
 	return S_OK;
 }
 
-/* MEM_RESET and MEM_RESET_UNDO: every page must be committed. */
+/*
+ * MEM_RESET and MEM_RESET_UNDO: every page must be committed (from the client's view: pages the
+ * broker discarded after a MEM_RESET still count as committed for the client).
+ */
 static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t size, bool undo,
 			reply *r)
 {
 	mb_page_range pr;
 	HRESULT hr = resolve(b, s, address, size, MB_E_INVALID_ADDRESS, &pr, r);
-	bool lost = false;
+	size_t lost = 0;
 
 	if (hr != S_OK)
 		return hr;
-	if (mb_region_committed_in(pr.region, pr.first, pr.count) != pr.count)
-		return fail(r, MB_E_INVALID_ADDRESS, "MEM_RESET%s on pages that are not committed",
-			    undo ? "_UNDO" : "");
 	for (size_t i = pr.first; i < pr.first + pr.count; i++) {
-		uint8_t *st = &pr.region->state[i];
-		if (undo) {
-			lost |= (*st & MB_PAGE_DISCARDED) != 0;
-			*st &= (uint8_t)~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
-		} else {
-			*st |= MB_PAGE_RESET;
-		}
+		uint8_t st = pr.region->state[i];
+		if (!(st & MB_PAGE_COMMITTED) && !(st & MB_PAGE_DISCARDED))
+			return fail(r, MB_E_INVALID_ADDRESS,
+				    "MEM_RESET%s on pages that are not committed", undo ? "_UNDO" : "");
+		lost += (st & MB_PAGE_DISCARDED) != 0;
 	}
-	if (lost)
+	if (!undo) {
+		for (size_t i = pr.first; i < pr.first + pr.count; i++)
+			pr.region->state[i] |= MB_PAGE_RESET;
+		queue_reset(b, s, &pr);
+		return S_OK;
+	}
+	if (lost > 0) {
+		/* The discarded pages come back as fresh zero pages and are charged again. */
+		uint64_t bytes = (uint64_t)lost * MB_PAGE_SIZE;
+		if (!mb_ledger_fits(&b->ledger, MB_LEVELS - 1, bytes))
+			return fail(r, E_OUTOFMEMORY,
+				    "MEM_RESET_UNDO: pages were discarded and the budget cannot "
+				    "commit them again");
+		for (size_t i = pr.first; i < pr.first + pr.count; i++)
+			if (pr.region->state[i] & MB_PAGE_DISCARDED)
+				mb_region_commit(&s->map, pr.region, i, 1, 0);
+		mb_ledger_charge(&b->ledger, bytes);
+	}
+	for (size_t i = pr.first; i < pr.first + pr.count; i++)
+		pr.region->state[i] &= (uint8_t)~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
+	if (lost > 0)
 		return fail(r, MB_E_INVALID_ADDRESS,
-			    "MEM_RESET_UNDO: the broker discarded some of these pages; they read as zero");
+			    "MEM_RESET_UNDO: the broker discarded %zu of these pages under memory "
+			    "pressure; they read as zero",
+			    lost);
+	return S_OK;
+}
+
+static HRESULT do_watch(mb_broker *b, mb_session *s, uint64_t request_id,
+			const Membroker__V1__Watch *m, reply *r)
+{
+	/* A long poll answers after at most this long, so a client notices a dead broker. */
+	const uint32_t refresh_ms = 30000;
+
+	if (m->last_level == (uint32_t)b->pressure && r->park != NULL && !b->stopping) {
+		r->park->kind = MB_PARK_WATCH;
+		r->park->last_level = m->last_level;
+		park(b, r->park, s->pipe_id, request_id, refresh_ms);
+		return MB_PARKED_HR;
+	}
+	r->watch.level = (uint32_t)b->pressure;
+	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_WATCH;
+	r->resp.watch = &r->watch;
 	return S_OK;
 }
 
@@ -258,6 +359,10 @@ static HRESULT do_session_status(mb_broker *b, mb_session *s, reply *r)
 	r->status.reservations = s->map.count;
 	r->status.sessions = b->sessions;
 	r->status.section_allocated = mb_section_allocated(s->section_fd);
+	r->status.waiters = b->nwaiters;
+	r->status.pressure = (uint32_t)b->pressure;
+	r->status.reclaimed = b->reclaimed_bytes;
+	r->status.offences = s->offences;
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS;
 	r->resp.session_status = &r->status;
 	return S_OK;
@@ -275,7 +380,7 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 	case MEMBROKER__V1__REQUEST__BODY_RELEASE:
 		return do_release(b, s, req->release, r);
 	case MEMBROKER__V1__REQUEST__BODY_COMMIT:
-		return do_commit(b, s, req->commit, r);
+		return do_commit(b, s, req->request_id, req->commit, r);
 	case MEMBROKER__V1__REQUEST__BODY_DECOMMIT:
 		return do_decommit(b, s, req->decommit, r);
 	case MEMBROKER__V1__REQUEST__BODY_RESET:
@@ -286,30 +391,42 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 		return do_memory_load(b, r);
 	case MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS:
 		return do_session_status(b, s, r);
+	case MEMBROKER__V1__REQUEST__BODY_WATCH:
+		return do_watch(b, s, req->request_id, req->watch, r);
 	default:
 		return fail(r, E_FAIL, "unknown operation");
 	}
 }
 
-int mb_dispatch(mb_broker *b, uint32_t pipe_id, const void *data, size_t len, nng_msg **reply_msg)
+static void reply_init(reply *r, uint64_t request_id, mb_parked *park)
+{
+	memset(r, 0, sizeof(*r));
+	membroker__v1__response__init(&r->resp);
+	membroker__v1__hello_reply__init(&r->hello);
+	membroker__v1__memory_load_reply__init(&r->load);
+	membroker__v1__session_status_reply__init(&r->status);
+	membroker__v1__watch_reply__init(&r->watch);
+	r->resp.request_id = request_id;
+	r->park = park;
+}
+
+int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t len,
+		     nng_msg **reply_msg, mb_parked *park)
 {
 	mb_request *req = mb_wire_unpack_request(data, len);
 	reply r;
 	mb_session *s;
-	int rv;
+	HRESULT hr;
+	int op;
 
 	if (req == NULL) {
 		pthread_mutex_lock(&b->lock);
 		b->protocol_errors++;
 		pthread_mutex_unlock(&b->lock);
-		return -1;
+		return MB_DISPATCH_DROP;
 	}
-	memset(&r, 0, sizeof(r));
-	membroker__v1__response__init(&r.resp);
-	membroker__v1__hello_reply__init(&r.hello);
-	membroker__v1__memory_load_reply__init(&r.load);
-	membroker__v1__session_status_reply__init(&r.status);
-	r.resp.request_id = req->request_id;
+	reply_init(&r, req->request_id, park);
+	op = req->body_case;
 
 	pthread_mutex_lock(&b->lock);
 	b->requests++;
@@ -317,15 +434,59 @@ int mb_dispatch(mb_broker *b, uint32_t pipe_id, const void *data, size_t len, nn
 	if (s == NULL)
 		/* The connection ended while this request was queued: its session is gone and
 		 * nothing may be granted to it. */
-		r.resp.hresult = (uint32_t)fail(&r, HOST_E_CLRNOTAVAILABLE, "session ended");
+		hr = fail(&r, HOST_E_CLRNOTAVAILABLE, "session ended");
 	else
-		r.resp.hresult = (uint32_t)run(b, s, req, &r);
+		hr = run(b, s, req, &r);
 	pthread_mutex_unlock(&b->lock);
-
-	if ((HRESULT)r.resp.hresult != S_OK)
-		mb_log(LOG_DEBUG, "pipe %u %s: %s (%s)", pipe_id, mb_wire_op_name(req->body_case),
-		       mb_hresult_name((HRESULT)r.resp.hresult), r.detail);
 	mb_wire_free_request(req);
-	rv = mb_wire_pack_response(&r.resp, reply_msg);
-	return rv == 0 ? 0 : -1;
+	if (hr == MB_PARKED_HR)
+		return MB_DISPATCH_PARKED;
+
+	r.resp.hresult = (uint32_t)hr;
+	if (hr != S_OK)
+		mb_log(LOG_DEBUG, "pipe %u %s: %s (%s)", pipe_id, mb_wire_op_name(op),
+		       mb_hresult_name(hr), r.detail);
+	return mb_wire_pack_response(&r.resp, reply_msg) == 0 ? MB_DISPATCH_REPLY : MB_DISPATCH_DROP;
+}
+
+int mb_dispatch(mb_broker *b, uint32_t pipe_id, const void *data, size_t len, nng_msg **reply_msg)
+{
+	return mb_dispatch_park(b, pipe_id, data, len, reply_msg, NULL);
+}
+
+int mb_dispatch_finish(mb_broker *b, mb_parked *p, bool expired, nng_msg **reply_msg)
+{
+	reply r;
+
+	reply_init(&r, p->request_id, NULL);
+	pthread_mutex_lock(&b->lock);
+	if (p->state == MB_PARK_WAITING) {
+		uint64_t now = mb_now_ms();
+		if (!expired && now < p->deadline_ms) {
+			p->arm(p, (uint32_t)(p->deadline_ms - now));
+			pthread_mutex_unlock(&b->lock);
+			return MB_DISPATCH_PARKED;
+		}
+		if (p->kind == MB_PARK_COMMIT) {
+			b->waits_timed_out++;
+			mb_broker_finish_parked(b, p, HOST_E_TIMEOUT,
+						"waited for memory until the level's deadline");
+			mb_broker_update_pressure(b);
+		} else {
+			mb_broker_finish_parked(b, p, S_OK, NULL);
+		}
+	}
+	if (p->kind == MB_PARK_WATCH) {
+		r.watch.level = (uint32_t)b->pressure;
+		r.resp.body_case = MEMBROKER__V1__RESPONSE__BODY_WATCH;
+		r.resp.watch = &r.watch;
+	}
+	pthread_mutex_unlock(&b->lock);
+	p->state = MB_PARK_IDLE;
+	r.resp.hresult = (uint32_t)p->result;
+	if (p->detail[0] != '\0') {
+		snprintf(r.detail, sizeof(r.detail), "%s", p->detail);
+		r.resp.detail = r.detail;
+	}
+	return mb_wire_pack_response(&r.resp, reply_msg) == 0 ? MB_DISPATCH_REPLY : MB_DISPATCH_DROP;
 }

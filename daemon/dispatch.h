@@ -4,6 +4,7 @@
 #ifndef MB_DISPATCH_H
 #define MB_DISPATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,5 +19,24 @@
  * no request id to answer to). Never trusts a field: every address, size and level is checked.
  */
 int mb_dispatch(mb_broker *b, uint32_t pipe_id, const void *data, size_t len, nng_msg **reply);
+
+#define MB_DISPATCH_REPLY  0  /* *reply is ready to send */
+#define MB_DISPATCH_DROP   -1 /* malformed: drop the connection */
+#define MB_DISPATCH_PARKED 1  /* the request waits in *park; see mb_dispatch_finish */
+
+/*
+ * Like mb_dispatch, but a commit that must wait for memory, or a Watch, is parked in *park (storage
+ * of the caller, with arm/wake/owner set and state MB_PARK_IDLE) and MB_DISPATCH_PARKED returned.
+ * With park NULL nothing waits: such a commit is refused at once with E_OUTOFMEMORY.
+ */
+int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t len, nng_msg **reply,
+		     mb_parked *park);
+
+/*
+ * Called by the owner of a parked request when its timer fired (expired = true) or it was woken.
+ * Returns MB_DISPATCH_REPLY with *reply packed (park is then idle again), or MB_DISPATCH_PARKED if
+ * it still waits (a spurious wake-up; the timer was re-armed).
+ */
+int mb_dispatch_finish(mb_broker *b, mb_parked *park, bool expired, nng_msg **reply);
 
 #endif

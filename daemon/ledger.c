@@ -10,6 +10,9 @@ void mb_ledger_init(mb_ledger *l, uint64_t budget)
 	l->ceiling_permille[0] = 900;
 	l->ceiling_permille[1] = 970;
 	l->ceiling_permille[2] = 1000;
+	l->wait_ms[0] = 0;
+	l->wait_ms[1] = 250;
+	l->wait_ms[2] = 2000;
 }
 
 uint64_t mb_ledger_ceiling(const mb_ledger *l, int level)
@@ -55,4 +58,27 @@ uint64_t mb_ledger_available(const mb_ledger *l, int level)
 {
 	uint64_t ceiling = mb_ledger_ceiling(l, level);
 	return ceiling > l->committed ? ceiling - l->committed : 0;
+}
+
+int mb_pressure_next(int current, const mb_ledger *l, bool waiters)
+{
+	enum { LOW = 1, NEUTRAL = 2, HIGH = 3 };
+	uint64_t permille;
+
+	if (waiters)
+		return LOW;
+	permille = l->budget == 0 ? 1000
+				  : (uint64_t)((unsigned __int128)l->committed * 1000 / l->budget);
+	if (permille >= 900)
+		return LOW;
+	switch (current) {
+	case LOW:
+		if (permille >= 800)
+			return LOW;
+		return permille < 500 ? HIGH : NEUTRAL;
+	case HIGH:
+		return permille < 600 ? HIGH : NEUTRAL;
+	default:
+		return permille < 500 ? HIGH : NEUTRAL;
+	}
 }

@@ -16,9 +16,11 @@ typedef struct mb_ledger {
 	uint64_t budget;                      /* bytes */
 	uint64_t committed;                   /* bytes, all sessions */
 	uint32_t ceiling_permille[MB_LEVELS]; /* share of the budget each level may bring the total to */
+	uint32_t wait_ms[MB_LEVELS];          /* how long a commit at each level may wait for memory */
 } mb_ledger;
 
-/* Budget in bytes; ceilings 90% / 97% / 100% for task / AppDomain / process critical. */
+/* Budget in bytes; ceilings 90% / 97% / 100% and waits 0 / 250 ms / 2 s for task / AppDomain /
+ * process critical. */
 void mb_ledger_init(mb_ledger *l, uint64_t budget);
 
 /* Bytes the total may reach for a commit at level (0..2); 0 for an invalid level. */
@@ -36,5 +38,13 @@ uint32_t mb_ledger_load(const mb_ledger *l);
 
 /* Bytes a commit at level could get now (its ceiling minus the total, or 0). */
 uint64_t mb_ledger_available(const mb_ledger *l, int level);
+
+/*
+ * Memory pressure as EMemoryAvailable (1 Low, 2 Neutral, 3 High), with hysteresis so the level does
+ * not flap around a threshold: Low while anything waits for memory or from 90% of the budget
+ * committed until below 80%; High below 50% until 60% or more; Neutral between. current 0 means
+ * no previous level.
+ */
+int mb_pressure_next(int current, const mb_ledger *l, bool waiters);
 
 #endif

@@ -14,6 +14,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "broker.h"
+#include "deathwatch.h"
 #include "fdserver.h"
 #include "log.h"
 #include "mb_address.h"
@@ -75,6 +76,7 @@ int main(int argc, char **argv)
 	mb_broker broker;
 	mb_server *server = NULL;
 	mb_fdserver *fdserver = NULL;
+	mb_deathwatch *deathwatch = NULL;
 	sigset_t sigs;
 	int rv;
 
@@ -105,6 +107,12 @@ int main(int argc, char **argv)
 		mb_log(LOG_ERR, "out of memory");
 		return 1;
 	}
+	for (int i = 0; i < MB_LEVELS; i++) {
+		if (opts.ceilings_set)
+			broker.ledger.ceiling_permille[i] = opts.ceiling_permille[i];
+		if (opts.waits_set)
+			broker.ledger.wait_ms[i] = opts.wait_ms[i];
+	}
 	rv = mb_server_start(&broker, url, opts.contexts, &server);
 	if (rv == NNG_EADDRINUSE) {
 		mb_log(LOG_ERR, "another membrokerd is already serving %s", url);
@@ -123,14 +131,24 @@ int main(int argc, char **argv)
 		mb_broker_fini(&broker);
 		return 1;
 	}
+	rv = mb_deathwatch_start(&broker, &deathwatch);
+	if (rv != 0)
+		mb_log(LOG_WARNING, "cannot watch client processes (%s): a dead client's memory "
+				    "returns only when its connection closes",
+		       strerror(-rv));
 	mb_log(LOG_INFO, "serving %s", url);
 	sd_notifyf(0, "READY=1\nSTATUS=serving %s, budget %" PRIu64 " MiB", url, budget >> 20);
 
 	for (;;) {
+		struct timespec tick = {.tv_sec = opts.audit_ms / 1000,
+					.tv_nsec = (long)(opts.audit_ms % 1000) * 1000000};
 		siginfo_t si;
-		int sig = sigwaitinfo(&sigs, &si);
-		if (sig < 0)
+		int sig = sigtimedwait(&sigs, &si, &tick);
+		if (sig < 0) {
+			if (errno == EAGAIN)
+				mb_broker_audit(&broker);
 			continue;
+		}
 		if (sig == SIGHUP) {
 			mb_log(LOG_INFO, "SIGHUP: no configuration file to reload");
 			continue;
@@ -139,8 +157,14 @@ int main(int argc, char **argv)
 		break;
 	}
 	sd_notify(0, "STOPPING=1");
+	/* Waiting commits get HOST_E_ABANDONED rather than a dropped connection: give their
+	 * replies a moment to leave. */
+	if (mb_broker_abandon_all(&broker) > 0)
+		for (int i = 0; i < 200 && mb_server_busy(server) > 0; i++)
+			usleep(5000);
 	mb_fdserver_stop(fdserver);
 	mb_server_stop(server);
+	mb_deathwatch_stop(deathwatch);
 	mb_broker_fini(&broker);
 	mb_log(LOG_INFO, "stopped");
 	return 0;

@@ -25,6 +25,11 @@ static void usage(FILE *f)
 		"  -b, --budget SIZE     memory budget: bytes with K/M/G/T suffix, or N%% of the memory\n"
 		"                        available to the daemon; default 50%%\n"
 		"      --log-level LVL   debug, info, notice, warning or error (default info)\n"
+		"      --ceilings T,A,P  share of the budget commits at task, AppDomain and process\n"
+		"                        level may bring the total to, in percent (default 90,97,100)\n"
+		"      --waits T,A,P     how long a commit at each level waits for memory, in ms\n"
+		"                        (default 0,250,2000)\n"
+		"      --audit-interval MS  how often sections are checked against commits (1000)\n"
 		"      --contexts N      requests handled concurrently (default 64)\n"
 		"  -h, --help            show this help\n"
 		"  -V, --version         show the version\n");
@@ -79,14 +84,52 @@ int mb_parse_size(const char *s, uint64_t total, uint64_t *out)
 	return 0;
 }
 
+int mb_parse_triple(const char *s, bool percent, uint32_t out[3])
+{
+	const char *p = s;
+
+	if (s == NULL)
+		return -1;
+	for (int i = 0; i < 3; i++) {
+		char *end;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		errno = 0;
+		double v = strtod(p, &end);
+		if (errno != 0 || end == p)
+			return -1;
+		if (percent) {
+			if (!(v > 0 && v <= 100))
+				return -1;
+			out[i] = (uint32_t)(v * 10 + 0.5);
+			if (i > 0 && out[i] < out[i - 1])
+				return -1;
+		} else {
+			if (!(v >= 0 && v <= 600000) || v != (double)(uint32_t)v)
+				return -1;
+			out[i] = (uint32_t)v;
+		}
+		p = end;
+		if (i < 2) {
+			if (*p != ',')
+				return -1;
+			p++;
+		}
+	}
+	return *p == '\0' ? 0 : -1;
+}
+
 int mb_options_parse(int argc, char **argv, mb_options *o)
 {
-	enum { OPT_LOG_LEVEL = 256, OPT_CONTEXTS };
+	enum { OPT_LOG_LEVEL = 256, OPT_CONTEXTS, OPT_CEILINGS, OPT_WAITS, OPT_AUDIT };
 	static const struct option longopts[] = {
 		{"listen", required_argument, NULL, 'l'},
 		{"budget", required_argument, NULL, 'b'},
 		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 		{"contexts", required_argument, NULL, OPT_CONTEXTS},
+		{"ceilings", required_argument, NULL, OPT_CEILINGS},
+		{"waits", required_argument, NULL, OPT_WAITS},
+		{"audit-interval", required_argument, NULL, OPT_AUDIT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -96,6 +139,7 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 	memset(o, 0, sizeof(*o));
 	o->log_level = LOG_INFO;
 	o->contexts = 64;
+	o->audit_ms = 1000;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "l:b:hV", longopts, NULL)) != -1) {
 		switch (c) {
@@ -120,6 +164,32 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 				return -1;
 			}
 			o->contexts = (int)n;
+			break;
+		}
+		case OPT_CEILINGS:
+			if (mb_parse_triple(optarg, true, o->ceiling_permille) != 0) {
+				fprintf(stderr, "membrokerd: --ceilings wants three non-decreasing "
+						"percentages, e.g. 90,97,100\n");
+				return -1;
+			}
+			o->ceilings_set = true;
+			break;
+		case OPT_WAITS:
+			if (mb_parse_triple(optarg, false, o->wait_ms) != 0) {
+				fprintf(stderr, "membrokerd: --waits wants three times in ms, e.g. "
+						"0,250,2000\n");
+				return -1;
+			}
+			o->waits_set = true;
+			break;
+		case OPT_AUDIT: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 10 || n > 3600000) {
+				fprintf(stderr, "membrokerd: --audit-interval wants 10..3600000 ms\n");
+				return -1;
+			}
+			o->audit_ms = (uint32_t)n;
 			break;
 		}
 		case 'h':

@@ -12,7 +12,16 @@ typedef struct mb_options {
 	const char *budget;   /* --budget SIZE as given, or NULL for the default */
 	int log_level;        /* syslog priority */
 	int contexts;         /* nng contexts: requests in flight inside the broker */
+	bool ceilings_set;
+	uint32_t ceiling_permille[3]; /* --ceilings T,A,P in percent (may have one decimal) */
+	bool waits_set;
+	uint32_t wait_ms[3];          /* --waits T,A,P in milliseconds */
+	uint32_t audit_ms;            /* --audit-interval */
 } mb_options;
+
+/* Parses "a,b,c" into three values; percent=true reads percentages (0 < v <= 100, one decimal,
+ * non-decreasing) into permille, else milliseconds (<= 600000). Returns 0 or -1. */
+int mb_parse_triple(const char *s, bool percent, uint32_t out[3]);
 
 /*
  * Parses argv. Returns 0 to run, 1 when --help or --version was printed (exit 0), -1 after printing

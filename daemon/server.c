@@ -5,6 +5,8 @@
  */
 #include "server.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,37 +20,81 @@
 
 /* A reply the client does not read within this time is dropped with its connection. */
 #define SEND_TIMEOUT_MS 5000
+/* Contexts kept receiving while others are parked (waiting commits, watches). */
+#define MIN_RECEIVING 8
+/* Upper bound of contexts, so parked requests cannot grow the broker without limit. */
+#define MAX_WORKS 8192
 
 typedef struct work {
-	enum { WORK_RECV, WORK_SEND } state;
+	enum { WORK_RECV, WORK_WAIT, WORK_SEND } state;
 	nng_aio *aio;
 	nng_ctx ctx;
 	struct mb_server *srv;
+	mb_parked park;
+	struct work *next;
 } work;
 
 struct mb_server {
 	nng_socket sock;
 	mb_broker *broker;
-	int nworks;
+	pthread_mutex_t lock; /* guards works and nworks */
 	work *works;
+	int nworks;
+	atomic_int receiving; /* contexts waiting in nng_ctx_recv */
+	atomic_int busy;      /* contexts parked or sending */
 };
+
+static int add_work(mb_server *srv);
 
 static void work_recv(work *w)
 {
 	w->state = WORK_RECV;
+	atomic_fetch_add(&w->srv->receiving, 1);
 	nng_aio_set_timeout(w->aio, NNG_DURATION_INFINITE);
 	nng_ctx_recv(w->ctx, w->aio);
+}
+
+static void work_send(work *w, nng_msg *msg)
+{
+	w->state = WORK_SEND;
+	nng_aio_set_msg(w->aio, msg);
+	nng_aio_set_timeout(w->aio, SEND_TIMEOUT_MS);
+	nng_ctx_send(w->ctx, w->aio);
+}
+
+/* Broker hooks for a parked request; called with the broker lock held. */
+static void park_arm(mb_parked *p, uint32_t ms)
+{
+	work *w = p->owner;
+	nng_sleep_aio((nng_duration)ms, w->aio);
+}
+
+static void park_wake(mb_parked *p)
+{
+	work *w = p->owner;
+	/* Completes the sleep early; the callback runs on an nng thread, not here. */
+	nng_aio_cancel(w->aio);
+}
+
+static void close_pipe(void *arg, uint32_t pipe_id)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+	(void)arg;
+	p.id = pipe_id;
+	nng_pipe_close(p);
 }
 
 static void work_cb(void *arg)
 {
 	work *w = arg;
-	nng_msg *msg;
+	mb_server *srv = w->srv;
+	nng_msg *msg = NULL;
 	nng_pipe pipe;
 	int rv = nng_aio_result(w->aio);
 
 	switch (w->state) {
 	case WORK_RECV:
+		atomic_fetch_sub(&srv->receiving, 1);
 		if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 			return; /* shutting down */
 		if (rv != 0) {
@@ -56,24 +102,48 @@ static void work_cb(void *arg)
 			return;
 		}
 		msg = nng_aio_get_msg(w->aio);
+		nng_aio_set_msg(w->aio, NULL);
 		pipe = nng_msg_get_pipe(msg);
-		if (mb_dispatch(w->srv->broker, (uint32_t)nng_pipe_id(pipe), nng_msg_body(msg),
-				nng_msg_len(msg), &msg) != 0) {
+		/* WAIT before dispatch: once parked, a wake-up may run this callback again on
+		 * another thread before this one returns. */
+		w->state = WORK_WAIT;
+		atomic_fetch_add(&srv->busy, 1);
+		rv = mb_dispatch_park(srv->broker, (uint32_t)nng_pipe_id(pipe), nng_msg_body(msg),
+				      nng_msg_len(msg), &msg, &w->park);
+		if (rv == MB_DISPATCH_PARKED) {
+			/* w belongs to the wake-up path now: touch only locals. */
+			nng_msg_free(msg);
+			if (atomic_load(&srv->receiving) < MIN_RECEIVING)
+				add_work(srv);
+			return;
+		}
+		if (rv == MB_DISPATCH_DROP) {
 			/* Not a request we can answer: drop the connection, which ends its
 			 * session and returns everything it held. */
 			mb_log(LOG_NOTICE, "pipe %d sent a malformed request; closing it",
 			       nng_pipe_id(pipe));
 			nng_msg_free(msg);
 			nng_pipe_close(pipe);
+			atomic_fetch_sub(&srv->busy, 1);
 			work_recv(w);
 			return;
 		}
-		w->state = WORK_SEND;
-		nng_aio_set_msg(w->aio, msg);
-		nng_aio_set_timeout(w->aio, SEND_TIMEOUT_MS);
-		nng_ctx_send(w->ctx, w->aio);
+		work_send(w, msg);
+		return;
+	case WORK_WAIT:
+		/* Timer fired (0) or woken early (NNG_ECANCELED); NNG_ECLOSED at shutdown. */
+		rv = mb_dispatch_finish(srv->broker, &w->park, rv == 0, &msg);
+		if (rv == MB_DISPATCH_PARKED)
+			return;
+		if (rv == MB_DISPATCH_DROP) {
+			atomic_fetch_sub(&srv->busy, 1);
+			work_recv(w);
+			return;
+		}
+		work_send(w, msg);
 		return;
 	case WORK_SEND:
+		atomic_fetch_sub(&srv->busy, 1);
 		if (rv != 0) {
 			msg = nng_aio_get_msg(w->aio);
 			if (msg != NULL) {
@@ -88,6 +158,42 @@ static void work_cb(void *arg)
 		work_recv(w);
 		return;
 	}
+}
+
+/* Adds one context state machine and starts it receiving. 0 or an nng error. */
+static int add_work(mb_server *srv)
+{
+	work *w;
+	int rv;
+
+	pthread_mutex_lock(&srv->lock);
+	if (srv->nworks >= MAX_WORKS) {
+		pthread_mutex_unlock(&srv->lock);
+		return NNG_ENOMEM;
+	}
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		pthread_mutex_unlock(&srv->lock);
+		return NNG_ENOMEM;
+	}
+	w->srv = srv;
+	w->park.arm = park_arm;
+	w->park.wake = park_wake;
+	w->park.owner = w;
+	if ((rv = nng_aio_alloc(&w->aio, work_cb, w)) != 0 ||
+	    (rv = nng_ctx_open(&w->ctx, srv->sock)) != 0) {
+		if (w->aio != NULL)
+			nng_aio_free(w->aio);
+		free(w);
+		pthread_mutex_unlock(&srv->lock);
+		return rv;
+	}
+	w->next = srv->works;
+	srv->works = w;
+	srv->nworks++;
+	pthread_mutex_unlock(&srv->lock);
+	work_recv(w);
+	return 0;
 }
 
 static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -121,7 +227,9 @@ int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out
 	if (srv == NULL)
 		return NNG_ENOMEM;
 	srv->broker = b;
+	pthread_mutex_init(&srv->lock, NULL);
 	if ((rv = nng_rep0_open(&srv->sock)) != 0) {
+		pthread_mutex_destroy(&srv->lock);
 		free(srv);
 		return rv;
 	}
@@ -136,23 +244,13 @@ int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out
 		goto fail;
 	if ((rv = nng_listener_start(l, 0)) != 0)
 		goto fail;
-
-	srv->works = calloc((size_t)contexts, sizeof(work));
-	if (srv->works == NULL) {
-		rv = NNG_ENOMEM;
-		goto fail;
-	}
-	for (int i = 0; i < contexts; i++) {
-		work *w = &srv->works[i];
-		w->srv = srv;
-		if ((rv = nng_aio_alloc(&w->aio, work_cb, w)) != 0)
+	pthread_mutex_lock(&b->lock);
+	b->close_pipe = close_pipe;
+	b->close_pipe_arg = srv;
+	pthread_mutex_unlock(&b->lock);
+	for (int i = 0; i < contexts; i++)
+		if ((rv = add_work(srv)) != 0)
 			goto fail;
-		srv->nworks++;
-		if ((rv = nng_ctx_open(&w->ctx, srv->sock)) != 0)
-			goto fail;
-	}
-	for (int i = 0; i < srv->nworks; i++)
-		work_recv(&srv->works[i]);
 	*out = srv;
 	return 0;
 fail:
@@ -160,16 +258,29 @@ fail:
 	return rv;
 }
 
+int mb_server_busy(mb_server *srv)
+{
+	return atomic_load(&srv->busy);
+}
+
 void mb_server_stop(mb_server *srv)
 {
+	work *w;
+
 	if (srv == NULL)
 		return;
+	pthread_mutex_lock(&srv->broker->lock);
+	srv->broker->close_pipe = NULL;
+	pthread_mutex_unlock(&srv->broker->lock);
 	/* Order matters (nng #1543): stop the state machines, close the socket, then free. */
-	for (int i = 0; i < srv->nworks; i++)
-		nng_aio_stop(srv->works[i].aio);
+	for (w = srv->works; w != NULL; w = w->next)
+		nng_aio_stop(w->aio);
 	nng_close(srv->sock);
-	for (int i = 0; i < srv->nworks; i++)
-		nng_aio_free(srv->works[i].aio);
-	free(srv->works);
+	while ((w = srv->works) != NULL) {
+		srv->works = w->next;
+		nng_aio_free(w->aio);
+		free(w);
+	}
+	pthread_mutex_destroy(&srv->lock);
 	free(srv);
 }

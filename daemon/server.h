@@ -15,6 +15,9 @@ typedef struct mb_server mb_server;
  */
 int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out);
 
+/* Contexts that are parked (waiting commits, watches) or sending a reply. */
+int mb_server_busy(mb_server *srv);
+
 /* Stops accepting, closes every connection (their sessions end) and frees the server. */
 void mb_server_stop(mb_server *srv);
 

@@ -22,6 +22,7 @@ mb_session *mb_session_new(uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid)
 	s->uid = uid;
 	s->gid = gid;
 	s->section_fd = -1;
+	s->pidfd = -1;
 	mb_regmap_init(&s->map, false);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	s->connected = ts.tv_sec;
@@ -44,6 +45,8 @@ uint64_t mb_session_free(mb_session *s)
 			       (unsigned long long)s->id, rv);
 		close(s->section_fd);
 	}
+	if (s->pidfd >= 0)
+		close(s->pidfd); /* also leaves the death watch's epoll set */
 	mb_regmap_clear(&s->map, NULL, NULL);
 	free(s);
 	return committed;

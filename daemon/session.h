@@ -29,10 +29,14 @@ typedef struct mb_session {
 	bool hello;         /* Hello done: id, name and section are valid */
 	char name[MB_WIRE_MAX_NAME + 1];
 	int section_fd;     /* -1 before Hello */
+	int pidfd;          /* the peer process, for death detection; -1 if unavailable */
 	uint8_t token[MB_WIRE_TOKEN_LEN];
 	bool token_used;    /* the section was handed over (tokens are one-time) */
 	mb_regmap map;      /* reservations and commit state, the broker's authority */
 	time_t connected;   /* CLOCK_MONOTONIC seconds */
+	int max_level;      /* highest critical level it committed at (reclaim order) */
+	uint32_t offences;  /* writes to memory it had not committed */
+	uint32_t resets;    /* entries it has in the broker's MEM_RESET lists */
 } mb_session;
 
 /* A session for a new connection (no section yet). NULL on allocation failure. */

@@ -1,0 +1,85 @@
+/*
+ * notify.c: memory-pressure notifications. A thread of the library long-polls the broker (Watch
+ * requests, parked by the broker until its pressure level changes) and calls the registered
+ * callback with no library lock held.
+ */
+#include <stdlib.h>
+
+#include "client_internal.h"
+
+/* Longer than the broker's refresh interval (30 s), so a healthy long poll never times out. */
+#define WATCH_TIMEOUT_MS 60000
+
+static void *watch_thread(void *arg)
+{
+	mb_client *c = arg;
+	uint32_t last = 0;
+
+	while (!atomic_load(&c->watch_stop) && !atomic_load(&c->broken)) {
+		Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+		Membroker__V1__Watch w = MEMBROKER__V1__WATCH__INIT;
+		mb_response *resp;
+		uint32_t level;
+
+		w.last_level = last;
+		req.body_case = MEMBROKER__V1__REQUEST__BODY_WATCH;
+		req.watch = &w;
+		if (mb_client_call_on(c, c->watch_slot, &req, &resp, WATCH_TIMEOUT_MS) != S_OK)
+			break; /* stopped, or the connection is gone (the client is marked broken) */
+		level = resp->body_case == MEMBROKER__V1__RESPONSE__BODY_WATCH ? resp->watch->level
+									       : 0;
+		mb_wire_free_response(resp);
+		if (level < eMemoryAvailableLow || level > eMemoryAvailableHigh || level == last)
+			continue;
+		last = level;
+		pthread_mutex_lock(&c->notify_lock);
+		mb_memory_callback cb = c->notify_cb;
+		void *ctx = c->notify_ctx;
+		pthread_mutex_unlock(&c->notify_lock);
+		if (cb != NULL)
+			cb((EMemoryAvailable)level, ctx);
+	}
+	return NULL;
+}
+
+HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callback, void *context)
+{
+	HRESULT hr;
+
+	if ((hr = mb_client_usable(c)) != S_OK)
+		return hr;
+	pthread_mutex_lock(&c->notify_lock);
+	c->notify_cb = callback;
+	c->notify_ctx = context;
+	if (callback != NULL && !c->watch_started) {
+		c->watch_slot = mb_client_slot_new(c);
+		if (c->watch_slot == NULL ||
+		    pthread_create(&c->watch_thread, NULL, watch_thread, c) != 0) {
+			if (c->watch_slot != NULL)
+				mb_client_slot_free(c->watch_slot);
+			c->watch_slot = NULL;
+			c->notify_cb = NULL;
+			pthread_mutex_unlock(&c->notify_lock);
+			return mb_client_error(E_OUTOFMEMORY, "cannot start the notification thread");
+		}
+		c->watch_started = true;
+	}
+	pthread_mutex_unlock(&c->notify_lock);
+	return S_OK;
+}
+
+void mb_notify_stop(mb_client *c)
+{
+	pthread_mutex_lock(&c->notify_lock);
+	bool started = c->watch_started;
+	c->watch_started = false;
+	pthread_mutex_unlock(&c->notify_lock);
+	if (!started)
+		return;
+	atomic_store(&c->watch_stop, true);
+	/* Aborts the long poll in flight and makes any later one fail at once. */
+	nng_aio_stop(c->watch_slot->aio);
+	pthread_join(c->watch_thread, NULL);
+	mb_client_slot_free(c->watch_slot);
+	c->watch_slot = NULL;
+}

@@ -1,0 +1,293 @@
+/*
+ * arbiter.c: what the broker does when memory is short: waiting commits, their grants, reclaim of
+ * MEM_RESET pages, memory-pressure notifications, and the audit that keeps charging honest.
+ *
+ * Everything here runs with the broker lock held.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "log.h"
+#include "mb_win32.h"
+#include "section.h"
+
+/* Offences after which a client that writes to memory it never committed is disconnected. */
+#define MB_MAX_OFFENCES 3
+
+uint64_t mb_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void mb_broker_finish_parked(mb_broker *b, mb_parked *p, HRESULT hr, const char *detail)
+{
+	if (p->state != MB_PARK_WAITING)
+		return;
+	if (p->kind == MB_PARK_COMMIT) {
+		TAILQ_REMOVE(&b->waiters[p->level], p, link);
+		b->nwaiters--;
+	} else {
+		TAILQ_REMOVE(&b->watchers, p, link);
+	}
+	p->state = MB_PARK_DONE;
+	p->result = hr;
+	snprintf(p->detail, sizeof(p->detail), "%s", detail ? detail : "");
+	p->wake(p);
+}
+
+void mb_broker_update_pressure(mb_broker *b)
+{
+	int next = mb_pressure_next(b->pressure, &b->ledger, b->nwaiters > 0);
+	mb_parked *p, *tmp;
+
+	if (next == b->pressure)
+		return;
+	mb_log(LOG_INFO, "memory pressure %s: %" PRIu64 " of %" PRIu64 " bytes committed, %u waiting",
+	       next == 1 ? "low memory" : next == 2 ? "neutral" : "high memory",
+	       b->ledger.committed, b->ledger.budget, b->nwaiters);
+	b->pressure = next;
+	/* Low goes to the holders of the lowest level first: they are the ones expected to give
+	 * memory back, so they hear it before anyone else. */
+	for (int level = 0; level < MB_LEVELS; level++) {
+		TAILQ_FOREACH_SAFE(p, &b->watchers, link, tmp)
+		{
+			mb_session *s = mb_broker_find_pipe(b, p->pipe_id);
+			int owner_level = s ? s->max_level : 0;
+			if (owner_level == level || (level == MB_LEVELS - 1 && owner_level >= level))
+				mb_broker_finish_parked(b, p, S_OK, NULL);
+		}
+	}
+}
+
+/* Tries one waiting commit. Returns true when it finished (granted or failed for good). */
+static bool try_grant(mb_broker *b, mb_parked *p)
+{
+	mb_session *s = mb_broker_find_pipe(b, p->pipe_id);
+	mb_page_range pr;
+	uint64_t bytes;
+
+	if (s == NULL) {
+		b->waits_abandoned++;
+		mb_broker_finish_parked(b, p, HOST_E_ABANDONED, "the client disconnected");
+		return true;
+	}
+	/* The session may have released or committed the range while this commit waited. */
+	if (mb_win32_plan_range(&s->map, (uintptr_t)p->address, (size_t)p->size, &pr) != S_OK) {
+		mb_broker_finish_parked(b, p, MB_E_INVALID_ADDRESS,
+					"the reservation was released while the commit waited");
+		return true;
+	}
+	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
+		MB_PAGE_SIZE;
+	if (bytes > 0 && !mb_ledger_fits(&b->ledger, p->level, bytes))
+		return false;
+	mb_region_commit(&s->map, pr.region, pr.first, pr.count, (uint8_t)p->level);
+	mb_ledger_charge(&b->ledger, bytes);
+	if (p->level > s->max_level)
+		s->max_level = p->level;
+	b->waits_granted++;
+	mb_broker_finish_parked(b, p, S_OK, NULL);
+	return true;
+}
+
+void mb_broker_grant_waiters(mb_broker *b)
+{
+	mb_parked *p, *tmp;
+
+	/* Highest level first, oldest first within a level; a waiter that does not fit is skipped,
+	 * so a large request never holds up smaller ones behind it. */
+	for (int level = MB_LEVELS - 1; level >= 0; level--)
+		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, tmp)
+	try_grant(b, p);
+	mb_broker_update_pressure(b);
+}
+
+/* Discards the still-reset pages of one range. Returns the bytes credited. */
+static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
+{
+	mb_session *s = mb_broker_find_pipe(b, r->pipe_id);
+	mb_region *region;
+	uint64_t credited = 0;
+
+	if (s == NULL)
+		return 0;
+	s->resets--;
+	region = mb_regmap_find(&s->map, (uintptr_t)r->address);
+	if (region == NULL)
+		return 0;
+	size_t first = mb_region_page(region, (uintptr_t)r->address);
+	size_t end = first + r->pages;
+	if (end > region->size / MB_PAGE_SIZE)
+		end = region->size / MB_PAGE_SIZE;
+	for (size_t i = first; i < end; i++) {
+		uint8_t st = region->state[i];
+		if ((st & (MB_PAGE_COMMITTED | MB_PAGE_RESET)) != (MB_PAGE_COMMITTED | MB_PAGE_RESET))
+			continue;
+		/* Run of consecutive reset pages: one hole punch. */
+		size_t j = i;
+		while (j < end && (region->state[j] & (MB_PAGE_COMMITTED | MB_PAGE_RESET)) ==
+					  (MB_PAGE_COMMITTED | MB_PAGE_RESET))
+			j++;
+		mb_region_decommit(&s->map, region, i, j - i);
+		for (size_t k = i; k < j; k++)
+			region->state[k] = MB_PAGE_RESET | MB_PAGE_DISCARDED;
+		mb_section_discard(s->section_fd, region->base + (uint64_t)i * MB_PAGE_SIZE,
+				   (uint64_t)(j - i) * MB_PAGE_SIZE);
+		credited += (uint64_t)(j - i) * MB_PAGE_SIZE;
+		i = j - 1;
+	}
+	mb_ledger_credit(&b->ledger, credited);
+	return credited;
+}
+
+uint64_t mb_broker_reclaim(mb_broker *b, uint64_t need, int level)
+{
+	uint64_t credited = 0;
+	mb_reset_range *r;
+
+	for (int owner = 0; owner < MB_LEVELS; owner++) {
+		while ((r = TAILQ_FIRST(&b->resets[owner])) != NULL) {
+			if (mb_ledger_fits(&b->ledger, level, need))
+				goto done;
+			TAILQ_REMOVE(&b->resets[owner], r, link);
+			credited += discard_reset_range(b, r);
+			free(r);
+		}
+	}
+done:
+	if (credited > 0) {
+		b->reclaimed_bytes += credited;
+		mb_log(LOG_INFO, "reclaimed %" PRIu64 " KiB of MEM_RESET pages", credited >> 10);
+	}
+	return credited;
+}
+
+uint32_t mb_broker_abandon_all(mb_broker *b)
+{
+	uint32_t n = 0;
+	mb_parked *p;
+
+	pthread_mutex_lock(&b->lock);
+	b->stopping = true;
+	for (int level = 0; level < MB_LEVELS; level++)
+		while ((p = TAILQ_FIRST(&b->waiters[level])) != NULL) {
+			b->waits_abandoned++;
+			mb_broker_finish_parked(b, p, HOST_E_ABANDONED, "the broker is shutting down");
+			n++;
+		}
+	while ((p = TAILQ_FIRST(&b->watchers)) != NULL) {
+		mb_broker_finish_parked(b, p, S_OK, NULL);
+		n++;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return n;
+}
+
+uint32_t mb_broker_parked(mb_broker *b)
+{
+	uint32_t n;
+	mb_parked *p;
+
+	pthread_mutex_lock(&b->lock);
+	n = b->nwaiters;
+	TAILQ_FOREACH(p, &b->watchers, link)
+	n++;
+	pthread_mutex_unlock(&b->lock);
+	return n;
+}
+
+/*
+ * Audits one session: every allocated extent of its section (SEEK_DATA / SEEK_HOLE) must lie on
+ * committed pages. Returns the bytes discarded.
+ */
+static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close)
+{
+	uint64_t allocated = mb_section_allocated(s->section_fd);
+	uint64_t discarded = 0, offending = 0;
+	off_t pos = 0;
+
+	/* The common case costs one fstat: no more pages than commits means nothing to look at. */
+	if (allocated <= mb_session_committed(s))
+		return 0;
+	for (;;) {
+		off_t data = lseek(s->section_fd, pos, SEEK_DATA);
+		if (data < 0)
+			break;
+		off_t hole = lseek(s->section_fd, data, SEEK_HOLE);
+		if (hole < 0)
+			break;
+		uint64_t run = UINT64_MAX; /* start of a run of pages to discard */
+		uint64_t end = ((uint64_t)hole + MB_PAGE_SIZE - 1) & ~(uint64_t)(MB_PAGE_SIZE - 1);
+		for (uint64_t a = (uint64_t)data & ~(uint64_t)(MB_PAGE_SIZE - 1); a <= end;
+		     a += MB_PAGE_SIZE) {
+			bool drop = false;
+			if (a < end) {
+				mb_region *region = mb_regmap_find(&s->map, (uintptr_t)a);
+				uint8_t *st = region ? &region->state[mb_region_page(region, (uintptr_t)a)]
+						     : NULL;
+				if (st != NULL && (*st & MB_PAGE_COMMITTED)) {
+					drop = false;
+				} else if (st != NULL && (*st & MB_PAGE_DISCARDED) &&
+					   mb_ledger_fits(&b->ledger, MB_LEVELS - 1, MB_PAGE_SIZE)) {
+					/* Win32 lets a program write to MEM_RESET pages: the page
+					 * is in use again, so it is charged again. */
+					mb_region_commit(&s->map, region,
+							 mb_region_page(region, (uintptr_t)a), 1, 0);
+					mb_ledger_charge(&b->ledger, MB_PAGE_SIZE);
+				} else {
+					drop = true;
+					if (st == NULL || !(*st & MB_PAGE_DISCARDED))
+						offending += MB_PAGE_SIZE;
+				}
+			}
+			if (drop && run == UINT64_MAX)
+				run = a;
+			if (!drop && run != UINT64_MAX) {
+				mb_section_discard(s->section_fd, run, a - run);
+				discarded += a - run;
+				run = UINT64_MAX;
+			}
+		}
+		pos = hole;
+	}
+	if (offending > 0) {
+		s->offences++;
+		b->offences++;
+		mb_log(LOG_WARNING,
+		       "client pid %d uid %u wrote %" PRIu64 " KiB it had not committed; discarded "
+		       "(offence %u of %d)",
+		       (int)s->pid, (unsigned)s->uid, offending >> 10, s->offences, MB_MAX_OFFENCES);
+		if (s->offences >= MB_MAX_OFFENCES)
+			*close = true;
+	}
+	return discarded;
+}
+
+uint64_t mb_broker_audit(mb_broker *b)
+{
+	uint64_t discarded = 0;
+
+	pthread_mutex_lock(&b->lock);
+	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s)) {
+		bool close = false;
+		if (!s->hello)
+			continue;
+		discarded += audit_session(b, s, &close);
+		if (close && b->close_pipe != NULL) {
+			mb_log(LOG_WARNING, "disconnecting client pid %d after repeated offences",
+			       (int)s->pid);
+			b->close_pipe(b->close_pipe_arg, s->pipe_id);
+		}
+	}
+	mb_broker_grant_waiters(b);
+	pthread_mutex_unlock(&b->lock);
+	return discarded;
+}
