@@ -87,10 +87,17 @@ static bool try_grant(mb_broker *b, mb_parked *p)
 	}
 	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
 		MB_PAGE_SIZE;
-	if (bytes > 0 && !mb_ledger_fits(&b->ledger, p->level, bytes))
+	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, p->level, bytes) : MB_FIT_OK;
+	if (fit == MB_FIT_CEILING)
 		return false;
+	if (fit != MB_FIT_OK) {
+		/* Its own or its group's limit: more waiting would not help. */
+		b->refusals++;
+		mb_broker_finish_parked(b, p, E_OUTOFMEMORY, "over the client's or group's limit");
+		return true;
+	}
 	mb_region_commit(&s->map, pr.region, pr.first, pr.count, (uint8_t)p->level);
-	mb_ledger_charge(&b->ledger, bytes);
+	mb_broker_charge(b, s, bytes);
 	if (p->level > s->max_level)
 		s->max_level = p->level;
 	b->waits_granted++;
@@ -144,18 +151,18 @@ static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 		credited += (uint64_t)(j - i) * MB_PAGE_SIZE;
 		i = j - 1;
 	}
-	mb_ledger_credit(&b->ledger, credited);
+	mb_broker_credit(b, s, credited);
 	return credited;
 }
 
-uint64_t mb_broker_reclaim(mb_broker *b, uint64_t need, int level)
+uint64_t mb_broker_reclaim(mb_broker *b, const mb_session *s, uint64_t need, int level)
 {
 	uint64_t credited = 0;
 	mb_reset_range *r;
 
 	for (int owner = 0; owner < MB_LEVELS; owner++) {
 		while ((r = TAILQ_FIRST(&b->resets[owner])) != NULL) {
-			if (mb_ledger_fits(&b->ledger, level, need))
+			if (mb_broker_fits(b, s, level, need) != MB_FIT_CEILING)
 				goto done;
 			TAILQ_REMOVE(&b->resets[owner], r, link);
 			credited += discard_reset_range(b, r);
@@ -236,12 +243,13 @@ static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close)
 				if (st != NULL && (*st & MB_PAGE_COMMITTED)) {
 					drop = false;
 				} else if (st != NULL && (*st & MB_PAGE_DISCARDED) &&
-					   mb_ledger_fits(&b->ledger, MB_LEVELS - 1, MB_PAGE_SIZE)) {
+					   mb_broker_fits(b, s, MB_LEVELS - 1, MB_PAGE_SIZE) ==
+						   MB_FIT_OK) {
 					/* Win32 lets a program write to MEM_RESET pages: the page
 					 * is in use again, so it is charged again. */
 					mb_region_commit(&s->map, region,
 							 mb_region_page(region, (uintptr_t)a), 1, 0);
-					mb_ledger_charge(&b->ledger, MB_PAGE_SIZE);
+					mb_broker_charge(b, s, MB_PAGE_SIZE);
 				} else {
 					drop = true;
 					if (st == NULL || !(*st & MB_PAGE_DISCARDED))
@@ -290,4 +298,59 @@ uint64_t mb_broker_audit(mb_broker *b)
 	mb_broker_grant_waiters(b);
 	pthread_mutex_unlock(&b->lock);
 	return discarded;
+}
+
+mb_fit mb_broker_fits(mb_broker *b, const mb_session *s, int level, uint64_t bytes)
+{
+	mb_quota_view q = {.client_committed = mb_session_committed(s),
+			   .client_max = b->conf.client_max};
+
+	for (int i = 0; i < b->conf.ngroups; i++) {
+		const mb_group_conf *g = &b->conf.groups[i];
+		if (i == s->group) {
+			q.group_committed = b->group_committed[i];
+			q.group_max = g->max;
+		} else if (g->reserve > b->group_committed[i]) {
+			q.others_reserve_unused += g->reserve - b->group_committed[i];
+		}
+	}
+	return mb_ledger_check(&b->ledger, level, bytes, &q);
+}
+
+void mb_broker_charge(mb_broker *b, mb_session *s, uint64_t bytes)
+{
+	mb_ledger_charge(&b->ledger, bytes);
+	if (s->group >= 0)
+		b->group_committed[s->group] += bytes;
+}
+
+void mb_broker_credit(mb_broker *b, mb_session *s, uint64_t bytes)
+{
+	mb_ledger_credit(&b->ledger, bytes);
+	if (s->group >= 0)
+		b->group_committed[s->group] -= bytes > b->group_committed[s->group]
+							? b->group_committed[s->group]
+							: bytes;
+}
+
+void mb_broker_assign_group(mb_broker *b, mb_session *s)
+{
+	s->group = mb_config_match_group(&b->conf, s->uid, s->gid, s->name);
+	if (s->group >= 0) {
+		b->group_committed[s->group] += mb_session_committed(s);
+		b->group_sessions[s->group]++;
+	}
+}
+
+void mb_broker_apply_config(mb_broker *b, const mb_config *conf)
+{
+	pthread_mutex_lock(&b->lock);
+	b->conf = *conf;
+	memset(b->group_committed, 0, sizeof(b->group_committed));
+	memset(b->group_sessions, 0, sizeof(b->group_sessions));
+	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s))
+		if (s->hello)
+			mb_broker_assign_group(b, s);
+	mb_broker_grant_waiters(b);
+	pthread_mutex_unlock(&b->lock);
 }

@@ -34,6 +34,7 @@ int mb_broker_init(mb_broker *b, uint64_t budget)
 	if (pthread_mutex_init(&b->lock, NULL) != 0)
 		return -ENOMEM;
 	mb_ledger_init(&b->ledger, budget);
+	mb_config_defaults(&b->conf);
 	RB_INIT(&b->by_pipe);
 	RB_INIT(&b->by_id);
 	b->next_session_id = 1;
@@ -80,7 +81,10 @@ static void end_session(mb_broker *b, mb_session *s)
 	if (s->hello)
 		RB_REMOVE(mb_session_id_tree, &b->by_id, s);
 	b->sessions--;
-	mb_ledger_credit(&b->ledger, mb_session_free(s));
+	mb_broker_credit(b, s, mb_session_committed(s));
+	if (s->group >= 0 && b->group_sessions[s->group] > 0)
+		b->group_sessions[s->group]--;
+	mb_session_free(s);
 	if (!b->stopping)
 		mb_broker_grant_waiters(b);
 }
@@ -124,7 +128,19 @@ int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_
 		}
 	}
 	pthread_mutex_lock(&b->lock);
-	if (RB_INSERT(mb_session_pipe_tree, &b->by_pipe, s) != NULL) {
+	uint32_t limit = b->conf.sessions_per_uid ? b->conf.sessions_per_uid
+						 : MB_DEFAULT_SESSIONS_PER_UID;
+	uint32_t same = 0;
+	if (uid != 0)
+		for (mb_session *o = RB_MIN(mb_session_pipe_tree, &b->by_pipe); o != NULL;
+		     o = RB_NEXT(mb_session_pipe_tree, &b->by_pipe, o))
+			same += o->uid == uid;
+	if (uid != 0 && same >= limit) {
+		mb_log(LOG_WARNING, "uid %u already holds %u connections (the limit); refusing pid %d",
+		       (unsigned)uid, same, (int)pid);
+		rv = -EMFILE;
+		mb_session_free(s);
+	} else if (RB_INSERT(mb_session_pipe_tree, &b->by_pipe, s) != NULL) {
 		rv = -EEXIST;
 		mb_session_free(s);
 	} else {

@@ -14,6 +14,7 @@
 #include <bsd/sys/queue.h>
 #include <sys/types.h>
 
+#include "config.h"
 #include "ledger.h"
 #include "membroker.h"
 #include "session.h"
@@ -88,6 +89,10 @@ typedef struct mb_broker {
 
 	int death_epfd; /* epoll set of the sessions' pidfds (deathwatch.c) */
 
+	mb_config conf;                            /* groups and limits in force */
+	uint64_t group_committed[MB_MAX_GROUPS];   /* bytes, by conf.groups index */
+	uint32_t group_sessions[MB_MAX_GROUPS];
+
 	/* Closes a connection (set by the server; NULL in tests). Called with the lock held. */
 	void (*close_pipe)(void *arg, uint32_t pipe_id);
 	void *close_pipe_arg;
@@ -99,7 +104,11 @@ int mb_broker_init(mb_broker *b, uint64_t budget);
 /* Ends every session and frees the state. */
 void mb_broker_fini(mb_broker *b);
 
-/* A connection arrived (nng pipe added) with the peer's credentials. 0, -ENOMEM or -EEXIST. */
+/* Connections one non-root uid may hold when the configuration does not say. */
+#define MB_DEFAULT_SESSIONS_PER_UID 1024
+
+/* A connection arrived (nng pipe added) with the peer's credentials. 0, -ENOMEM, -EEXIST, or
+ * -EMFILE when the uid holds its limit of connections (root has none). */
 int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid);
 
 /* The process behind connection pipe_id exited (its pidfd fired): the session ends now and its
@@ -117,6 +126,12 @@ void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id);
  */
 int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, size_t token_len,
 		       uid_t uid, pid_t pid);
+
+/*
+ * Applies a configuration's limits and groups (budget, ceilings and waits are the caller's): every
+ * session is matched again. Waiting commits that now fit are granted.
+ */
+void mb_broker_apply_config(mb_broker *b, const mb_config *conf);
 
 /*
  * Shutting down: every waiting commit and watch is answered HOST_E_ABANDONED / the current level, and
@@ -144,13 +159,20 @@ mb_session *mb_broker_find_pipe(mb_broker *b, uint32_t pipe_id);
 void mb_broker_register_id(mb_broker *b, mb_session *s); /* assigns s->id, indexes it */
 mb_session *mb_broker_first(mb_broker *b);
 mb_session *mb_broker_next(mb_session *s);
+/* Quota-aware fit of bytes more for session s at level. */
+mb_fit mb_broker_fits(mb_broker *b, const mb_session *s, int level, uint64_t bytes);
+/* Books bytes to (charge) or from (credit) a session, its group and the ledger together. */
+void mb_broker_charge(mb_broker *b, mb_session *s, uint64_t bytes);
+void mb_broker_credit(mb_broker *b, mb_session *s, uint64_t bytes);
+/* Puts a session in its group per b->conf (at Hello, and after a reload). */
+void mb_broker_assign_group(mb_broker *b, mb_session *s);
 /* Recomputes the pressure level; wakes watchers when it changed. */
 void mb_broker_update_pressure(mb_broker *b);
 /* Serves waiting commits that fit now (highest level first, then oldest; none blocks another). */
 void mb_broker_grant_waiters(mb_broker *b);
 /* Discards MEM_RESET pages until `need` bytes more would fit at level, lowest-level owners first.
  * Returns the bytes credited. */
-uint64_t mb_broker_reclaim(mb_broker *b, uint64_t need, int level);
+uint64_t mb_broker_reclaim(mb_broker *b, const mb_session *s, uint64_t need, int level);
 /* Finishes a parked request: result and detail set, removed from its queue, owner woken. */
 void mb_broker_finish_parked(mb_broker *b, mb_parked *p, HRESULT hr, const char *detail);
 uint64_t mb_now_ms(void);

@@ -111,6 +111,7 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 	snprintf(s->name, sizeof(s->name), "%s", m->name);
 	s->hello = true;
 	mb_broker_register_id(b, s);
+	mb_broker_assign_group(b, s);
 	mb_log(LOG_DEBUG, "session %" PRIu64 " '%s' pid %d uid %u connected", s->id, s->name,
 	       (int)s->pid, (unsigned)s->uid);
 
@@ -139,9 +140,10 @@ static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Rese
 	span = (m->size + MB_GRANULARITY - 1) & ~(uint64_t)(MB_GRANULARITY - 1);
 	if (m->address > b->section_size - span)
 		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
-	if (s->map.count >= MB_MAX_RESERVATIONS)
-		return fail(r, E_OUTOFMEMORY, "this client holds %d reservations, the limit",
-			    MB_MAX_RESERVATIONS);
+	uint32_t max_res = b->conf.client_max_reservations ? b->conf.client_max_reservations
+							   : MB_MAX_RESERVATIONS;
+	if (s->map.count >= max_res)
+		return fail(r, E_OUTOFMEMORY, "this client holds %u reservations, the limit", max_res);
 	rv = mb_regmap_insert(&s->map, (uintptr_t)m->address, (size_t)m->size, 0, NULL);
 	if (rv == -EEXIST)
 		return fail(r, MB_E_INVALID_ADDRESS, "0x%" PRIx64 " overlaps a reservation",
@@ -163,7 +165,7 @@ static void discard_pages(mb_broker *b, mb_session *s, mb_region *region, size_t
 	if (rv < 0)
 		mb_log(LOG_WARNING, "session %" PRIu64 ": hole punch failed: %s", s->id,
 		       strerror(-rv));
-	mb_ledger_credit(&b->ledger, (uint64_t)dropped * MB_PAGE_SIZE);
+	mb_broker_credit(b, s, (uint64_t)dropped * MB_PAGE_SIZE);
 	if (dropped > 0)
 		mb_broker_grant_waiters(b);
 }
@@ -218,11 +220,23 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		return hr;
 	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
 		MB_PAGE_SIZE;
-	if (bytes > 0 && !mb_ledger_fits(&b->ledger, level, bytes))
-		mb_broker_reclaim(b, bytes, level);
-	if (bytes > 0 && !mb_ledger_fits(&b->ledger, level, bytes)) {
+	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, level, bytes) : MB_FIT_OK;
+	if (fit == MB_FIT_CEILING && mb_broker_reclaim(b, s, bytes, level) > 0)
+		fit = mb_broker_fits(b, s, level, bytes);
+	if (fit == MB_FIT_CLIENT_MAX || fit == MB_FIT_GROUP_MAX) {
+		b->refusals++;
+		if (fit == MB_FIT_CLIENT_MAX)
+			return fail(r, E_OUTOFMEMORY,
+				    "client limit: %" PRIu64 " bytes committed, limit %" PRIu64,
+				    mb_session_committed(s), b->conf.client_max);
+		return fail(r, E_OUTOFMEMORY, "group '%s' limit: %" PRIu64 " of %" PRIu64 " bytes",
+			    b->conf.groups[s->group].name, b->group_committed[s->group],
+			    b->conf.groups[s->group].max);
+	}
+	if (fit == MB_FIT_CEILING) {
 		uint32_t wait = b->ledger.wait_ms[level];
-		if (wait > 0 && r->park != NULL && !b->stopping && bytes <= mb_ledger_ceiling(&b->ledger, level)) {
+		if (wait > 0 && r->park != NULL && !b->stopping &&
+		    bytes <= mb_ledger_ceiling(&b->ledger, level)) {
 			r->park->kind = MB_PARK_COMMIT;
 			r->park->address = pr.start;
 			r->park->size = (uint64_t)pr.count * MB_PAGE_SIZE;
@@ -240,7 +254,7 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 			    mb_ledger_ceiling(&b->ledger, level));
 	}
 	mb_region_commit(&s->map, pr.region, pr.first, pr.count, (uint8_t)level);
-	mb_ledger_charge(&b->ledger, bytes);
+	mb_broker_charge(b, s, bytes);
 	if (level > s->max_level)
 		s->max_level = level;
 	mb_broker_update_pressure(b);
@@ -304,14 +318,14 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 	if (lost > 0) {
 		/* The discarded pages come back as fresh zero pages and are charged again. */
 		uint64_t bytes = (uint64_t)lost * MB_PAGE_SIZE;
-		if (!mb_ledger_fits(&b->ledger, MB_LEVELS - 1, bytes))
+		if (mb_broker_fits(b, s, MB_LEVELS - 1, bytes) != MB_FIT_OK)
 			return fail(r, E_OUTOFMEMORY,
 				    "MEM_RESET_UNDO: pages were discarded and the budget cannot "
 				    "commit them again");
 		for (size_t i = pr.first; i < pr.first + pr.count; i++)
 			if (pr.region->state[i] & MB_PAGE_DISCARDED)
 				mb_region_commit(&s->map, pr.region, i, 1, 0);
-		mb_ledger_charge(&b->ledger, bytes);
+		mb_broker_charge(b, s, bytes);
 	}
 	for (size_t i = pr.first; i < pr.first + pr.count; i++)
 		pr.region->state[i] &= (uint8_t)~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
@@ -341,10 +355,27 @@ static HRESULT do_watch(mb_broker *b, mb_session *s, uint64_t request_id,
 	return S_OK;
 }
 
-static HRESULT do_memory_load(mb_broker *b, reply *r)
+/* What s could commit now at eTaskCritical: the ceiling less others' reserves, capped by quotas. */
+static uint64_t available_for(mb_broker *b, const mb_session *s)
+{
+	uint64_t lo = 0, hi = mb_ledger_available(&b->ledger, 0);
+
+	/* mb_broker_fits is monotonic in bytes: binary search the largest page count that fits. */
+	hi /= MB_PAGE_SIZE;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo + 1) / 2;
+		if (mb_broker_fits(b, s, 0, mid * MB_PAGE_SIZE) == MB_FIT_OK)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return lo * MB_PAGE_SIZE;
+}
+
+static HRESULT do_memory_load(mb_broker *b, const mb_session *s, reply *r)
 {
 	r->load.memory_load = mb_ledger_load(&b->ledger);
-	r->load.available_bytes = mb_ledger_available(&b->ledger, 0);
+	r->load.available_bytes = available_for(b, s);
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_MEMORY_LOAD;
 	r->resp.memory_load = &r->load;
 	return S_OK;
@@ -388,7 +419,7 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 	case MEMBROKER__V1__REQUEST__BODY_RESET_UNDO:
 		return do_reset(b, s, req->reset_undo->address, req->reset_undo->size, true, r);
 	case MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD:
-		return do_memory_load(b, r);
+		return do_memory_load(b, s, r);
 	case MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS:
 		return do_session_status(b, s, r);
 	case MEMBROKER__V1__REQUEST__BODY_WATCH:

@@ -3,6 +3,8 @@
  */
 #include "ledger.h"
 
+#include <stddef.h>
+
 void mb_ledger_init(mb_ledger *l, uint64_t budget)
 {
 	l->budget = budget;
@@ -81,4 +83,22 @@ int mb_pressure_next(int current, const mb_ledger *l, bool waiters)
 	default:
 		return permille < 500 ? HIGH : NEUTRAL;
 	}
+}
+
+mb_fit mb_ledger_check(const mb_ledger *l, int level, uint64_t bytes, const mb_quota_view *q)
+{
+	uint64_t held = 0;
+
+	if (q != NULL) {
+		if (q->client_max != 0 &&
+		    (q->client_committed > q->client_max || bytes > q->client_max - q->client_committed))
+			return MB_FIT_CLIENT_MAX;
+		if (q->group_max != 0 &&
+		    (q->group_committed > q->group_max || bytes > q->group_max - q->group_committed))
+			return MB_FIT_GROUP_MAX;
+		held = q->others_reserve_unused;
+	}
+	if (bytes > UINT64_MAX - held)
+		return MB_FIT_CEILING;
+	return mb_ledger_fits(l, level, bytes + held) ? MB_FIT_OK : MB_FIT_CEILING;
 }

@@ -29,6 +29,25 @@ uint64_t mb_ledger_ceiling(const mb_ledger *l, int level);
 /* true when committing bytes more at level keeps the total within the level's ceiling. */
 bool mb_ledger_fits(const mb_ledger *l, int level, uint64_t bytes);
 
+/* What else limits a commit besides the level's ceiling: the client's and its group's quotas, and
+ * the reserves of other groups, which this client may not eat into. */
+typedef struct mb_quota_view {
+	uint64_t client_committed, client_max; /* max 0: no limit */
+	uint64_t group_committed, group_max;   /* max 0: no limit (or no group) */
+	uint64_t others_reserve_unused;        /* other groups' reserve not yet committed by them */
+} mb_quota_view;
+
+typedef enum mb_fit {
+	MB_FIT_OK,
+	MB_FIT_CEILING,    /* the level's share of the budget (less others' reserves) is used up */
+	MB_FIT_CLIENT_MAX, /* the client's own limit */
+	MB_FIT_GROUP_MAX,  /* the group's limit */
+} mb_fit;
+
+/* Whether bytes more at level fit; q may be NULL (no quotas). Quotas are checked first: waiting
+ * does not help a client over its own limit. */
+mb_fit mb_ledger_check(const mb_ledger *l, int level, uint64_t bytes, const mb_quota_view *q);
+
 /* Books a grant (the caller checked mb_ledger_fits) and a return. Credit never goes below 0. */
 void mb_ledger_charge(mb_ledger *l, uint64_t bytes);
 void mb_ledger_credit(mb_ledger *l, uint64_t bytes);

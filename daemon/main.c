@@ -44,18 +44,19 @@ static int ensure_dir(const char *url)
 	return 0;
 }
 
-static int choose_budget(const mb_options *o, uint64_t *budget)
+/* given: --budget, else the configuration's budget, else NULL for the default. */
+static int choose_budget(const char *given, uint64_t *budget)
 {
 	const char *source = "";
 	uint64_t avail = mb_sysmem_available(&source);
 
-	if (o->budget != NULL) {
-		if (mb_parse_size(o->budget, avail, budget) != 0 || *budget < (1 << 20)) {
-			mb_log(LOG_ERR, "invalid --budget '%s' (want e.g. 512M, 4G or 25%%, at least 1M)",
-			       o->budget);
+	if (given != NULL) {
+		if (mb_parse_size(given, avail, budget) != 0 || *budget < (1 << 20)) {
+			mb_log(LOG_ERR, "invalid budget '%s' (want e.g. 512M, 4G or 25%%, at least 1M)",
+			       given);
 			return -1;
 		}
-		mb_log(LOG_INFO, "budget %" PRIu64 " MiB (--budget %s)", *budget >> 20, o->budget);
+		mb_log(LOG_INFO, "budget %" PRIu64 " MiB (%s)", *budget >> 20, given);
 		return 0;
 	}
 	if (avail == 0) {
@@ -68,11 +69,61 @@ static int choose_budget(const mb_options *o, uint64_t *budget)
 	return 0;
 }
 
+/* The configuration file merged under the command line. 0, or -1 after logging why. */
+static int load_config(const mb_options *o, mb_config *conf)
+{
+	const char *path = o->config ? o->config : MB_DEFAULT_CONFIG;
+	char err[512];
+	int rv = mb_config_load(path, conf, err, sizeof(err));
+
+	if (rv == -ENOENT && o->config == NULL)
+		return 0; /* no file: built-in defaults */
+	if (rv == -ENOENT) {
+		mb_log(LOG_ERR, "configuration file %s does not exist", path);
+		return -1;
+	}
+	if (rv != 0) {
+		mb_log(LOG_ERR, "invalid configuration: %s", err);
+		return -1;
+	}
+	mb_log(LOG_INFO, "configuration %s: %d group(s)", path, conf->ngroups);
+	return 0;
+}
+
+/* Budget, ceilings, waits, groups and limits from options over configuration, into the broker. */
+static int apply(const mb_options *o, const mb_config *conf, mb_broker *b)
+{
+	uint64_t budget;
+	mb_ledger l;
+
+	if (choose_budget(o->budget ? o->budget : conf->budget[0] ? conf->budget : NULL, &budget) != 0)
+		return -1;
+	mb_ledger_init(&l, budget);
+	for (int i = 0; i < MB_LEVELS; i++) {
+		if (o->ceilings_set)
+			l.ceiling_permille[i] = o->ceiling_permille[i];
+		else if (conf->ceilings_set)
+			l.ceiling_permille[i] = conf->ceiling_permille[i];
+		if (o->waits_set)
+			l.wait_ms[i] = o->wait_ms[i];
+		else if (conf->waits_set)
+			l.wait_ms[i] = conf->wait_ms[i];
+	}
+	pthread_mutex_lock(&b->lock);
+	b->ledger.budget = l.budget;
+	memcpy(b->ledger.ceiling_permille, l.ceiling_permille, sizeof(l.ceiling_permille));
+	memcpy(b->ledger.wait_ms, l.wait_ms, sizeof(l.wait_ms));
+	pthread_mutex_unlock(&b->lock);
+	mb_broker_apply_config(b, conf);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	mb_options opts;
+	mb_config conf;
 	char url[512];
-	uint64_t budget;
+	uint32_t audit_ms;
 	mb_broker broker;
 	mb_server *server = NULL;
 	mb_fdserver *fdserver = NULL;
@@ -83,14 +134,19 @@ int main(int argc, char **argv)
 	rv = mb_options_parse(argc, argv, &opts);
 	if (rv != 0)
 		return rv > 0 ? 0 : 2;
-	mb_log_set_level(opts.log_level);
-	if (mb_address_resolve(opts.listen, url, sizeof(url)) != 0) {
+	if (opts.log_level >= 0)
+		mb_log_set_level(opts.log_level);
+	if (load_config(&opts, &conf) != 0)
+		return 2;
+	if (opts.log_level < 0 && conf.log_level >= 0)
+		mb_log_set_level(conf.log_level);
+	audit_ms = opts.audit_ms ? opts.audit_ms : conf.audit_ms ? conf.audit_ms : 1000;
+	if (mb_address_resolve(opts.listen ? opts.listen : conf.listen[0] ? conf.listen : NULL, url,
+			       sizeof(url)) != 0) {
 		mb_log(LOG_ERR, "invalid address '%s' (want ipc:///path or abstract://name)",
 		       opts.listen ? opts.listen : getenv(MB_ADDRESS_ENV));
 		return 2;
 	}
-	if (choose_budget(&opts, &budget) != 0)
-		return 2;
 	if (ensure_dir(url) != 0)
 		return 1;
 
@@ -103,15 +159,13 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (mb_broker_init(&broker, budget) != 0) {
+	if (mb_broker_init(&broker, 0) != 0) {
 		mb_log(LOG_ERR, "out of memory");
 		return 1;
 	}
-	for (int i = 0; i < MB_LEVELS; i++) {
-		if (opts.ceilings_set)
-			broker.ledger.ceiling_permille[i] = opts.ceiling_permille[i];
-		if (opts.waits_set)
-			broker.ledger.wait_ms[i] = opts.wait_ms[i];
+	if (apply(&opts, &conf, &broker) != 0) {
+		mb_broker_fini(&broker);
+		return 2;
 	}
 	rv = mb_server_start(&broker, url, opts.contexts, &server);
 	if (rv == NNG_EADDRINUSE) {
@@ -137,11 +191,12 @@ int main(int argc, char **argv)
 				    "returns only when its connection closes",
 		       strerror(-rv));
 	mb_log(LOG_INFO, "serving %s", url);
-	sd_notifyf(0, "READY=1\nSTATUS=serving %s, budget %" PRIu64 " MiB", url, budget >> 20);
+	sd_notifyf(0, "READY=1\nSTATUS=serving %s, budget %" PRIu64 " MiB", url,
+		   broker.ledger.budget >> 20);
 
 	for (;;) {
-		struct timespec tick = {.tv_sec = opts.audit_ms / 1000,
-					.tv_nsec = (long)(opts.audit_ms % 1000) * 1000000};
+		struct timespec tick = {.tv_sec = audit_ms / 1000,
+					.tv_nsec = (long)(audit_ms % 1000) * 1000000};
 		siginfo_t si;
 		int sig = sigtimedwait(&sigs, &si, &tick);
 		if (sig < 0) {
@@ -150,7 +205,14 @@ int main(int argc, char **argv)
 			continue;
 		}
 		if (sig == SIGHUP) {
-			mb_log(LOG_INFO, "SIGHUP: no configuration file to reload");
+			mb_config next;
+			sd_notify(0, "RELOADING=1");
+			/* A bad file leaves the running configuration in place. */
+			if (load_config(&opts, &next) == 0 && apply(&opts, &next, &broker) == 0)
+				mb_log(LOG_INFO, "configuration reloaded");
+			else
+				mb_log(LOG_ERR, "reload refused; the running configuration stays");
+			sd_notify(0, "READY=1");
 			continue;
 		}
 		mb_log(LOG_INFO, "%s: shutting down", strsignal(sig));

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "log.h"
 #include "membroker.h"
 
@@ -22,6 +23,8 @@ static void usage(FILE *f)
 		"  -l, --listen URL      nng address to serve (ipc:///path or abstract://name);\n"
 		"                        default $MEMBROKER_ADDRESS, else " MB_DEFAULT_ADDRESS "\n"
 		"                        for root, else $XDG_RUNTIME_DIR/membroker/membroker.sock\n"
+		"  -c, --config PATH     configuration file (default " MB_DEFAULT_CONFIG ",\n"
+		"                        used if present); options given here take precedence\n"
 		"  -b, --budget SIZE     memory budget: bytes with K/M/G/T suffix, or N%% of the memory\n"
 		"                        available to the daemon; default 50%%\n"
 		"      --log-level LVL   debug, info, notice, warning or error (default info)\n"
@@ -125,6 +128,7 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 	static const struct option longopts[] = {
 		{"listen", required_argument, NULL, 'l'},
 		{"budget", required_argument, NULL, 'b'},
+		{"config", required_argument, NULL, 'c'},
 		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 		{"contexts", required_argument, NULL, OPT_CONTEXTS},
 		{"ceilings", required_argument, NULL, OPT_CEILINGS},
@@ -137,17 +141,19 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->log_level = LOG_INFO;
+	o->log_level = -1;
 	o->contexts = 64;
-	o->audit_ms = 1000;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "l:b:hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:b:c:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			o->listen = optarg;
 			break;
 		case 'b':
 			o->budget = optarg;
+			break;
+		case 'c':
+			o->config = optarg;
 			break;
 		case OPT_LOG_LEVEL:
 			o->log_level = mb_log_parse_level(optarg);

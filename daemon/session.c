@@ -23,6 +23,7 @@ mb_session *mb_session_new(uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid)
 	s->gid = gid;
 	s->section_fd = -1;
 	s->pidfd = -1;
+	s->group = -1;
 	mb_regmap_init(&s->map, false);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	s->connected = ts.tv_sec;

@@ -35,6 +35,7 @@ typedef struct mb_session {
 	mb_regmap map;      /* reservations and commit state, the broker's authority */
 	time_t connected;   /* CLOCK_MONOTONIC seconds */
 	int max_level;      /* highest critical level it committed at (reclaim order) */
+	int group;          /* index in the broker's configuration, -1 for none */
 	uint32_t offences;  /* writes to memory it had not committed */
 	uint32_t resets;    /* entries it has in the broker's MEM_RESET lists */
 } mb_session;
