@@ -296,6 +296,8 @@ static HRESULT hello(mb_client *c)
 			hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
 					     "cannot receive the section from the broker: %s",
 					     strerror(-c->section_fd));
+		else
+			mb_vaspace_init(&c->va, c->section_fd, c->section_size);
 	}
 	mb_wire_free_response(resp);
 	return hr;
@@ -312,6 +314,12 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	if (client == NULL)
 		return mb_client_error(E_POINTER, "client out-pointer is NULL");
 	*client = NULL;
+	/* nng was started before this process forked (our atfork handler is installed with it)
+	 * and aborts if used again here. */
+	if (atomic_load(&mb_fork_generation) != 0)
+		return mb_client_error(HOST_E_CLRNOTAVAILABLE,
+				       "cannot connect from a forked child of a process that used "
+				       "membroker (nng is not fork-safe); exec first");
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return mb_client_error(E_OUTOFMEMORY, "no memory for the client");

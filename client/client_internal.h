@@ -13,6 +13,7 @@
 #include <nng/nng.h>
 
 #include "mb_regmap.h"
+#include "vaspace.h"
 #include "mb_wire.h"
 #include "membroker.h"
 
@@ -36,6 +37,7 @@ struct mb_client {
 	/* map_lock guards map and the page states; never held across a round trip. */
 	pthread_rwlock_t map_lock;
 	mb_regmap map;
+	mb_vaspace va; /* where reservations are placed (valid once section_fd is) */
 
 	pthread_mutex_t slot_lock;
 	mb_call_slot *free_slots;

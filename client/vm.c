@@ -85,45 +85,13 @@ static HRESULT call_range(mb_client *c, int op, uintptr_t addr, size_t len, int 
 	return mb_client_call_simple(c, &req);
 }
 
-/* Claims [base, base+span) of address space; base 0 lets the kernel choose a 64 KiB aligned spot. */
-static HRESULT claim_address_space(uintptr_t base, size_t span, uintptr_t *out)
-{
-	const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
-	void *p;
-
-	if (base != 0) {
-		p = mmap((void *)base, span, PROT_NONE, flags | MAP_FIXED_NOREPLACE, -1, 0);
-		if (p == MAP_FAILED)
-			return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already in use",
-					       (void *)base);
-		if ((uintptr_t)p != base) { /* kernels before 4.17 treat the flag as a hint */
-			munmap(p, span);
-			return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already in use",
-					       (void *)base);
-		}
-		*out = base;
-		return S_OK;
-	}
-	/* Over-allocate by the granularity and trim, to get 64 KiB alignment. */
-	p = mmap(NULL, span + MB_GRANULARITY, PROT_NONE, flags, -1, 0);
-	if (p == MAP_FAILED)
-		return mb_client_error(E_OUTOFMEMORY, "no address space for %zu bytes", span);
-	uintptr_t start = (uintptr_t)p;
-	uintptr_t aligned = (start + MB_GRANULARITY - 1) & ~(uintptr_t)(MB_GRANULARITY - 1);
-	if (aligned > start)
-		munmap(p, aligned - start);
-	if (aligned + span < start + span + MB_GRANULARITY)
-		munmap((void *)(aligned + span), start + MB_GRANULARITY - aligned);
-	*out = aligned;
-	return S_OK;
-}
-
 static HRESULT reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect, uintptr_t *out)
 {
 	size_t span = span_of(size);
 	uintptr_t base = 0;
 	mb_region *region;
 	HRESULT hr;
+	int rv;
 
 	if (want != 0) {
 		pthread_rwlock_rdlock(&c->map_lock);
@@ -133,32 +101,22 @@ static HRESULT reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect,
 			return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already reserved",
 					       (void *)want);
 	}
-	if ((hr = claim_address_space(want, span, &base)) != S_OK)
-		return hr;
-	if (base + span > c->section_size || base < MB_ADDRESS_MIN) {
-		munmap((void *)base, span);
-		return mb_client_error(E_OUTOFMEMORY, "no usable address space for %zu bytes", span);
-	}
+	rv = mb_vaspace_alloc(&c->va, want, span, &base);
+	if (rv == -EEXIST)
+		return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already in use", (void *)want);
+	if (rv != 0)
+		return mb_client_error(E_OUTOFMEMORY, "no address space for %zu bytes", span);
 	hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_RESERVE, base, size, 0);
 	if (hr != S_OK) {
-		munmap((void *)base, span);
+		mb_vaspace_free(&c->va, base, span);
 		return hr;
 	}
-	if (mmap((void *)base, span, PROT_NONE, MAP_SHARED | MAP_FIXED, c->section_fd,
-		 (off_t)base) == MAP_FAILED) {
-		int err = errno;
-		call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
-		munmap((void *)base, span);
-		return mb_client_error(E_OUTOFMEMORY, "cannot map the section: %s", strerror(err));
-	}
-	/* A forked child must not share (or keep alive) the parent's memory. */
-	madvise((void *)base, span, MADV_DONTFORK);
 	pthread_rwlock_wrlock(&c->map_lock);
-	int rv = mb_regmap_insert(&c->map, base, size, protect, &region);
+	rv = mb_regmap_insert(&c->map, base, size, protect, &region);
 	pthread_rwlock_unlock(&c->map_lock);
 	if (rv != 0) {
 		call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
-		munmap((void *)base, span);
+		mb_vaspace_free(&c->va, base, span);
 		return mb_client_error(E_OUTOFMEMORY, "no memory for the reservation record");
 	}
 	*out = base;
@@ -314,7 +272,7 @@ HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_typ
 	mb_regmap_remove(&c->map, pr.region);
 	pthread_rwlock_unlock(&c->map_lock);
 	hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
-	munmap((void *)base, span);
+	mb_vaspace_free(&c->va, base, span);
 	return hr;
 }
 
@@ -438,13 +396,14 @@ HRESULT mb_get_session_status(mb_client *c, mb_session_status *status)
 
 static void unmap_region(mb_region *region, void *arg)
 {
-	(void)arg;
-	munmap((void *)region->base, region->span);
+	mb_client *c = arg;
+	mb_vaspace_free(&c->va, region->base, region->span);
 }
 
 void mb_vm_unmap_all(mb_client *c)
 {
 	pthread_rwlock_wrlock(&c->map_lock);
-	mb_regmap_clear(&c->map, unmap_region, NULL);
+	mb_regmap_clear(&c->map, unmap_region, c);
 	pthread_rwlock_unlock(&c->map_lock);
+	mb_vaspace_fini(&c->va);
 }

@@ -462,6 +462,13 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 	pthread_mutex_lock(&b->lock);
 	b->requests++;
 	s = mb_broker_find_pipe(b, pipe_id);
+	if (s == NULL && op == MEMBROKER__V1__REQUEST__BODY_HELLO) {
+		/* nng may deliver a new connection's first message before its ADD_POST event
+		 * has run: the caller creates the session and asks again. */
+		pthread_mutex_unlock(&b->lock);
+		mb_wire_free_request(req);
+		return MB_DISPATCH_NO_SESSION;
+	}
 	if (s == NULL)
 		/* The connection ended while this request was queued: its session is gone and
 		 * nothing may be granted to it. */

@@ -5,6 +5,7 @@
  */
 #include "server.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@ struct mb_server {
 };
 
 static int add_work(mb_server *srv);
+static int open_session(mb_server *srv, nng_pipe p);
 
 static void work_recv(work *w)
 {
@@ -110,6 +112,18 @@ static void work_cb(void *arg)
 		atomic_fetch_add(&srv->busy, 1);
 		rv = mb_dispatch_park(srv->broker, (uint32_t)nng_pipe_id(pipe), nng_msg_body(msg),
 				      nng_msg_len(msg), &msg, &w->park);
+		if (rv == MB_DISPATCH_NO_SESSION) {
+			if (open_session(srv, pipe) == 0)
+				rv = mb_dispatch_park(srv->broker, (uint32_t)nng_pipe_id(pipe),
+						      nng_msg_body(msg), nng_msg_len(msg), &msg,
+						      &w->park);
+			if (rv == MB_DISPATCH_NO_SESSION) {
+				nng_msg_free(msg);
+				atomic_fetch_sub(&srv->busy, 1);
+				work_recv(w);
+				return;
+			}
+		}
 		if (rv == MB_DISPATCH_PARKED) {
 			/* w belongs to the wake-up path now: touch only locals. */
 			nng_msg_free(msg);
@@ -196,23 +210,35 @@ static int add_work(mb_server *srv)
 	return 0;
 }
 
+/* Creates the session of a new connection from its peer credentials. 0, or -1 (pipe closed). */
+static int open_session(mb_server *srv, nng_pipe p)
+{
+	uint64_t pid = 0, uid = 0, gid = 0;
+	int rv;
+
+	/* Peer credentials are uint64 options; get_int fails with NNG_EBADTYPE. */
+	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 ||
+	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0 ||
+	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_GID, &gid) != 0) {
+		mb_log(LOG_WARNING, "pipe %d: no peer credentials; closing it", nng_pipe_id(p));
+		nng_pipe_close(p);
+		return -1;
+	}
+	rv = mb_broker_connect(srv->broker, (uint32_t)nng_pipe_id(p), (pid_t)pid, (uid_t)uid,
+			       (gid_t)gid);
+	if (rv != 0 && rv != -EEXIST) {
+		nng_pipe_close(p);
+		return -1;
+	}
+	return 0;
+}
+
 static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	mb_server *srv = arg;
-	uint64_t pid = 0, uid = 0, gid = 0;
 
 	if (ev == NNG_PIPE_EV_ADD_POST) {
-		/* Peer credentials are uint64 options; get_int fails with NNG_EBADTYPE. */
-		if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 ||
-		    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0 ||
-		    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_GID, &gid) != 0) {
-			mb_log(LOG_WARNING, "pipe %d: no peer credentials; closing it", nng_pipe_id(p));
-			nng_pipe_close(p);
-			return;
-		}
-		if (mb_broker_connect(srv->broker, (uint32_t)nng_pipe_id(p), (pid_t)pid, (uid_t)uid,
-				      (gid_t)gid) != 0)
-			nng_pipe_close(p);
+		open_session(srv, p);
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
 		mb_broker_disconnect(srv->broker, (uint32_t)nng_pipe_id(p));
 	}
