@@ -172,7 +172,9 @@ uint64_t mb_broker_reclaim(mb_broker *b, const mb_session *s, uint64_t need, int
 done:
 	if (credited > 0) {
 		b->reclaimed_bytes += credited;
-		mb_log(LOG_INFO, "reclaimed %" PRIu64 " KiB of MEM_RESET pages", credited >> 10);
+		mb_log_event(LOG_INFO, MB_MSGID_RECLAIM, (int)s->pid, (unsigned)s->uid, level,
+			     (unsigned long long)credited, 0,
+			     "reclaimed %" PRIu64 " KiB of MEM_RESET pages for a commit", credited >> 10);
 	}
 	return credited;
 }
@@ -269,10 +271,11 @@ static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close)
 	if (offending > 0) {
 		s->offences++;
 		b->offences++;
-		mb_log(LOG_WARNING,
-		       "client pid %d uid %u wrote %" PRIu64 " KiB it had not committed; discarded "
-		       "(offence %u of %d)",
-		       (int)s->pid, (unsigned)s->uid, offending >> 10, s->offences, MB_MAX_OFFENCES);
+		mb_log_event(LOG_WARNING, MB_MSGID_OFFENCE, (int)s->pid, (unsigned)s->uid, s->max_level,
+			     (unsigned long long)offending, 0,
+			     "client wrote %" PRIu64 " KiB it had not committed; discarded (offence %u "
+			     "of %d)",
+			     offending >> 10, s->offences, MB_MAX_OFFENCES);
 		if (s->offences >= MB_MAX_OFFENCES)
 			*close = true;
 	}

@@ -78,8 +78,10 @@ static void end_session(mb_broker *b, mb_session *s)
 {
 	drop_pending(b, s);
 	RB_REMOVE(mb_session_pipe_tree, &b->by_pipe, s);
-	if (s->hello)
+	if (s->hello) {
 		RB_REMOVE(mb_session_id_tree, &b->by_id, s);
+		b->clients--;
+	}
 	b->sessions--;
 	mb_broker_credit(b, s, mb_session_committed(s));
 	if (s->group >= 0 && b->group_sessions[s->group] > 0)

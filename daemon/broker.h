@@ -67,7 +67,8 @@ typedef struct mb_broker {
 	mb_ledger ledger;
 	struct mb_session_pipe_tree by_pipe;
 	struct mb_session_id_tree by_id;
-	uint32_t sessions;
+	uint32_t sessions;        /* connections */
+	uint32_t clients;         /* connections that completed Hello */
 	uint64_t next_session_id;
 	uint64_t section_size;    /* size of every section (the top of usable client addresses) */
 	uint64_t requests;        /* handled, including refused */

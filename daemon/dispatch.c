@@ -110,6 +110,7 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 	s->section_fd = fd;
 	snprintf(s->name, sizeof(s->name), "%s", m->name);
 	s->hello = true;
+	b->clients++;
 	mb_broker_register_id(b, s);
 	mb_broker_assign_group(b, s);
 	mb_log(LOG_DEBUG, "session %" PRIu64 " '%s' pid %d uid %u connected", s->id, s->name,
@@ -225,6 +226,10 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		fit = mb_broker_fits(b, s, level, bytes);
 	if (fit == MB_FIT_CLIENT_MAX || fit == MB_FIT_GROUP_MAX) {
 		b->refusals++;
+		mb_log_event(LOG_NOTICE, MB_MSGID_REFUSED, (int)s->pid, (unsigned)s->uid, level,
+			     (unsigned long long)bytes, (unsigned)E_OUTOFMEMORY,
+			     "commit refused: over the %s limit",
+			     fit == MB_FIT_CLIENT_MAX ? "client's" : "group's");
 		if (fit == MB_FIT_CLIENT_MAX)
 			return fail(r, E_OUTOFMEMORY,
 				    "client limit: %" PRIu64 " bytes committed, limit %" PRIu64,
@@ -247,6 +252,9 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		}
 		b->refusals++;
 		mb_broker_update_pressure(b);
+		mb_log_event(LOG_NOTICE, MB_MSGID_REFUSED, (int)s->pid, (unsigned)s->uid, level,
+			     (unsigned long long)bytes, (unsigned)E_OUTOFMEMORY,
+			     "commit refused: the budget is full for this level");
 		return fail(r, E_OUTOFMEMORY,
 			    "budget: %" PRIu64 " of %" PRIu64 " bytes committed, level %d may use up to "
 			    "%" PRIu64,
@@ -388,7 +396,7 @@ static HRESULT do_session_status(mb_broker *b, mb_session *s, reply *r)
 	r->status.committed = mb_session_committed(s);
 	r->status.reserved = s->map.reserved_bytes;
 	r->status.reservations = s->map.count;
-	r->status.sessions = b->sessions;
+	r->status.sessions = b->clients;
 	r->status.section_allocated = mb_section_allocated(s->section_fd);
 	r->status.waiters = b->nwaiters;
 	r->status.pressure = (uint32_t)b->pressure;
@@ -507,6 +515,11 @@ int mb_dispatch_finish(mb_broker *b, mb_parked *p, bool expired, nng_msg **reply
 		}
 		if (p->kind == MB_PARK_COMMIT) {
 			b->waits_timed_out++;
+			mb_session *ts = mb_broker_find_pipe(b, p->pipe_id);
+			mb_log_event(LOG_NOTICE, MB_MSGID_TIMEOUT, ts ? (int)ts->pid : 0,
+				     ts ? (unsigned)ts->uid : 0, p->level,
+				     (unsigned long long)p->size, (unsigned)HOST_E_TIMEOUT,
+				     "waiting commit timed out");
 			mb_broker_finish_parked(b, p, HOST_E_TIMEOUT,
 						"waited for memory until the level's deadline");
 			mb_broker_update_pressure(b);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -16,6 +17,7 @@
 #include "broker.h"
 #include "deathwatch.h"
 #include "fdserver.h"
+#include "heartbeat.h"
 #include "log.h"
 #include "mb_address.h"
 #include "options.h"
@@ -128,6 +130,8 @@ int main(int argc, char **argv)
 	mb_server *server = NULL;
 	mb_fdserver *fdserver = NULL;
 	mb_deathwatch *deathwatch = NULL;
+	mb_heartbeat heartbeat;
+	uint64_t next_audit;
 	sigset_t sigs;
 	int rv;
 
@@ -194,14 +198,21 @@ int main(int argc, char **argv)
 	sd_notifyf(0, "READY=1\nSTATUS=serving %s, budget %" PRIu64 " MiB", url,
 		   broker.ledger.budget >> 20);
 
+	mb_heartbeat_init(&heartbeat, url);
+	mb_heartbeat_tick(&heartbeat, &broker);
+	next_audit = mb_now_ms() + audit_ms;
 	for (;;) {
-		struct timespec tick = {.tv_sec = audit_ms / 1000,
-					.tv_nsec = (long)(audit_ms % 1000) * 1000000};
+		uint64_t sleep_ms = mb_heartbeat_sleep_ms(&heartbeat, audit_ms);
+		struct timespec tick = {.tv_sec = (time_t)(sleep_ms / 1000),
+					.tv_nsec = (long)(sleep_ms % 1000) * 1000000};
 		siginfo_t si;
 		int sig = sigtimedwait(&sigs, &si, &tick);
 		if (sig < 0) {
-			if (errno == EAGAIN)
+			if (mb_now_ms() >= next_audit) {
 				mb_broker_audit(&broker);
+				next_audit = mb_now_ms() + audit_ms;
+			}
+			mb_heartbeat_tick(&heartbeat, &broker);
 			continue;
 		}
 		if (sig == SIGHUP) {
@@ -219,6 +230,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	sd_notify(0, "STOPPING=1");
+	mb_heartbeat_fini(&heartbeat);
 	/* Waiting commits get HOST_E_ABANDONED rather than a dropped connection: give their
 	 * replies a moment to leave. */
 	if (mb_broker_abandon_all(&broker) > 0)

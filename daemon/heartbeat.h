@@ -1,0 +1,39 @@
+/*
+ * heartbeat.h: what membrokerd tells systemd: STATUS= with live figures and WATCHDOG=1, the latter
+ * only after a request sent through the broker's own socket came back, so a wedged request path
+ * (stuck lock, no free context) stops the pings and systemd restarts the broker.
+ */
+#ifndef MB_HEARTBEAT_H
+#define MB_HEARTBEAT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "broker.h"
+
+typedef struct mb_heartbeat {
+	char url[512];
+	bool watchdog;        /* systemd asked for WATCHDOG=1 pings */
+	uint64_t interval_ms; /* between pings: half the watchdog timeout */
+	uint64_t next_ms;     /* CLOCK_MONOTONIC time of the next ping */
+	bool dialed;
+	nng_socket sock;
+} mb_heartbeat;
+
+/* Reads the watchdog settings ($WATCHDOG_USEC); url is the broker's RPC address. */
+void mb_heartbeat_init(mb_heartbeat *h, const char *url);
+
+/* Longest the main loop may sleep before calling mb_heartbeat_tick again. */
+uint64_t mb_heartbeat_sleep_ms(const mb_heartbeat *h, uint64_t otherwise);
+
+/* Sends STATUS=, and WATCHDOG=1 when a ping is due and succeeds. */
+void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b);
+
+/* Round trip through the request path: 0 when the broker answered within timeout_ms. */
+int mb_heartbeat_ping(mb_heartbeat *h, int timeout_ms);
+
+void mb_heartbeat_fini(mb_heartbeat *h);
+
+#endif
