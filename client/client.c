@@ -70,6 +70,8 @@ int mb_client_timeout_ms(void)
 	return v;
 }
 
+static HRESULT reconnect(mb_client *c);
+
 HRESULT mb_client_usable(mb_client *client)
 {
 	last_error[0] = '\0';
@@ -78,9 +80,11 @@ HRESULT mb_client_usable(mb_client *client)
 	if (client->fork_generation != atomic_load(&mb_fork_generation))
 		return mb_client_error(HOST_E_CLRNOTAVAILABLE,
 				       "this client belongs to the parent of a forked process");
-	if (atomic_load(&client->broken))
+	if (atomic_load(&client->disabled))
 		return mb_client_error(HOST_E_CLRNOTAVAILABLE,
-				       "the connection to the broker was lost or disabled");
+				       "the client was disabled by an earlier E_FAIL");
+	if (atomic_load(&client->lost))
+		return reconnect(client);
 	return S_OK;
 }
 
@@ -131,7 +135,7 @@ void mb_client_slot_free(mb_call_slot *s)
 
 static HRESULT transport_failure(mb_client *c, int rv, const char *what)
 {
-	atomic_store(&c->broken, true);
+	atomic_store(&c->lost, true);
 	return mb_client_error(HOST_E_CLRNOTAVAILABLE, "%s: %s", what, nng_strerror(rv));
 }
 
@@ -167,7 +171,7 @@ HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_
 	nng_msg_free(msg);
 	if (r == NULL || r->request_id != req->request_id) {
 		mb_wire_free_response(r);
-		atomic_store(&c->broken, true);
+		atomic_store(&c->disabled, true);
 		return mb_client_error(E_FAIL, "the broker sent a malformed response");
 	}
 	*resp = r;
@@ -201,19 +205,25 @@ HRESULT mb_client_call_simple(mb_client *c, mb_request *req)
 	if (hr != S_OK)
 		mb_client_error(hr, "%s", resp->detail);
 	if (hr == E_FAIL)
-		atomic_store(&c->broken, true); /* E_FAIL disables the client, as the contract says */
+		atomic_store(&c->disabled, true); /* E_FAIL disables the client, as the contract says */
+	else if (hr == HOST_E_CLRNOTAVAILABLE)
+		atomic_store(&c->lost, true); /* the broker has no session for us: connect again */
 	mb_wire_free_response(resp);
 	return hr;
 }
 
-/* Connects to the fd socket and receives the section for (session_id, token). */
-static int fetch_section(const char *url, uint64_t session_id, const uint8_t *token)
+/*
+ * Connects to the fd socket with (session_id, token). adopt < 0: receives the session's section and
+ * returns it. adopt >= 0: gives that section (mapped under a previous broker) to the broker and
+ * returns adopt. -errno on failure.
+ */
+static int fetch_section(const char *url, uint64_t session_id, const uint8_t *token, int adopt)
 {
 	struct sockaddr_un sun;
 	socklen_t len;
 	struct timeval tv = {.tv_sec = mb_client_timeout_ms() / 1000,
 			     .tv_usec = (mb_client_timeout_ms() % 1000) * 1000};
-	uint8_t req[8 + MB_WIRE_TOKEN_LEN];
+	uint8_t req[8 + MB_WIRE_TOKEN_LEN + 1];
 	uint8_t status = 1;
 	uint64_t id = htole64(session_id);
 	int sock, fd = -1;
@@ -233,12 +243,18 @@ static int fetch_section(const char *url, uint64_t session_id, const uint8_t *to
 	}
 	memcpy(req, &id, 8);
 	memcpy(req + 8, token, MB_WIRE_TOKEN_LEN);
-	if (mb_fdpass_send(sock, req, sizeof(req), -1) != 0) {
+	req[8 + MB_WIRE_TOKEN_LEN] = adopt >= 0 ? 1 : 0; /* MB_FD_ADOPT : MB_FD_GET */
+	if (mb_fdpass_send(sock, req, sizeof(req), adopt) != 0) {
 		close(sock);
 		return -EIO;
 	}
 	n = mb_fdpass_recv(sock, &status, 1, &fd);
 	close(sock);
+	if (adopt >= 0) {
+		if (fd >= 0)
+			close(fd);
+		return n == 1 && status == 0 ? adopt : -EPERM;
+	}
 	if (n != 1 || status != 0 || fd < 0) {
 		if (fd >= 0)
 			close(fd);
@@ -259,10 +275,12 @@ static void client_free(mb_client *c)
 	pthread_rwlock_destroy(&c->map_lock);
 	pthread_mutex_destroy(&c->slot_lock);
 	pthread_mutex_destroy(&c->notify_lock);
+	pthread_mutex_destroy(&c->reconnect_lock);
 	free(c);
 }
 
-static HRESULT hello(mb_client *c)
+/* Hello, then the section: a new one (first connect), or ours handed back (reconnect). */
+static HRESULT hello(mb_client *c, bool adopt)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Hello h = MEMBROKER__V1__HELLO__INIT;
@@ -289,17 +307,116 @@ static HRESULT hello(mb_client *c)
 				     "a malformed reply");
 	} else {
 		c->session_id = resp->hello->session_id;
-		c->section_size = resp->hello->section_size;
 		c->budget = resp->hello->budget;
-		c->section_fd = fetch_section(c->address, c->session_id, resp->hello->fd_token.data);
-		if (c->section_fd < 0)
+		if (adopt && resp->hello->section_size != c->section_size) {
 			hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
-					     "cannot receive the section from the broker: %s",
-					     strerror(-c->section_fd));
-		else
-			mb_vaspace_init(&c->va, c->section_fd, c->section_size);
+					     "the new broker's sections have another size");
+		} else if (adopt) {
+			int rv = fetch_section(c->address, c->session_id,
+					       resp->hello->fd_token.data, c->section_fd);
+			if (rv < 0)
+				hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
+						     "the broker did not take our section back: %s",
+						     strerror(-rv));
+		} else {
+			c->section_size = resp->hello->section_size;
+			c->section_fd = fetch_section(c->address, c->session_id,
+						      resp->hello->fd_token.data, -1);
+			if (c->section_fd < 0)
+				hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
+						     "cannot receive the section from the broker: %s",
+						     strerror(-c->section_fd));
+			else
+				mb_vaspace_init(&c->va, c->section_fd, c->section_size);
+		}
 	}
 	mb_wire_free_response(resp);
+	return hr;
+}
+
+/* nng's view of the connection: it redials by itself after a loss, so a loss is only a reason
+ * to say Hello again, which the next call does. */
+static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	mb_client *c = arg;
+	(void)p;
+	if (ev == NNG_PIPE_EV_ADD_POST) {
+		atomic_fetch_add(&c->pipes, 1);
+	} else {
+		atomic_fetch_sub(&c->pipes, 1);
+		atomic_store(&c->lost, true);
+	}
+}
+
+/* Tells the new session about every reservation and commit this client holds. */
+static HRESULT readopt(mb_client *c)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Reserve res = MEMBROKER__V1__RESERVE__INIT;
+	Membroker__V1__Commit com = MEMBROKER__V1__COMMIT__INIT;
+	HRESULT hr = S_OK;
+
+	pthread_rwlock_rdlock(&c->map_lock);
+	for (mb_region *r = mb_regmap_first(&c->map); r != NULL && hr == S_OK;
+	     r = mb_regmap_next(&c->map, r)) {
+		size_t pages = r->size / MB_PAGE_SIZE;
+		res.address = r->base;
+		res.size = r->size;
+		req.body_case = MEMBROKER__V1__REQUEST__BODY_RESERVE;
+		req.reserve = &res;
+		hr = mb_client_call_simple(c, &req);
+		for (size_t i = 0; i < pages && hr == S_OK; i++) {
+			size_t j = i;
+			while (j < pages && (r->state[j] & MB_PAGE_COMMITTED))
+				j++;
+			if (j == i)
+				continue;
+			/* Levels are not kept per page; adopted memory is booked as process
+			 * critical, the level the CLR uses for what it cannot lose. */
+			com.address = r->base + i * MB_PAGE_SIZE;
+			com.size = (j - i) * MB_PAGE_SIZE;
+			com.level = eProcessCritical;
+			com.adopt = true;
+			req.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
+			req.commit = &com;
+			hr = mb_client_call_simple(c, &req);
+			i = j;
+		}
+	}
+	pthread_rwlock_unlock(&c->map_lock);
+	return hr;
+}
+
+/*
+ * After a lost connection: once nng has a connection again (the broker is back), a new Hello, our
+ * section handed to the new broker, and every reservation and commit re-registered. Until then,
+ * calls fail at once with HOST_E_CLRNOTAVAILABLE.
+ */
+static HRESULT reconnect(mb_client *c)
+{
+	HRESULT hr = S_OK;
+
+	pthread_mutex_lock(&c->reconnect_lock);
+	if (!atomic_load(&c->lost))
+		goto out; /* another thread did it */
+	if (atomic_load(&c->pipes) <= 0) {
+		hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
+				     "the broker at %s is unreachable (reconnecting)", c->address);
+		goto out;
+	}
+	atomic_store(&c->lost, false);
+	hr = hello(c, true);
+	if (hr == S_OK)
+		hr = readopt(c);
+	if (hr != S_OK) {
+		atomic_store(&c->lost, true);
+		hr = HOST_E_CLRNOTAVAILABLE;
+		goto out;
+	}
+	c->reconnects++;
+	mb_notify_restart(c);
+out:
+	pthread_mutex_unlock(&c->reconnect_lock);
 	return hr;
 }
 
@@ -338,23 +455,27 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	pthread_mutex_init(&c->notify_lock, NULL);
 	mb_regmap_init(&c->map, true);
 
+	pthread_mutex_init(&c->reconnect_lock, NULL);
 	if ((rv = nng_req0_open(&c->sock)) != 0) {
 		client_free(c);
 		return mb_client_error(HOST_E_CLRNOTAVAILABLE, "cannot open a socket: %s",
 				       nng_strerror(rv));
 	}
+	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, pipe_event, c);
+	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_event, c);
 	/* Requests are not idempotent (a commit charges the budget): never resend one. */
 	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, MB_WIRE_MAX_MESSAGE);
 	/* A blocking dial fails at once when nobody listens, rather than retrying forever. */
 	rv = nng_dial(c->sock, c->address, NULL, 0);
 	if (rv != 0) {
+		mb_client_error(HOST_E_CLRNOTAVAILABLE, "no broker at %s: %s", c->address,
+				nng_strerror(rv));
 		nng_close(c->sock);
 		client_free(c);
-		return mb_client_error(HOST_E_CLRNOTAVAILABLE, "no broker at %s: %s", c->address,
-				       nng_strerror(rv));
+		return HOST_E_CLRNOTAVAILABLE;
 	}
-	hr = hello(c);
+	hr = hello(c, false);
 	if (hr != S_OK) {
 		char why[sizeof(last_error)];
 		memcpy(why, last_error, sizeof(why));

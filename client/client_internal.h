@@ -42,7 +42,11 @@ struct mb_client {
 	pthread_mutex_t slot_lock;
 	mb_call_slot *free_slots;
 
-	atomic_bool broken;         /* connection lost or E_FAIL seen: calls fail fast */
+	atomic_bool disabled;       /* E_FAIL seen: every later call fails (the contract) */
+	atomic_bool lost;           /* connection lost: the next call tries to reconnect */
+	atomic_int pipes;           /* live connections of the socket (nng redials by itself) */
+	pthread_mutex_t reconnect_lock;
+	uint32_t reconnects;        /* successful reconnections, for tests and tools */
 	atomic_uint_fast64_t next_request_id;
 	atomic_uint refs;           /* the user's handle plus live COM objects */
 	atomic_bool disconnecting;  /* mb_disconnect called; freed when refs reaches 0 */
@@ -53,6 +57,7 @@ struct mb_client {
 	mb_memory_callback notify_cb;
 	void *notify_ctx;
 	bool watch_started;
+	atomic_bool watch_running;   /* cleared by the thread when it ends (connection lost) */
 	atomic_bool watch_stop;
 	pthread_t watch_thread;
 	mb_call_slot *watch_slot;    /* the watch thread's own context, stopped at teardown */
@@ -76,7 +81,8 @@ HRESULT mb_client_usable(mb_client *client);
 /*
  * Sends req (its request_id is assigned here) and waits for the response. Returns S_OK with
  * *resp (free with mb_wire_free_response) or a transport failure: HOST_E_CLRNOTAVAILABLE (the
- * client is then marked broken), E_FAIL for a malformed or mismatched response (client disabled).
+ * connection is marked lost; the next call reconnects), E_FAIL for a malformed or mismatched
+ * response (the client is disabled).
  * The operation's own HRESULT is (*resp)->hresult.
  */
 HRESULT mb_client_call(mb_client *client, mb_request *req, mb_response **resp);
@@ -91,6 +97,9 @@ void mb_client_slot_free(mb_call_slot *slot);
 
 /* Stops the notification thread, if any (notify.c). */
 void mb_notify_stop(mb_client *client);
+
+/* Starts the notification thread again after a reconnection, if a callback is registered. */
+void mb_notify_restart(mb_client *client);
 
 /* Like mb_client_call, returns the operation's HRESULT, recording the broker's detail text. */
 HRESULT mb_client_call_simple(mb_client *client, mb_request *req);

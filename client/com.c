@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "client_internal.h"
+#include "heap.h"
 
 const IID mb_iid_iunknown = MB_IID_IUNKNOWN_INIT;
 const IID mb_iid_ihostmemorymanager = MB_IID_IHOSTMEMORYMANAGER_INIT;
@@ -58,8 +59,17 @@ static MB_ULONG STDMETHODCALLTYPE mm_release(IHostMemoryManager *This)
 	unsigned left = atomic_fetch_sub(&m->refs, 1) - 1;
 
 	if (left == 0) {
-		if (m->callback != NULL)
+		if (m->callback != NULL) {
+			/* The client may outlive this object: stop it calling
+			 * forward_notification(m). */
+			pthread_mutex_lock(&m->client->notify_lock);
+			if (m->client->notify_ctx == m) {
+				m->client->notify_cb = NULL;
+				m->client->notify_ctx = NULL;
+			}
+			pthread_mutex_unlock(&m->client->notify_lock);
 			m->callback->lpVtbl->Release(m->callback);
+		}
 		pthread_mutex_destroy(&m->cb_lock);
 		mb_client_unref(m->client);
 		free(m);
@@ -67,16 +77,11 @@ static MB_ULONG STDMETHODCALLTYPE mm_release(IHostMemoryManager *This)
 	return left;
 }
 
+/* A heap whose blocks come from this manager's client (heap.c); E_INVALIDARG for unknown bits. */
 static HRESULT STDMETHODCALLTYPE mm_create_malloc(IHostMemoryManager *This, DWORD type,
 						  IHostMalloc **ppMalloc)
 {
-	(void)This;
-	(void)type;
-	if (ppMalloc == NULL)
-		return E_POINTER;
-	*ppMalloc = NULL;
-	/* The broker-backed heap is not built yet; the CLR then uses its own heap. */
-	return E_NOTIMPL;
+	return mb_heap_create(impl(This)->client, type, ppMalloc);
 }
 
 static HRESULT STDMETHODCALLTYPE mm_virtual_alloc(IHostMemoryManager *This, void *pAddress,
@@ -174,10 +179,10 @@ static HRESULT STDMETHODCALLTYPE mm_released_va(IHostMemoryManager *This, LPVOID
 }
 
 static const IHostMemoryManagerVtbl mm_vtbl = {
-	mm_query_interface, mm_add_ref,         mm_release,         mm_create_malloc,
-	mm_virtual_alloc,   mm_virtual_free,    mm_virtual_query,   mm_virtual_protect,
-	mm_get_memory_load, mm_register_callback, mm_needs_va,      mm_acquired_va,
-	mm_released_va,
+    mm_query_interface, mm_add_ref,	      mm_release,	mm_create_malloc,
+    mm_virtual_alloc,	mm_virtual_free,      mm_virtual_query, mm_virtual_protect,
+    mm_get_memory_load, mm_register_callback, mm_needs_va,	mm_acquired_va,
+    mm_released_va,
 };
 
 HRESULT mb_host_memory_manager(mb_client *client, IHostMemoryManager **manager)

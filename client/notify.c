@@ -15,7 +15,8 @@ static void *watch_thread(void *arg)
 	mb_client *c = arg;
 	uint32_t last = 0;
 
-	while (!atomic_load(&c->watch_stop) && !atomic_load(&c->broken)) {
+	while (!atomic_load(&c->watch_stop) && !atomic_load(&c->lost) &&
+	       !atomic_load(&c->disabled)) {
 		Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 		Membroker__V1__Watch w = MEMBROKER__V1__WATCH__INIT;
 		mb_response *resp;
@@ -25,7 +26,7 @@ static void *watch_thread(void *arg)
 		req.body_case = MEMBROKER__V1__REQUEST__BODY_WATCH;
 		req.watch = &w;
 		if (mb_client_call_on(c, c->watch_slot, &req, &resp, WATCH_TIMEOUT_MS) != S_OK)
-			break; /* stopped, or the connection is gone (the client is marked broken) */
+			break; /* stopped, or the connection is gone (marked lost) */
 		level = resp->body_case == MEMBROKER__V1__RESPONSE__BODY_WATCH ? resp->watch->level
 									       : 0;
 		mb_wire_free_response(resp);
@@ -39,7 +40,39 @@ static void *watch_thread(void *arg)
 		if (cb != NULL)
 			cb((EMemoryAvailable)level, ctx);
 	}
+	atomic_store(&c->watch_running, false);
 	return NULL;
+}
+
+/* Starts the thread; notify_lock held. */
+static int start_thread(mb_client *c)
+{
+	if (c->watch_slot == NULL && (c->watch_slot = mb_client_slot_new(c)) == NULL)
+		return -1;
+	atomic_store(&c->watch_running, true);
+	if (pthread_create(&c->watch_thread, NULL, watch_thread, c) != 0) {
+		atomic_store(&c->watch_running, false);
+		mb_client_slot_free(c->watch_slot);
+		c->watch_slot = NULL;
+		return -1;
+	}
+	c->watch_started = true;
+	return 0;
+}
+
+void mb_notify_restart(mb_client *c)
+{
+	pthread_mutex_lock(&c->notify_lock);
+	if (c->watch_started && !atomic_load(&c->watch_running)) {
+		pthread_join(c->watch_thread, NULL);
+		/* The old context was on the lost connection's request; a fresh one is clean. */
+		mb_client_slot_free(c->watch_slot);
+		c->watch_slot = NULL;
+		c->watch_started = false;
+		if (c->notify_cb != NULL)
+			start_thread(c);
+	}
+	pthread_mutex_unlock(&c->notify_lock);
 }
 
 HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callback, void *context)
@@ -51,18 +84,10 @@ HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callbac
 	pthread_mutex_lock(&c->notify_lock);
 	c->notify_cb = callback;
 	c->notify_ctx = context;
-	if (callback != NULL && !c->watch_started) {
-		c->watch_slot = mb_client_slot_new(c);
-		if (c->watch_slot == NULL ||
-		    pthread_create(&c->watch_thread, NULL, watch_thread, c) != 0) {
-			if (c->watch_slot != NULL)
-				mb_client_slot_free(c->watch_slot);
-			c->watch_slot = NULL;
-			c->notify_cb = NULL;
-			pthread_mutex_unlock(&c->notify_lock);
-			return mb_client_error(E_OUTOFMEMORY, "cannot start the notification thread");
-		}
-		c->watch_started = true;
+	if (callback != NULL && !c->watch_started && start_thread(c) != 0) {
+		c->notify_cb = NULL;
+		pthread_mutex_unlock(&c->notify_lock);
+		return mb_client_error(E_OUTOFMEMORY, "cannot start the notification thread");
 	}
 	pthread_mutex_unlock(&c->notify_lock);
 	return S_OK;

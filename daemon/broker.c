@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <stdlib.h>
@@ -86,7 +87,8 @@ static void end_session(mb_broker *b, mb_session *s)
 	mb_broker_credit(b, s, mb_session_committed(s));
 	if (s->group >= 0 && b->group_sessions[s->group] > 0)
 		b->group_sessions[s->group]--;
-	mb_session_free(s);
+	/* At shutdown clients keep their memory: it stays mapped and readable in them. */
+	mb_session_free(s, !b->stopping);
 	if (!b->stopping)
 		mb_broker_grant_waiters(b);
 }
@@ -141,10 +143,10 @@ int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_
 		mb_log(LOG_WARNING, "uid %u already holds %u connections (the limit); refusing pid %d",
 		       (unsigned)uid, same, (int)pid);
 		rv = -EMFILE;
-		mb_session_free(s);
+		mb_session_free(s, true);
 	} else if (RB_INSERT(mb_session_pipe_tree, &b->by_pipe, s) != NULL) {
 		rv = -EEXIST;
-		mb_session_free(s);
+		mb_session_free(s, true);
 	} else {
 		b->sessions++;
 	}
@@ -193,27 +195,66 @@ static int token_equal(const uint8_t *a, const uint8_t *b, size_t n)
 	return diff == 0;
 }
 
+/* The session a hand-over is for, if the token, uid and pid match. Burns the token either way. */
+static mb_session *claim_token(mb_broker *b, uint64_t session_id, const uint8_t *token,
+			       size_t token_len, uid_t uid, pid_t pid)
+{
+	mb_session key = {.id = session_id};
+	mb_session *s = RB_FIND(mb_session_id_tree, &b->by_id, &key);
+
+	if (s == NULL || s->token_used)
+		return NULL;
+	/* A wrong guess burns the token too: nobody gets to try twice. */
+	s->token_used = true;
+	if (token_len != MB_WIRE_TOKEN_LEN || !token_equal(s->token, token, MB_WIRE_TOKEN_LEN) ||
+	    s->uid != uid || s->pid != pid)
+		return NULL;
+	return s;
+}
+
 int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, size_t token_len,
 		       uid_t uid, pid_t pid)
 {
-	mb_session key = {.id = session_id};
 	mb_session *s;
 	int fd = -EPERM;
 
 	pthread_mutex_lock(&b->lock);
-	s = RB_FIND(mb_session_id_tree, &b->by_id, &key);
-	if (s != NULL && !s->token_used && token_len == MB_WIRE_TOKEN_LEN &&
-	    token_equal(s->token, token, MB_WIRE_TOKEN_LEN) && s->uid == uid && s->pid == pid) {
-		s->token_used = true;
+	s = claim_token(b, session_id, token, token_len, uid, pid);
+	if (s != NULL) {
 		fd = fcntl(s->section_fd, F_DUPFD_CLOEXEC, 3);
 		if (fd < 0)
 			fd = -errno;
-	} else if (s != NULL && !s->token_used) {
-		/* A wrong guess burns the token: nobody gets to try twice. */
-		s->token_used = true;
 	}
 	pthread_mutex_unlock(&b->lock);
 	return fd;
+}
+
+int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *token,
+			    size_t token_len, uid_t uid, pid_t pid, int fd)
+{
+	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	const int forbidden = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+	struct stat st;
+	mb_session *s;
+	int seals, rv = -EPERM;
+
+	/* Only a memfd carries seals; these exact ones mean a section nobody can resize, seal
+	 * further or write-protect against the broker's hole punches. */
+	seals = fcntl(fd, F_GET_SEALS);
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || seals < 0 || (seals & need) != need ||
+	    (seals & forbidden) != 0 || (uint64_t)st.st_size != b->section_size ||
+	    (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR)
+		return -EINVAL;
+	pthread_mutex_lock(&b->lock);
+	s = claim_token(b, session_id, token, token_len, uid, pid);
+	if (s != NULL && s->map.count == 0) {
+		close(s->section_fd);
+		s->section_fd = fd;
+		s->adopted = true;
+		rv = 0;
+	}
+	pthread_mutex_unlock(&b->lock);
+	return rv;
 }
 
 uint64_t mb_broker_sum_sessions(mb_broker *b)

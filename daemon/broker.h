@@ -152,6 +152,16 @@ uint32_t mb_broker_parked(mb_broker *b);
  */
 uint64_t mb_broker_audit(mb_broker *b);
 
+/*
+ * Takes a client's section back after a broker restart: the client presents the session's one-time
+ * token (same checks as mb_broker_handover) and the memfd it has mapped. The descriptor must be a
+ * sealed section of the right size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, no write seals); it
+ * replaces the session's fresh section, so the broker can audit and discard the client's existing
+ * memory again. Returns 0 (the broker owns fd) or -EPERM / -EINVAL (the caller closes fd).
+ */
+int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *token,
+			    size_t token_len, uid_t uid, pid_t pid, int fd);
+
 /* Committed bytes of all sessions, summed from their maps (for ledger checks in tests). */
 uint64_t mb_broker_sum_sessions(mb_broker *b);
 

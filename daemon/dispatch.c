@@ -221,6 +221,19 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		return hr;
 	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
 		MB_PAGE_SIZE;
+	if (m->adopt) {
+		/* Memory the client held under the previous broker: it exists, so it is counted
+		 * whatever the budget says; while that leaves the total over a ceiling, new commits
+		 * at that level are refused. Only for a section taken back by adoption. */
+		if (!s->adopted)
+			return fail(r, E_INVALIDARG, "adopt is only valid on an adopted section");
+		mb_region_commit(&s->map, pr.region, pr.first, pr.count, (uint8_t)level);
+		mb_broker_charge(b, s, bytes);
+		if (level > s->max_level)
+			s->max_level = level;
+		mb_broker_update_pressure(b);
+		return S_OK;
+	}
 	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, level, bytes) : MB_FIT_OK;
 	if (fit == MB_FIT_CEILING && mb_broker_reclaim(b, s, bytes, level) > 0)
 		fit = mb_broker_fits(b, s, level, bytes);
@@ -324,19 +337,20 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 		return S_OK;
 	}
 	if (lost > 0) {
-		/* The discarded pages come back as fresh zero pages and are charged again. */
+		/* The discarded pages come back as fresh zero pages and are charged again when the
+		 * budget allows; otherwise they stay discarded (a later write is charged or dropped
+		 * by the audit). Either way the undo failed: data was lost. */
 		uint64_t bytes = (uint64_t)lost * MB_PAGE_SIZE;
 		if (mb_broker_fits(b, s, MB_LEVELS - 1, bytes) != MB_FIT_OK)
-			return fail(r, E_OUTOFMEMORY,
-				    "MEM_RESET_UNDO: pages were discarded and the budget cannot "
-				    "commit them again");
+			return fail(r, MB_E_INVALID_ADDRESS,
+				    "MEM_RESET_UNDO: the broker discarded %zu of these pages under memory "
+				    "pressure and cannot commit them again now",
+				    lost);
 		for (size_t i = pr.first; i < pr.first + pr.count; i++)
 			if (pr.region->state[i] & MB_PAGE_DISCARDED)
 				mb_region_commit(&s->map, pr.region, i, 1, 0);
 		mb_broker_charge(b, s, bytes);
 	}
-	for (size_t i = pr.first; i < pr.first + pr.count; i++)
-		pr.region->state[i] &= (uint8_t)~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
 	if (lost > 0)
 		return fail(r, MB_E_INVALID_ADDRESS,
 			    "MEM_RESET_UNDO: the broker discarded %zu of these pages under memory "
@@ -412,7 +426,9 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 	if (req->body_case == MEMBROKER__V1__REQUEST__BODY_HELLO)
 		return do_hello(b, s, req->hello, r);
 	if (!s->hello)
-		return fail(r, E_FAIL, "the first request on a connection must be hello");
+		/* Typically a client whose connection was re-established underneath it (nng
+		 * redials): it has no session here and must connect again. */
+		return fail(r, HOST_E_CLRNOTAVAILABLE, "no session on this connection: send hello first");
 	switch (req->body_case) {
 	case MEMBROKER__V1__REQUEST__BODY_RESERVE:
 		return do_reserve(b, s, req->reserve, r);

@@ -33,30 +33,40 @@ struct mb_fdserver {
 static void serve_one(mb_fdserver *f, int conn)
 {
 	struct pollfd p = {.fd = conn, .events = POLLIN};
-	uint8_t buf[8 + MB_WIRE_TOKEN_LEN + 1];
+	uint8_t buf[8 + MB_WIRE_TOKEN_LEN + 2];
 	struct ucred cred;
 	socklen_t clen = sizeof(cred);
 	uint64_t id;
 	uint8_t status = 1;
 	ssize_t n;
-	int fd = -1;
+	int fd = -1, passed = -1;
 
 	if (poll(&p, 1, PEER_DEADLINE_MS) != 1)
 		return;
-	/* Descriptors a client tries to send us are closed by mb_fdpass_recv (fd == NULL). */
-	n = mb_fdpass_recv(conn, buf, sizeof(buf), NULL);
-	if (n != 8 + MB_WIRE_TOKEN_LEN ||
+	n = mb_fdpass_recv(conn, buf, sizeof(buf), &passed);
+	if (n != 8 + MB_WIRE_TOKEN_LEN + 1 ||
 	    getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0)
 		goto reply;
 	memcpy(&id, buf, 8);
 	id = le64toh(id);
-	fd = mb_broker_handover(f->broker, id, buf + 8, MB_WIRE_TOKEN_LEN, cred.uid, cred.pid);
-	if (fd >= 0)
-		status = 0;
-	else
+	if (buf[8 + MB_WIRE_TOKEN_LEN] == MB_FD_GET && passed < 0) {
+		fd = mb_broker_handover(f->broker, id, buf + 8, MB_WIRE_TOKEN_LEN, cred.uid,
+					cred.pid);
+		if (fd >= 0)
+			status = 0;
+	} else if (buf[8 + MB_WIRE_TOKEN_LEN] == MB_FD_ADOPT && passed >= 0) {
+		if (mb_broker_adopt_section(f->broker, id, buf + 8, MB_WIRE_TOKEN_LEN, cred.uid,
+					    cred.pid, passed) == 0) {
+			passed = -1; /* the broker owns it now */
+			status = 0;
+		}
+	}
+	if (status != 0)
 		mb_log(LOG_NOTICE, "section hand-over refused to pid %d uid %u (session %llu)",
 		       (int)cred.pid, (unsigned)cred.uid, (unsigned long long)id);
 reply:
+	if (passed >= 0)
+		close(passed);
 	(void)mb_fdpass_send(conn, &status, 1, fd);
 	if (fd >= 0)
 		close(fd);

@@ -5,8 +5,11 @@
  * and one-time token, and receives its section's memfd with SCM_RIGHTS. The peer's uid and pid
  * (SO_PEERCRED) must match the session's, and each token works once.
  *
- * Wire format: request = 8-byte session id (little endian) + MB_WIRE_TOKEN_LEN token bytes;
- * reply = 1 status byte (0 = granted, with the memfd attached; 1 = refused).
+ * Wire format: request = 8-byte session id (little endian) + MB_WIRE_TOKEN_LEN token bytes +
+ * 1 mode byte (MB_FD_GET: send me my section; MB_FD_ADOPT: adopt the memfd attached, which the
+ * client mapped under a previous broker); reply = 1 status byte (0 = done, with the memfd
+ * attached for MB_FD_GET; 1 = refused). Descriptors are accepted only with MB_FD_ADOPT, one at
+ * most, and only after validation; any other is closed unread.
  */
 #ifndef MB_FDSERVER_H
 #define MB_FDSERVER_H
@@ -15,6 +18,9 @@
 
 #include <sys/socket.h>
 #include <sys/un.h>
+
+#define MB_FD_GET   0
+#define MB_FD_ADOPT 1
 
 typedef struct mb_fdserver mb_fdserver;
 

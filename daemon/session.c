@@ -30,22 +30,21 @@ mb_session *mb_session_new(uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid)
 	return s;
 }
 
-uint64_t mb_session_free(mb_session *s)
+uint64_t mb_session_free(mb_session *s, bool discard)
 {
 	uint64_t committed;
 
 	if (s == NULL)
 		return 0;
 	committed = mb_session_committed(s);
-	if (s->section_fd >= 0) {
-		/* A forked child of the client may still hold the memfd: punch it empty so the
-		 * pages are gone regardless of who keeps the file open. */
+	if (s->section_fd >= 0 && discard) {
 		int rv = mb_section_discard(s->section_fd, 0, MB_ADDRESS_LIMIT);
 		if (rv < 0)
 			mb_log(LOG_WARNING, "session %llu: cannot discard its section: %d",
 			       (unsigned long long)s->id, rv);
-		close(s->section_fd);
 	}
+	if (s->section_fd >= 0)
+		close(s->section_fd);
 	if (s->pidfd >= 0)
 		close(s->pidfd); /* also leaves the death watch's epoll set */
 	mb_regmap_clear(&s->map, NULL, NULL);

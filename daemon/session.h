@@ -32,6 +32,7 @@ typedef struct mb_session {
 	int pidfd;          /* the peer process, for death detection; -1 if unavailable */
 	uint8_t token[MB_WIRE_TOKEN_LEN];
 	bool token_used;    /* the section was handed over (tokens are one-time) */
+	bool adopted;       /* the section is the client's own from before a broker restart */
 	mb_regmap map;      /* reservations and commit state, the broker's authority */
 	time_t connected;   /* CLOCK_MONOTONIC seconds */
 	int max_level;      /* highest critical level it committed at (reclaim order) */
@@ -44,11 +45,12 @@ typedef struct mb_session {
 mb_session *mb_session_new(uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid);
 
 /*
- * Frees a session: discards every page of its section (so memory returns at once even if some
- * process still holds the memfd), closes the memfd and frees the map. Returns the bytes that were
- * committed, for the caller to credit to the ledger.
+ * Frees a session: closes its memfd and frees the map. With discard, every page of the section is
+ * punched out first, so the memory returns at once even if some process (a forked child of the
+ * client) still holds the memfd; without it (broker shutdown) a live client keeps its mapped
+ * memory intact. Returns the bytes that were committed, for the caller to credit.
  */
-uint64_t mb_session_free(mb_session *s);
+uint64_t mb_session_free(mb_session *s, bool discard);
 
 /* Bytes committed by the session. */
 static inline uint64_t mb_session_committed(const mb_session *s)
