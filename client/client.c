@@ -414,7 +414,6 @@ static HRESULT reconnect(mb_client *c)
 		goto out;
 	}
 	c->reconnects++;
-	mb_notify_restart(c);
 out:
 	pthread_mutex_unlock(&c->reconnect_lock);
 	return hr;

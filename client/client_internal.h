@@ -57,7 +57,6 @@ struct mb_client {
 	mb_memory_callback notify_cb;
 	void *notify_ctx;
 	bool watch_started;
-	atomic_bool watch_running;   /* cleared by the thread when it ends (connection lost) */
 	atomic_bool watch_stop;
 	pthread_t watch_thread;
 	mb_call_slot *watch_slot;    /* the watch thread's own context, stopped at teardown */
@@ -98,8 +97,6 @@ void mb_client_slot_free(mb_call_slot *slot);
 /* Stops the notification thread, if any (notify.c). */
 void mb_notify_stop(mb_client *client);
 
-/* Starts the notification thread again after a reconnection, if a callback is registered. */
-void mb_notify_restart(mb_client *client);
 
 /* Like mb_client_call, returns the operation's HRESULT, recording the broker's detail text. */
 HRESULT mb_client_call_simple(mb_client *client, mb_request *req);

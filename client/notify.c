@@ -4,19 +4,21 @@
  * callback with no library lock held.
  */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "client_internal.h"
 
 /* Longer than the broker's refresh interval (30 s), so a healthy long poll never times out. */
 #define WATCH_TIMEOUT_MS 60000
+/* Pause between attempts to reach a broker that is gone. */
+#define RETRY_MS 200
 
 static void *watch_thread(void *arg)
 {
 	mb_client *c = arg;
 	uint32_t last = 0;
 
-	while (!atomic_load(&c->watch_stop) && !atomic_load(&c->lost) &&
-	       !atomic_load(&c->disabled)) {
+	while (!atomic_load(&c->watch_stop) && !atomic_load(&c->disabled)) {
 		Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 		Membroker__V1__Watch w = MEMBROKER__V1__WATCH__INIT;
 		mb_response *resp;
@@ -25,8 +27,17 @@ static void *watch_thread(void *arg)
 		w.last_level = last;
 		req.body_case = MEMBROKER__V1__REQUEST__BODY_WATCH;
 		req.watch = &w;
-		if (mb_client_call_on(c, c->watch_slot, &req, &resp, WATCH_TIMEOUT_MS) != S_OK)
-			break; /* stopped, or the connection is gone (marked lost) */
+		if (mb_client_call_on(c, c->watch_slot, &req, &resp, WATCH_TIMEOUT_MS) != S_OK) {
+			/* Stopped, or the connection is gone: this thread brings the client back
+			 * as soon as a broker is there, so even an idle client is counted again
+			 * after a broker restart. */
+			if (atomic_load(&c->watch_stop))
+				break;
+			usleep(RETRY_MS * 1000);
+			if (mb_client_usable(c) == S_OK)
+				last = 0; /* a new broker: report its level */
+			continue;
+		}
 		level = resp->body_case == MEMBROKER__V1__RESPONSE__BODY_WATCH ? resp->watch->level
 									       : 0;
 		mb_wire_free_response(resp);
@@ -40,7 +51,6 @@ static void *watch_thread(void *arg)
 		if (cb != NULL)
 			cb((EMemoryAvailable)level, ctx);
 	}
-	atomic_store(&c->watch_running, false);
 	return NULL;
 }
 
@@ -49,30 +59,13 @@ static int start_thread(mb_client *c)
 {
 	if (c->watch_slot == NULL && (c->watch_slot = mb_client_slot_new(c)) == NULL)
 		return -1;
-	atomic_store(&c->watch_running, true);
 	if (pthread_create(&c->watch_thread, NULL, watch_thread, c) != 0) {
-		atomic_store(&c->watch_running, false);
 		mb_client_slot_free(c->watch_slot);
 		c->watch_slot = NULL;
 		return -1;
 	}
 	c->watch_started = true;
 	return 0;
-}
-
-void mb_notify_restart(mb_client *c)
-{
-	pthread_mutex_lock(&c->notify_lock);
-	if (c->watch_started && !atomic_load(&c->watch_running)) {
-		pthread_join(c->watch_thread, NULL);
-		/* The old context was on the lost connection's request; a fresh one is clean. */
-		mb_client_slot_free(c->watch_slot);
-		c->watch_slot = NULL;
-		c->watch_started = false;
-		if (c->notify_cb != NULL)
-			start_thread(c);
-	}
-	pthread_mutex_unlock(&c->notify_lock);
 }
 
 HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callback, void *context)
