@@ -174,6 +174,8 @@ HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_
 		atomic_store(&c->disabled, true);
 		return mb_client_error(E_FAIL, "the broker sent a malformed response");
 	}
+	if ((HRESULT)r->hresult == HOST_E_CLRNOTAVAILABLE)
+		atomic_store(&c->lost, true); /* the broker has no session for us: connect again */
 	*resp = r;
 	return S_OK;
 }
@@ -206,8 +208,6 @@ HRESULT mb_client_call_simple(mb_client *c, mb_request *req)
 		mb_client_error(hr, "%s", resp->detail);
 	if (hr == E_FAIL)
 		atomic_store(&c->disabled, true); /* E_FAIL disables the client, as the contract says */
-	else if (hr == HOST_E_CLRNOTAVAILABLE)
-		atomic_store(&c->lost, true); /* the broker has no session for us: connect again */
 	mb_wire_free_response(resp);
 	return hr;
 }

@@ -22,24 +22,24 @@ static void *watch_thread(void *arg)
 		Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 		Membroker__V1__Watch w = MEMBROKER__V1__WATCH__INIT;
 		mb_response *resp;
-		uint32_t level;
+		uint32_t level = 0;
 
-		w.last_level = last;
-		req.body_case = MEMBROKER__V1__REQUEST__BODY_WATCH;
-		req.watch = &w;
-		if (mb_client_call_on(c, c->watch_slot, &req, &resp, WATCH_TIMEOUT_MS) != S_OK) {
-			/* Stopped, or the connection is gone: this thread brings the client back
-			 * as soon as a broker is there, so even an idle client is counted again
-			 * after a broker restart. */
-			if (atomic_load(&c->watch_stop))
-				break;
+		if (atomic_load(&c->lost)) {
+			/* The connection is gone: this thread brings the client back as soon as a
+			 * broker is there, so even an idle client is counted again after a broker
+			 * restart. (Sending now would only queue until nng redials.) */
 			usleep(RETRY_MS * 1000);
 			if (mb_client_usable(c) == S_OK)
 				last = 0; /* a new broker: report its level */
 			continue;
 		}
-		level = resp->body_case == MEMBROKER__V1__RESPONSE__BODY_WATCH ? resp->watch->level
-									       : 0;
+		w.last_level = last;
+		req.body_case = MEMBROKER__V1__REQUEST__BODY_WATCH;
+		req.watch = &w;
+		if (mb_client_call_on(c, c->watch_slot, &req, &resp, WATCH_TIMEOUT_MS) != S_OK)
+			continue; /* stopped, or lost (then retried above) */
+		if (resp->body_case == MEMBROKER__V1__RESPONSE__BODY_WATCH)
+			level = resp->watch->level;
 		mb_wire_free_response(resp);
 		if (level < eMemoryAvailableLow || level > eMemoryAvailableHigh || level == last)
 			continue;

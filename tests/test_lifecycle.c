@@ -142,12 +142,52 @@ static void test_broker_stopped_and_restarted(void **state)
 	restart_case(false);
 }
 
-/* --- client death --- */
+static void on_level(EMemoryAvailable level, void *ctx)
+{
+	(void)level;
+	(void)ctx;
+}
 
 typedef struct total_at {
 	mb_client *observer;
 	uint64_t want;
 } total_at;
+
+static bool total_is(void *arg);
+
+static void test_idle_client_with_callback_is_counted_again(void **state)
+{
+	mb_test_broker b;
+	mb_client *idle, *observer;
+	void *p = NULL;
+	char address[sizeof(b.address)];
+	total_at t;
+
+	(void)state;
+	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "64M", NULL}), 0);
+	snprintf(address, sizeof(address), "%s", b.address);
+	assert_int_equal(mb_connect(address, &idle), S_OK);
+	assert_int_equal(mb_register_memory_notification(idle, on_level, NULL), S_OK);
+	assert_int_equal(mb_virtual_alloc(idle, NULL, 3 * MiB, MEM_RESERVE | MEM_COMMIT,
+					  PAGE_READWRITE, eTaskCritical, &p),
+			 S_OK);
+	mb_test_broker_kill(&b);
+	assert_int_equal(mb_test_broker_start_at(&b, address,
+						 (const char *[]){"--budget", "64M", NULL}),
+			 0);
+	/* The idle client makes no call: its notification thread brings it back. */
+	assert_int_equal(mb_connect(address, &observer), S_OK);
+	t.observer = observer;
+	t.want = 3 * MiB;
+	assert_true(mb_test_wait_for(total_is, &t, 20000));
+	mb_disconnect(idle);
+	t.want = 0;
+	assert_true(mb_test_wait_for(total_is, &t, 20000));
+	mb_disconnect(observer);
+	mb_test_broker_stop(&b);
+}
+
+/* --- client death --- */
 
 static bool total_is(void *arg)
 {
@@ -255,6 +295,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_broker_killed_and_restarted),
 		cmocka_unit_test(test_broker_stopped_and_restarted),
+		cmocka_unit_test(test_idle_client_with_callback_is_counted_again),
 		cmocka_unit_test(test_killed_client_memory_returns),
 		cmocka_unit_test(test_killed_client_with_forked_holder),
 	};
