@@ -108,6 +108,9 @@ bool mb_client_other_owner(const mb_client *client, uintptr_t addr);
 void mb_client_ref(mb_client *client);
 void mb_client_unref(mb_client *client);
 
+/* Reports address space the runtime maps by itself: op 1 needs, 2 acquired, 3 released (vm.c). */
+HRESULT mb_client_address_space(mb_client *client, int op, const void *address, size_t size);
+
 /* Unmaps every region (vm.c); used at disconnect. */
 void mb_vm_unmap_all(mb_client *client);
 

@@ -387,11 +387,34 @@ HRESULT mb_get_session_status(mb_client *c, mb_session_status *status)
 		status->reservations = s->reservations;
 		status->sessions = s->sessions;
 		status->section_allocated = s->section_allocated;
+		status->mapped = s->mapped;
+		status->waiters = s->waiters;
+		status->pressure = s->pressure;
+		status->reclaimed = s->reclaimed;
+		status->offences = s->offences;
 	} else if (hr == S_OK) {
 		hr = mb_client_error(E_FAIL, "malformed session status reply");
 	}
 	mb_wire_free_response(resp);
 	return hr;
+}
+
+HRESULT mb_client_address_space(mb_client *c, int op, const void *address, size_t size)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__AddressSpace as = MEMBROKER__V1__ADDRESS_SPACE__INIT;
+	HRESULT hr;
+
+	if ((hr = mb_client_usable(c)) != S_OK)
+		return hr;
+	if (address == NULL)
+		return mb_client_error(E_INVALIDARG, "address is NULL");
+	as.op = (uint32_t)op;
+	as.address = (uintptr_t)address;
+	as.size = size;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE;
+	req.address_space = &as;
+	return mb_client_call_simple(c, &req);
 }
 
 static void unmap_region(mb_region *region, void *arg)

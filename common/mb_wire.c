@@ -71,6 +71,8 @@ static int request_ok(const mb_request *r)
 		return r->session_status != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_WATCH:
 		return r->watch != NULL;
+	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
+		return r->address_space != NULL;
 	default:
 		return 0;
 	}
@@ -168,6 +170,8 @@ const char *mb_wire_op_name(int body_case)
 		return "session_status";
 	case MEMBROKER__V1__REQUEST__BODY_WATCH:
 		return "watch";
+	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
+		return "address_space";
 	default:
 		return "invalid";
 	}

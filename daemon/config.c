@@ -188,6 +188,8 @@ static int handler(void *user, const char *section, const char *k, const char *v
 	if (strcmp(section, "limits") == 0) {
 		if (strcmp(k, "client_max") == 0)
 			return size_value(x, k, v, &c->client_max);
+		if (strcmp(k, "client_max_mapped") == 0)
+			return size_value(x, k, v, &c->client_max_mapped);
 		if (strcmp(k, "client_max_reservations") == 0 || strcmp(k, "sessions_per_uid") == 0) {
 			if (mb_parse_size(v, 0, &n) != 0 || n == 0 || n > 100000000)
 				return fail(x, "%s: '%s' is not a count", k, v);

@@ -4,7 +4,7 @@
  * See systemd/membroker.conf for the documented example.
  *
  *   [broker]        listen, budget, ceilings, waits, audit_interval_ms, log_level
- *   [limits]        client_max, client_max_reservations, sessions_per_uid
+ *   [limits]        client_max, client_max_reservations, sessions_per_uid, client_max_mapped
  *   [group.NAME]    uids, gids, names, name_uids, max, reserve    (up to MB_MAX_GROUPS)
  *
  * Lists are comma separated; uids and gids take numbers or ranges (1000-1999); names take shell
@@ -54,6 +54,7 @@ typedef struct mb_config {
 	uint64_t client_max;  /* bytes one client may commit; 0 = no limit */
 	uint32_t client_max_reservations; /* 0 = default */
 	uint32_t sessions_per_uid;        /* connections one uid may hold; 0 = default */
+	uint64_t client_max_mapped;       /* address space a client may map by itself; 0 = no limit */
 	int ngroups;
 	mb_group_conf groups[MB_MAX_GROUPS];
 } mb_config;

@@ -416,9 +416,81 @@ static HRESULT do_session_status(mb_broker *b, mb_session *s, reply *r)
 	r->status.pressure = (uint32_t)b->pressure;
 	r->status.reclaimed = b->reclaimed_bytes;
 	r->status.offences = s->offences;
+	r->status.mapped = s->mapped_bytes;
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS;
 	r->resp.session_status = &r->status;
 	return S_OK;
+}
+
+/* Most self-mapped ranges one client may report. */
+#define MB_MAX_MAPPED 65536
+
+/* Index of the first range with address >= a. */
+static uint32_t mapped_find(const mb_session *s, uint64_t a)
+{
+	uint32_t lo = 0, hi = s->nmapped;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (s->mapped[mid].address < a)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static HRESULT do_address_space(mb_broker *b, mb_session *s, const Membroker__V1__AddressSpace *m,
+				reply *r)
+{
+	uint64_t limit = b->conf.client_max_mapped;
+	uint32_t i;
+
+	switch (m->op) {
+	case 1: /* needs: policy only */
+	case 2: /* acquired */
+		if (m->size == 0 || m->address > UINT64_MAX - m->size)
+			return fail(r, E_INVALIDARG, "empty or wrapping address range");
+		if (limit != 0 && (s->mapped_bytes > limit || m->size > limit - s->mapped_bytes)) {
+			b->refusals++;
+			return fail(r, E_OUTOFMEMORY,
+				    "address space: %" PRIu64 " bytes mapped, limit %" PRIu64,
+				    s->mapped_bytes, limit);
+		}
+		if (m->op == 1)
+			return S_OK;
+		i = mapped_find(s, m->address);
+		if (i < s->nmapped && s->mapped[i].address == m->address)
+			return fail(r, MB_E_INVALID_ADDRESS, "0x%" PRIx64 " is already reported",
+				    m->address);
+		if (s->nmapped >= MB_MAX_MAPPED)
+			return fail(r, E_OUTOFMEMORY, "too many reported mappings");
+		if (s->nmapped == s->mapped_cap) {
+			uint32_t cap = s->mapped_cap ? s->mapped_cap * 2 : 16;
+			mb_mapped *n = realloc(s->mapped, cap * sizeof(*n));
+			if (n == NULL)
+				return fail(r, E_OUTOFMEMORY, "no memory for the record");
+			s->mapped = n;
+			s->mapped_cap = cap;
+		}
+		memmove(&s->mapped[i + 1], &s->mapped[i], (s->nmapped - i) * sizeof(*s->mapped));
+		s->mapped[i].address = m->address;
+		s->mapped[i].size = m->size;
+		s->nmapped++;
+		s->mapped_bytes += m->size;
+		return S_OK;
+	case 3: /* released */
+		i = mapped_find(s, m->address);
+		if (i >= s->nmapped || s->mapped[i].address != m->address)
+			return fail(r, HOST_E_INVALIDOPERATION, "0x%" PRIx64 " was not reported",
+				    m->address);
+		s->mapped_bytes -= s->mapped[i].size;
+		memmove(&s->mapped[i], &s->mapped[i + 1],
+			(s->nmapped - i - 1) * sizeof(*s->mapped));
+		s->nmapped--;
+		return S_OK;
+	default:
+		return fail(r, E_INVALIDARG, "address space operation %u is not 1, 2 or 3", m->op);
+	}
 }
 
 static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
@@ -448,6 +520,8 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 		return do_session_status(b, s, r);
 	case MEMBROKER__V1__REQUEST__BODY_WATCH:
 		return do_watch(b, s, req->request_id, req->watch, r);
+	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
+		return do_address_space(b, s, req->address_space, r);
 	default:
 		return fail(r, E_FAIL, "unknown operation");
 	}

@@ -48,6 +48,7 @@ uint64_t mb_session_free(mb_session *s, bool discard)
 	if (s->pidfd >= 0)
 		close(s->pidfd); /* also leaves the death watch's epoll set */
 	mb_regmap_clear(&s->map, NULL, NULL);
+	free(s->mapped);
 	free(s);
 	return committed;
 }

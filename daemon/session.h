@@ -18,6 +18,11 @@
 #include "mb_regmap.h"
 #include "mb_wire.h"
 
+/* A range of address space the client mapped by itself and reported (AcquiredVirtualAddressSpace). */
+typedef struct mb_mapped {
+	uint64_t address, size;
+} mb_mapped;
+
 typedef struct mb_session {
 	RB_ENTRY(mb_session) by_pipe;
 	RB_ENTRY(mb_session) by_id;
@@ -39,6 +44,9 @@ typedef struct mb_session {
 	int group;          /* index in the broker's configuration, -1 for none */
 	uint32_t offences;  /* writes to memory it had not committed */
 	uint32_t resets;    /* entries it has in the broker's MEM_RESET lists */
+	mb_mapped *mapped;  /* sorted by address */
+	uint32_t nmapped, mapped_cap;
+	uint64_t mapped_bytes;
 } mb_session;
 
 /* A session for a new connection (no section yet). NULL on allocation failure. */

@@ -310,6 +310,11 @@ typedef struct mb_session_status {
 	uint64_t reservations;      /* this client, count */
 	uint32_t sessions;          /* connected clients */
 	uint64_t section_allocated; /* bytes the kernel allocated in this client's section */
+	uint64_t mapped;            /* address space reported through AcquiredVirtualAddressSpace */
+	uint32_t waiters;           /* commits waiting for memory, all clients */
+	uint32_t pressure;          /* EMemoryAvailable the broker reports now */
+	uint64_t reclaimed;         /* bytes of MEM_RESET pages discarded since the broker started */
+	uint32_t offences;          /* this client's writes to memory it had not committed */
 } mb_session_status;
 
 /* Fills *status from the broker. */
