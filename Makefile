@@ -1,11 +1,12 @@
 # membroker: the two commands of the quick start.
 #   make run    install missing packages, build, start membrokerd with its defaults, serve a client
 #   make test   install missing packages, build (normal and ASan+UBSan), run the whole suite (CTest)
+#   make bench  the benchmark against bare nng and mmap baselines (BENCHMARKS.md)
 BUILD      ?= build
 BUILD_SAN  ?= build-sanitize
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build build-sanitize run test clean
+.PHONY: all deps build build-sanitize run test bench clean
 
 all: build
 
@@ -29,6 +30,9 @@ test: build build-sanitize
 	@echo "== test suite (AddressSanitizer + UndefinedBehaviorSanitizer) =="
 	@cd $(BUILD_SAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
+
+bench: build
+	@$(BUILD)/bench/mb_bench --json $(BUILD)/bench.json
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)
