@@ -207,7 +207,8 @@ HRESULT mb_client_call_simple(mb_client *c, mb_request *req)
 	if (hr != S_OK)
 		mb_client_error(hr, "%s", resp->detail);
 	if (hr == E_FAIL)
-		atomic_store(&c->disabled, true); /* E_FAIL disables the client, as the contract says */
+		atomic_store(&c->disabled,
+			     true); /* E_FAIL disables the client, as the contract says */
 	mb_wire_free_response(resp);
 	return hr;
 }
@@ -275,6 +276,7 @@ static void client_free(mb_client *c)
 	pthread_rwlock_destroy(&c->map_lock);
 	pthread_mutex_destroy(&c->slot_lock);
 	pthread_mutex_destroy(&c->notify_lock);
+	pthread_cond_destroy(&c->notify_done);
 	pthread_mutex_destroy(&c->reconnect_lock);
 	free(c);
 }
@@ -323,9 +325,10 @@ static HRESULT hello(mb_client *c, bool adopt)
 			c->section_fd = fetch_section(c->address, c->session_id,
 						      resp->hello->fd_token.data, -1);
 			if (c->section_fd < 0)
-				hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
-						     "cannot receive the section from the broker: %s",
-						     strerror(-c->section_fd));
+				hr = mb_client_error(
+				    HOST_E_CLRNOTAVAILABLE,
+				    "cannot receive the section from the broker: %s",
+				    strerror(-c->section_fd));
 			else
 				mb_vaspace_init(&c->va, c->section_fd, c->section_size);
 		}
@@ -452,6 +455,7 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	pthread_rwlock_init(&c->map_lock, NULL);
 	pthread_mutex_init(&c->slot_lock, NULL);
 	pthread_mutex_init(&c->notify_lock, NULL);
+	pthread_cond_init(&c->notify_done, NULL);
 	mb_regmap_init(&c->map, true);
 
 	pthread_mutex_init(&c->reconnect_lock, NULL);

@@ -26,7 +26,7 @@ typedef struct mb_call_slot {
 
 struct mb_client {
 	nng_socket sock;
-	unsigned fork_generation;  /* mb_fork_generation at connect: differs in a forked child */
+	unsigned fork_generation; /* mb_fork_generation at connect: differs in a forked child */
 	uint64_t session_id;
 	uint64_t section_size;
 	uint64_t budget;
@@ -42,14 +42,14 @@ struct mb_client {
 	pthread_mutex_t slot_lock;
 	mb_call_slot *free_slots;
 
-	atomic_bool disabled;       /* E_FAIL seen: every later call fails (the contract) */
-	atomic_bool lost;           /* connection lost: the next call tries to reconnect */
-	atomic_int pipes;           /* live connections of the socket (nng redials by itself) */
+	atomic_bool disabled; /* E_FAIL seen: every later call fails (the contract) */
+	atomic_bool lost;     /* connection lost: the next call tries to reconnect */
+	atomic_int pipes;     /* live connections of the socket (nng redials by itself) */
 	pthread_mutex_t reconnect_lock;
-	uint32_t reconnects;        /* successful reconnections, for tests and tools */
+	uint32_t reconnects; /* successful reconnections, for tests and tools */
 	atomic_uint_fast64_t next_request_id;
-	atomic_uint refs;           /* the user's handle plus live COM objects */
-	atomic_bool disconnecting;  /* mb_disconnect called; freed when refs reaches 0 */
+	atomic_uint refs;	   /* the user's handle plus live COM objects */
+	atomic_bool disconnecting; /* mb_disconnect called; freed when refs reaches 0 */
 
 	struct mb_client *next_client; /* process-wide list, for HOST_E_NOT_OWNER answers */
 
@@ -57,9 +57,11 @@ struct mb_client {
 	mb_memory_callback notify_cb;
 	void *notify_ctx;
 	bool watch_started;
+	bool in_callback;            /* the notification thread is inside notify_cb */
+	pthread_cond_t notify_done;  /* signalled when it leaves */
 	atomic_bool watch_stop;
 	pthread_t watch_thread;
-	mb_call_slot *watch_slot;    /* the watch thread's own context, stopped at teardown */
+	mb_call_slot *watch_slot; /* the watch thread's own context, stopped at teardown */
 };
 
 /* Incremented in every forked child (pthread_atfork). */
@@ -96,7 +98,6 @@ void mb_client_slot_free(mb_call_slot *slot);
 
 /* Stops the notification thread, if any (notify.c). */
 void mb_notify_stop(mb_client *client);
-
 
 /* Like mb_client_call, returns the operation's HRESULT, recording the broker's detail text. */
 HRESULT mb_client_call_simple(mb_client *client, mb_request *req);

@@ -600,12 +600,13 @@ static HRESULT STDMETHODCALLTYPE hm_free(IHostMalloc *This, void *pMem)
 	bin_lock(h, b);
 	if (s->dying || off % s->size != 0 || idx >= s->nblocks ||
 	    !(s->used[idx / 64] & (UINT64_C(1) << (idx % 64)))) {
-		const char *why = s->dying || (off % s->size == 0 && idx < s->nblocks)
-				      ? "%p was freed already"
-				      : "%p is not the start of a block of this heap";
+		bool twice = s->dying || (off % s->size == 0 && idx < s->nblocks);
 		bin_unlock(h, b);
 		map_unlock(h);
-		return mb_client_error(HOST_E_INVALIDOPERATION, why, pMem);
+		return mb_client_error(HOST_E_INVALIDOPERATION, "%p %s", pMem,
+				       twice
+					   ? "is not allocated (freed already or never handed out)"
+					   : "is not the start of a block of this heap");
 	}
 	/* Before the block can be handed out again, so a new record at p is never dropped. */
 	debug_remove(h, p);

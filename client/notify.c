@@ -3,6 +3,7 @@
  * requests, parked by the broker until its pressure level changes) and calls the registered
  * callback with no library lock held.
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -12,6 +13,10 @@
 #define WATCH_TIMEOUT_MS 60000
 /* Pause between attempts to reach a broker that is gone. */
 #define RETRY_MS 200
+
+/* Set on the notification thread when its client was torn down from inside the callback (the
+ * callback dropped the last reference): the thread must then leave without touching the client. */
+static _Thread_local bool client_gone;
 
 static void *watch_thread(void *arg)
 {
@@ -47,9 +52,18 @@ static void *watch_thread(void *arg)
 		pthread_mutex_lock(&c->notify_lock);
 		mb_memory_callback cb = c->notify_cb;
 		void *ctx = c->notify_ctx;
-		pthread_mutex_unlock(&c->notify_lock);
 		if (cb != NULL)
-			cb((EMemoryAvailable)level, ctx);
+			c->in_callback = true;
+		pthread_mutex_unlock(&c->notify_lock);
+		if (cb == NULL)
+			continue;
+		cb((EMemoryAvailable)level, ctx);
+		if (client_gone)
+			return NULL;
+		pthread_mutex_lock(&c->notify_lock);
+		c->in_callback = false;
+		pthread_cond_broadcast(&c->notify_done);
+		pthread_mutex_unlock(&c->notify_lock);
 	}
 	return NULL;
 }
@@ -77,6 +91,11 @@ HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callbac
 	pthread_mutex_lock(&c->notify_lock);
 	c->notify_cb = callback;
 	c->notify_ctx = context;
+	/* Once this returns, the previous callback is not running and will not be called again
+	 * (unless this is called from that callback itself, which must not wait for itself). */
+	while (c->in_callback &&
+	       !(c->watch_started && pthread_equal(pthread_self(), c->watch_thread)))
+		pthread_cond_wait(&c->notify_done, &c->notify_lock);
 	if (callback != NULL && !c->watch_started && start_thread(c) != 0) {
 		c->notify_cb = NULL;
 		pthread_mutex_unlock(&c->notify_lock);
@@ -95,6 +114,15 @@ void mb_notify_stop(mb_client *c)
 	if (!started)
 		return;
 	atomic_store(&c->watch_stop, true);
+	if (pthread_equal(pthread_self(), c->watch_thread)) {
+		/* The callback dropped the last reference: nobody can join this thread, and it
+		 * must not touch the client after the callback returns. */
+		client_gone = true;
+		pthread_detach(c->watch_thread);
+		mb_client_slot_free(c->watch_slot);
+		c->watch_slot = NULL;
+		return;
+	}
 	/* Aborts the long poll in flight and makes any later one fail at once. */
 	nng_aio_stop(c->watch_slot->aio);
 	pthread_join(c->watch_thread, NULL);

@@ -23,8 +23,10 @@ static int cmp_addr(const mb_va_block *a, const mb_va_block *b)
 }
 
 /* libbsd's RB_GENERATE_STATIC uses an undefined __unused on Debian 12: spell it out. */
-RB_GENERATE_INTERNAL(mb_va_size_tree, mb_va_block, by_size, cmp_size, __attribute__((unused)) static)
-RB_GENERATE_INTERNAL(mb_va_addr_tree, mb_va_block, by_addr, cmp_addr, __attribute__((unused)) static)
+RB_GENERATE_INTERNAL(mb_va_size_tree, mb_va_block, by_size, cmp_size,
+		     __attribute__((unused)) static)
+RB_GENERATE_INTERNAL(mb_va_addr_tree, mb_va_block, by_addr, cmp_addr,
+		     __attribute__((unused)) static)
 
 void mb_vaspace_init(mb_vaspace *v, int section_fd, uint64_t section_size)
 {
@@ -104,8 +106,8 @@ static uintptr_t map_section(mb_vaspace *v, uintptr_t want, size_t size, int *er
 			munmap((void *)(base + size), start + MB_GRANULARITY - base);
 	}
 	if (base < MB_GRANULARITY || base + size > v->section_size ||
-	    mmap((void *)base, size, PROT_NONE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, v->section_fd,
-		 (off_t)base) == MAP_FAILED) {
+	    mmap((void *)base, size, PROT_NONE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE,
+		 v->section_fd, (off_t)base) == MAP_FAILED) {
 		munmap((void *)base, size);
 		*err = ENOMEM;
 		return 0;

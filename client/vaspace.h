@@ -64,7 +64,8 @@ void mb_vaspace_fini(mb_vaspace *v);
  */
 int mb_vaspace_alloc(mb_vaspace *v, uintptr_t want, size_t span, uintptr_t *addr);
 
-/* Takes back a range from mb_vaspace_alloc: its pages become PROT_NONE again (or it is unmapped). */
+/* Takes back a range from mb_vaspace_alloc: its pages become PROT_NONE again (or it is unmapped).
+ */
 void mb_vaspace_free(mb_vaspace *v, uintptr_t addr, size_t span);
 
 #endif

@@ -161,27 +161,27 @@ static HRESULT reset(mb_client *c, uintptr_t addr, size_t size, bool undo, uintp
 	pthread_rwlock_rdlock(&c->map_lock);
 	hr = mb_win32_plan_range(&c->map, addr, size, &pr);
 	bool inside = mb_regmap_find(&c->map, addr) != NULL;
-	bool committed = hr == S_OK &&
-			 mb_region_committed_in(pr.region, pr.first, pr.count) == pr.count;
+	bool committed =
+	    hr == S_OK && mb_region_committed_in(pr.region, pr.first, pr.count) == pr.count;
 	pthread_rwlock_unlock(&c->map_lock);
 	if (hr != S_OK)
 		return inside ? mb_client_error(hr, "range crosses the end of its reservation")
 			      : not_mine(c, addr, MB_E_INVALID_ADDRESS);
 	if (!committed)
 		return mb_client_error(MB_E_INVALID_ADDRESS, "MEM_RESET needs committed pages");
-	hr = call_range(c,
-			undo ? MEMBROKER__V1__REQUEST__BODY_RESET_UNDO
-			     : MEMBROKER__V1__REQUEST__BODY_RESET,
-			pr.start, pr.count * MB_PAGE_SIZE, 0);
+	hr = call_range(
+	    c, undo ? MEMBROKER__V1__REQUEST__BODY_RESET_UNDO : MEMBROKER__V1__REQUEST__BODY_RESET,
+	    pr.start, pr.count * MB_PAGE_SIZE, 0);
 	if (hr != S_OK)
 		return hr;
 	pthread_rwlock_wrlock(&c->map_lock);
 	mb_region *region = mb_regmap_find(&c->map, pr.start);
 	if (region != NULL) {
 		size_t first = mb_region_page(region, pr.start);
-		for (size_t i = first; i < first + pr.count && i < region->size / MB_PAGE_SIZE; i++) {
+		for (size_t i = first; i < first + pr.count && i < region->size / MB_PAGE_SIZE;
+		     i++) {
 			if (undo)
-				region->state[i] &= (uint8_t)~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
+				region->state[i] &= (uint8_t) ~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
 			else
 				region->state[i] |= MB_PAGE_RESET;
 		}
@@ -286,7 +286,8 @@ HRESULT mb_virtual_query(mb_client *c, const void *address, MEMORY_BASIC_INFORMA
 	if (info == NULL || written == NULL)
 		return mb_client_error(E_POINTER, "info or written is NULL");
 	if (length < sizeof(MEMORY_BASIC_INFORMATION))
-		return mb_client_error(MB_E_BAD_LENGTH, "buffer shorter than MEMORY_BASIC_INFORMATION");
+		return mb_client_error(MB_E_BAD_LENGTH,
+				       "buffer shorter than MEMORY_BASIC_INFORMATION");
 	/* Local only: answers even while the broker is away, as the mappings are intact. */
 	if (c == NULL)
 		return mb_client_error(E_INVALIDARG, "client is NULL");
@@ -316,10 +317,11 @@ HRESULT mb_virtual_protect(mb_client *c, void *address, SIZE_T size, DWORD new_p
 	if (c->fork_generation != atomic_load(&mb_fork_generation))
 		return mb_client_error(HOST_E_CLRNOTAVAILABLE, "client of a forked parent");
 	pthread_rwlock_wrlock(&c->map_lock);
-	hr = mb_win32_plan_protect(&c->map, (uintptr_t)address, size, new_protect, &pr, &code, &old);
+	hr =
+	    mb_win32_plan_protect(&c->map, (uintptr_t)address, size, new_protect, &pr, &code, &old);
 	if (hr == S_OK) {
-		if (mprotect((void *)pr.start, pr.count * MB_PAGE_SIZE, mb_win32_prot_flags(code)) ==
-		    0) {
+		if (mprotect((void *)pr.start, pr.count * MB_PAGE_SIZE,
+			     mb_win32_prot_flags(code)) == 0) {
 			mb_region_set_prot(pr.region, pr.first, pr.count, code);
 			*old_protect = old;
 		} else {
@@ -352,8 +354,8 @@ HRESULT mb_get_memory_load(mb_client *c, DWORD *memory_load, SIZE_T *available_b
 		return hr;
 	hr = (HRESULT)resp->hresult;
 	if (hr == S_OK && resp->body_case == MEMBROKER__V1__RESPONSE__BODY_MEMORY_LOAD) {
-		*memory_load = resp->memory_load->memory_load > 100 ? 100
-								    : resp->memory_load->memory_load;
+		*memory_load =
+		    resp->memory_load->memory_load > 100 ? 100 : resp->memory_load->memory_load;
 		*available_bytes = (SIZE_T)resp->memory_load->available_bytes;
 	} else if (hr == S_OK) {
 		hr = mb_client_error(E_FAIL, "malformed memory load reply");

@@ -42,8 +42,8 @@ int main(int argc, char **argv)
 		return 1;
 	show_status(c);
 
-	if (!check("reserve 1 MiB", mb_virtual_alloc(c, NULL, size, MEM_RESERVE, PAGE_READWRITE,
-						      eTaskCritical, &p)))
+	if (!check("reserve 1 MiB",
+		   mb_virtual_alloc(c, NULL, size, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p)))
 		return 1;
 	printf("    reserved at %p\n", p);
 	check("commit 256 KiB (eTaskCritical)",

@@ -8,17 +8,16 @@
  * grants and releases (commit, decommit, reserve, release, reset) cross to the broker. VirtualQuery
  * and VirtualProtect are answered locally.
  *
- * Thread safety: an mb_client may be used by any number of threads at once. A forked child cannot use
- * its parent's client: every call there returns HOST_E_CLRNOTAVAILABLE, and section mappings are not
- * inherited by the child.
+ * Thread safety: an mb_client may be used by any number of threads at once. A forked child cannot
+ * use its parent's client: every call there returns HOST_E_CLRNOTAVAILABLE, and section mappings
+ * are not inherited by the child.
  *
  * Errors (the full table is in README.md):
  *   S_OK                      success
- *   E_INVALIDARG              bad flags, protection, size, level or free type (Win32 ERROR_INVALID_PARAMETER)
- *   MB_E_INVALID_ADDRESS      address state conflicts (Win32 ERROR_INVALID_ADDRESS)
- *   E_POINTER                 a NULL out-pointer
- *   MB_E_BAD_LENGTH           VirtualQuery buffer shorter than MEMORY_BASIC_INFORMATION
- *   E_OUTOFMEMORY             the budget refuses
+ *   E_INVALIDARG              bad flags, protection, size, level or free type (Win32
+ * ERROR_INVALID_PARAMETER) MB_E_INVALID_ADDRESS      address state conflicts (Win32
+ * ERROR_INVALID_ADDRESS) E_POINTER                 a NULL out-pointer MB_E_BAD_LENGTH VirtualQuery
+ * buffer shorter than MEMORY_BASIC_INFORMATION E_OUTOFMEMORY             the budget refuses
  *   HOST_E_TIMEOUT            waited for memory until the level's deadline
  *   HOST_E_ABANDONED          a wait was cancelled (broker shutting down, client disconnecting)
  *   HOST_E_CLRNOTAVAILABLE    broker unreachable, connection lost, forked child, or client disabled
@@ -46,7 +45,8 @@ extern "C" {
 #define MB_VERSION_MINOR 1
 #define MB_VERSION_PATCH 0
 
-/* ---- Win32 types, defined only where the including program has not (windows.h, Wine, the PAL) ---- */
+/* ---- Win32 types, defined only where the including program has not (windows.h, Wine, the PAL)
+ * ---- */
 
 #if !defined(_WINDEF_) && !defined(__PAL_H__) && !defined(MB_NO_WIN32_TYPES)
 #ifndef _HRESULT_DEFINED
@@ -93,10 +93,7 @@ typedef enum {
 	eMemoryAvailableHigh = 3
 } EMemoryAvailable;
 
-typedef enum {
-	MALLOC_THREADSAFE = 0x1,
-	MALLOC_EXECUTABLE = 0x2
-} MALLOC_TYPE;
+typedef enum { MALLOC_THREADSAFE = 0x1, MALLOC_EXECUTABLE = 0x2 } MALLOC_TYPE;
 #endif
 
 #ifndef _MEMORY_BASIC_INFORMATION_DEFINED
@@ -116,19 +113,19 @@ typedef struct _MEMORY_BASIC_INFORMATION {
 /* ---- Constants (values from winnt.h) ---- */
 
 #ifndef MEM_COMMIT
-#define MEM_COMMIT      0x00001000
-#define MEM_RESERVE     0x00002000
-#define MEM_DECOMMIT    0x00004000
-#define MEM_RELEASE     0x00008000
-#define MEM_FREE        0x00010000
-#define MEM_PRIVATE     0x00020000
-#define MEM_MAPPED      0x00040000
-#define MEM_RESET       0x00080000
-#define MEM_TOP_DOWN    0x00100000
+#define MEM_COMMIT	0x00001000
+#define MEM_RESERVE	0x00002000
+#define MEM_DECOMMIT	0x00004000
+#define MEM_RELEASE	0x00008000
+#define MEM_FREE	0x00010000
+#define MEM_PRIVATE	0x00020000
+#define MEM_MAPPED	0x00040000
+#define MEM_RESET	0x00080000
+#define MEM_TOP_DOWN	0x00100000
 #define MEM_WRITE_WATCH 0x00200000
-#define MEM_PHYSICAL    0x00400000
-#define MEM_RESET_UNDO  0x01000000
-#define MEM_IMAGE       0x01000000
+#define MEM_PHYSICAL	0x00400000
+#define MEM_RESET_UNDO	0x01000000
+#define MEM_IMAGE	0x01000000
 #define MEM_LARGE_PAGES 0x20000000
 #endif
 #ifndef MEM_COALESCE_PLACEHOLDERS
@@ -137,16 +134,16 @@ typedef struct _MEMORY_BASIC_INFORMATION {
 #endif
 
 #ifndef PAGE_NOACCESS
-#define PAGE_NOACCESS          0x01
-#define PAGE_READONLY          0x02
-#define PAGE_READWRITE         0x04
-#define PAGE_WRITECOPY         0x08
-#define PAGE_EXECUTE           0x10
+#define PAGE_NOACCESS	       0x01
+#define PAGE_READONLY	       0x02
+#define PAGE_READWRITE	       0x04
+#define PAGE_WRITECOPY	       0x08
+#define PAGE_EXECUTE	       0x10
 #define PAGE_EXECUTE_READ      0x20
 #define PAGE_EXECUTE_READWRITE 0x40
 #define PAGE_EXECUTE_WRITECOPY 0x80
-#define PAGE_GUARD             0x100
-#define PAGE_NOCACHE           0x200
+#define PAGE_GUARD	       0x100
+#define PAGE_NOCACHE	       0x200
 #define PAGE_WRITECOMBINE      0x400
 #endif
 #ifndef PAGE_TARGETS_INVALID
@@ -191,17 +188,17 @@ typedef struct _MEMORY_BASIC_INFORMATION {
 #define E_INVALIDARG MB_HR(0x80070057)
 #endif
 #ifndef HOST_E_DEADLOCK
-#define HOST_E_DEADLOCK                 MB_HR(0x80131020)
-#define HOST_E_INTERRUPTED              MB_HR(0x80131021)
-#define HOST_E_INVALIDOPERATION         MB_HR(0x80131022)
-#define HOST_E_CLRNOTAVAILABLE          MB_HR(0x80131023)
-#define HOST_E_TIMEOUT                  MB_HR(0x80131024)
-#define HOST_E_NOT_OWNER                MB_HR(0x80131025)
-#define HOST_E_ABANDONED                MB_HR(0x80131026)
-#define HOST_E_EXITPROCESS_THREADABORT  MB_HR(0x80131027)
-#define HOST_E_EXITPROCESS_ADUNLOAD     MB_HR(0x80131028)
-#define HOST_E_EXITPROCESS_TIMEOUT      MB_HR(0x80131029)
-#define HOST_E_EXITPROCESS_OUTOFMEMORY  MB_HR(0x8013102A)
+#define HOST_E_DEADLOCK			 MB_HR(0x80131020)
+#define HOST_E_INTERRUPTED		 MB_HR(0x80131021)
+#define HOST_E_INVALIDOPERATION		 MB_HR(0x80131022)
+#define HOST_E_CLRNOTAVAILABLE		 MB_HR(0x80131023)
+#define HOST_E_TIMEOUT			 MB_HR(0x80131024)
+#define HOST_E_NOT_OWNER		 MB_HR(0x80131025)
+#define HOST_E_ABANDONED		 MB_HR(0x80131026)
+#define HOST_E_EXITPROCESS_THREADABORT	 MB_HR(0x80131027)
+#define HOST_E_EXITPROCESS_ADUNLOAD	 MB_HR(0x80131028)
+#define HOST_E_EXITPROCESS_TIMEOUT	 MB_HR(0x80131029)
+#define HOST_E_EXITPROCESS_OUTOFMEMORY	 MB_HR(0x8013102A)
 #define HOST_E_EXITPROCESS_STACKOVERFLOW MB_HR(0x8013102B)
 #endif
 /* HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS = 487) */
@@ -231,9 +228,9 @@ typedef struct mb_client mb_client;
  * Connects to the broker at `address` (an nng URL, ipc:// or abstract://). NULL means
  * $MEMBROKER_ADDRESS if set, else the default address. On S_OK, *client owns the connection and its
  * section; release it with mb_disconnect(). Returns HOST_E_CLRNOTAVAILABLE promptly when no broker
- * listens or the broker refuses this client (protocol version, access), E_POINTER if client is NULL,
- * E_INVALIDARG for an address that is not a local nng URL, E_OUTOFMEMORY if the library cannot
- * allocate. mb_last_error() then tells why in words.
+ * listens or the broker refuses this client (protocol version, access), E_POINTER if client is
+ * NULL, E_INVALIDARG for an address that is not a local nng URL, E_OUTOFMEMORY if the library
+ * cannot allocate. mb_last_error() then tells why in words.
  */
 MB_API HRESULT mb_connect(const char *address, mb_client **client);
 
@@ -252,35 +249,38 @@ MB_API HRESULT mb_connect_named(const char *address, const char *name, mb_client
 MB_API void mb_disconnect(mb_client *client);
 
 /*
- * VirtualAlloc. allocation_type: MEM_RESERVE, MEM_COMMIT, both, MEM_RESET or MEM_RESET_UNDO (alone),
- * optionally MEM_TOP_DOWN (a hint). protect: one PAGE_* base value, optionally PAGE_NOCACHE or
- * PAGE_WRITECOMBINE (accepted, no effect on Linux). Refused with E_INVALIDARG because Linux cannot
- * honour them: PAGE_GUARD, PAGE_WRITECOPY, PAGE_EXECUTE_WRITECOPY, MEM_LARGE_PAGES, MEM_PHYSICAL,
- * MEM_WRITE_WATCH. level is the EMemoryCriticalLevel the budget arbitrates by. On S_OK, *mem is the
- * base of the reserved region (64 KiB aligned) or the first committed page; on failure *mem = NULL.
- * Fresh commits read as zero.
+ * VirtualAlloc. allocation_type: MEM_RESERVE, MEM_COMMIT, both, MEM_RESET or MEM_RESET_UNDO
+ * (alone), optionally MEM_TOP_DOWN (a hint). protect: one PAGE_* base value, optionally
+ * PAGE_NOCACHE or PAGE_WRITECOMBINE (accepted, no effect on Linux). Refused with E_INVALIDARG
+ * because Linux cannot honour them: PAGE_GUARD, PAGE_WRITECOPY, PAGE_EXECUTE_WRITECOPY,
+ * MEM_LARGE_PAGES, MEM_PHYSICAL, MEM_WRITE_WATCH. level is the EMemoryCriticalLevel the budget
+ * arbitrates by. On S_OK, *mem is the base of the reserved region (64 KiB aligned) or the first
+ * committed page; on failure *mem = NULL. Fresh commits read as zero.
  */
-MB_API HRESULT mb_virtual_alloc(mb_client *client, void *address, SIZE_T size, DWORD allocation_type,
-				DWORD protect, EMemoryCriticalLevel level, void **mem);
+MB_API HRESULT mb_virtual_alloc(mb_client *client, void *address, SIZE_T size,
+				DWORD allocation_type, DWORD protect, EMemoryCriticalLevel level,
+				void **mem);
 
 /*
- * VirtualFree. free_type: MEM_DECOMMIT (pages touching [address, address+size); size 0 at the base =
- * the whole region) or MEM_RELEASE (address = base returned at reserve, size = 0). Decommitted pages
- * go back to the budget and read as zero when committed again.
+ * VirtualFree. free_type: MEM_DECOMMIT (pages touching [address, address+size); size 0 at the base
+ * = the whole region) or MEM_RELEASE (address = base returned at reserve, size = 0). Decommitted
+ * pages go back to the budget and read as zero when committed again.
  */
 MB_API HRESULT mb_virtual_free(mb_client *client, void *address, SIZE_T size, DWORD free_type);
 
 /*
  * VirtualQuery, answered locally without a round trip. Describes the run of pages at `address` that
  * share state and protection inside one reservation of this client; addresses outside this client's
- * reservations are MEM_FREE. *written receives sizeof(MEMORY_BASIC_INFORMATION) on S_OK, 0 otherwise.
+ * reservations are MEM_FREE. *written receives sizeof(MEMORY_BASIC_INFORMATION) on S_OK, 0
+ * otherwise.
  */
-MB_API HRESULT mb_virtual_query(mb_client *client, const void *address, MEMORY_BASIC_INFORMATION *info,
-				SIZE_T length, SIZE_T *written);
+MB_API HRESULT mb_virtual_query(mb_client *client, const void *address,
+				MEMORY_BASIC_INFORMATION *info, SIZE_T length, SIZE_T *written);
 
 /*
- * VirtualProtect, applied locally with mprotect. Every page touching [address, address+size) must be
- * committed and inside one reservation. *old_protect receives the first page's previous protection.
+ * VirtualProtect, applied locally with mprotect. Every page touching [address, address+size) must
+ * be committed and inside one reservation. *old_protect receives the first page's previous
+ * protection.
  */
 MB_API HRESULT mb_virtual_protect(mb_client *client, void *address, SIZE_T size, DWORD new_protect,
 				  DWORD *old_protect);
@@ -303,18 +303,18 @@ MB_API HRESULT mb_register_memory_notification(mb_client *client, mb_memory_call
 
 /* Figures of this client's session, as the broker keeps them (for tools and tests). */
 typedef struct mb_session_status {
-	uint64_t budget;            /* bytes */
+	uint64_t budget;	    /* bytes */
 	uint64_t total_committed;   /* all clients, bytes */
-	uint64_t committed;         /* this client, bytes */
-	uint64_t reserved;          /* this client, bytes */
-	uint64_t reservations;      /* this client, count */
-	uint32_t sessions;          /* connected clients */
+	uint64_t committed;	    /* this client, bytes */
+	uint64_t reserved;	    /* this client, bytes */
+	uint64_t reservations;	    /* this client, count */
+	uint32_t sessions;	    /* connected clients */
 	uint64_t section_allocated; /* bytes the kernel allocated in this client's section */
-	uint64_t mapped;            /* address space reported through AcquiredVirtualAddressSpace */
-	uint32_t waiters;           /* commits waiting for memory, all clients */
-	uint32_t pressure;          /* EMemoryAvailable the broker reports now */
-	uint64_t reclaimed;         /* bytes of MEM_RESET pages discarded since the broker started */
-	uint32_t offences;          /* this client's writes to memory it had not committed */
+	uint64_t mapped;	    /* address space reported through AcquiredVirtualAddressSpace */
+	uint32_t waiters;	    /* commits waiting for memory, all clients */
+	uint32_t pressure;	    /* EMemoryAvailable the broker reports now */
+	uint64_t reclaimed; /* bytes of MEM_RESET pages discarded since the broker started */
+	uint32_t offences;  /* this client's writes to memory it had not committed */
 } mb_session_status;
 
 /* Fills *status from the broker. */
@@ -326,7 +326,8 @@ MB_API HRESULT mb_get_session_status(mb_client *client, mb_session_status *statu
  */
 MB_API const char *mb_last_error(void);
 
-/* Name of an HRESULT ("E_OUTOFMEMORY"), or "unknown HRESULT" for values this library does not use. */
+/* Name of an HRESULT ("E_OUTOFMEMORY"), or "unknown HRESULT" for values this library does not use.
+ */
 MB_API const char *mb_hresult_name(HRESULT hr);
 
 /* ---- The COM face: IHostMemoryManager with the exact mscoree.h C layout ---- */
@@ -340,26 +341,27 @@ typedef struct IHostMemoryManager IHostMemoryManager;
 typedef struct ICLRMemoryNotificationCallback ICLRMemoryNotificationCallback;
 
 typedef struct ICLRMemoryNotificationCallbackVtbl {
-	HRESULT(STDMETHODCALLTYPE *QueryInterface)(ICLRMemoryNotificationCallback *This, const IID *riid,
-						   void **ppvObject);
+	HRESULT(STDMETHODCALLTYPE *QueryInterface)
+	(ICLRMemoryNotificationCallback *This, const IID *riid, void **ppvObject);
 	MB_ULONG(STDMETHODCALLTYPE *AddRef)(ICLRMemoryNotificationCallback *This);
 	MB_ULONG(STDMETHODCALLTYPE *Release)(ICLRMemoryNotificationCallback *This);
-	HRESULT(STDMETHODCALLTYPE *OnMemoryNotification)(ICLRMemoryNotificationCallback *This,
-							 EMemoryAvailable eMemoryAvailable);
+	HRESULT(STDMETHODCALLTYPE *OnMemoryNotification)
+	(ICLRMemoryNotificationCallback *This, EMemoryAvailable eMemoryAvailable);
 } ICLRMemoryNotificationCallbackVtbl;
 struct ICLRMemoryNotificationCallback {
 	const ICLRMemoryNotificationCallbackVtbl *lpVtbl;
 };
 
 typedef struct IHostMallocVtbl {
-	HRESULT(STDMETHODCALLTYPE *QueryInterface)(IHostMalloc *This, const IID *riid, void **ppvObject);
+	HRESULT(STDMETHODCALLTYPE *QueryInterface)
+	(IHostMalloc *This, const IID *riid, void **ppvObject);
 	MB_ULONG(STDMETHODCALLTYPE *AddRef)(IHostMalloc *This);
 	MB_ULONG(STDMETHODCALLTYPE *Release)(IHostMalloc *This);
-	HRESULT(STDMETHODCALLTYPE *Alloc)(IHostMalloc *This, SIZE_T cbSize,
-					  EMemoryCriticalLevel eCriticalLevel, void **ppMem);
-	HRESULT(STDMETHODCALLTYPE *DebugAlloc)(IHostMalloc *This, SIZE_T cbSize,
-					       EMemoryCriticalLevel eCriticalLevel, char *pszFileName,
-					       int iLineNo, void **ppMem);
+	HRESULT(STDMETHODCALLTYPE *Alloc)
+	(IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
+	HRESULT(STDMETHODCALLTYPE *DebugAlloc)
+	(IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, char *pszFileName,
+	 int iLineNo, void **ppMem);
 	HRESULT(STDMETHODCALLTYPE *Free)(IHostMalloc *This, void *pMem);
 } IHostMallocVtbl;
 struct IHostMalloc {
@@ -367,32 +369,33 @@ struct IHostMalloc {
 };
 
 typedef struct IHostMemoryManagerVtbl {
-	HRESULT(STDMETHODCALLTYPE *QueryInterface)(IHostMemoryManager *This, const IID *riid,
-						   void **ppvObject);
+	HRESULT(STDMETHODCALLTYPE *QueryInterface)
+	(IHostMemoryManager *This, const IID *riid, void **ppvObject);
 	MB_ULONG(STDMETHODCALLTYPE *AddRef)(IHostMemoryManager *This);
 	MB_ULONG(STDMETHODCALLTYPE *Release)(IHostMemoryManager *This);
-	HRESULT(STDMETHODCALLTYPE *CreateMalloc)(IHostMemoryManager *This, DWORD dwMallocType,
-						 IHostMalloc **ppMalloc);
-	HRESULT(STDMETHODCALLTYPE *VirtualAlloc)(IHostMemoryManager *This, void *pAddress, SIZE_T dwSize,
-						 DWORD flAllocationType, DWORD flProtect,
-						 EMemoryCriticalLevel eCriticalLevel, void **ppMem);
-	HRESULT(STDMETHODCALLTYPE *VirtualFree)(IHostMemoryManager *This, LPVOID lpAddress, SIZE_T dwSize,
-						DWORD dwFreeType);
-	HRESULT(STDMETHODCALLTYPE *VirtualQuery)(IHostMemoryManager *This, void *lpAddress, void *lpBuffer,
-						 SIZE_T dwLength, SIZE_T *pResult);
-	HRESULT(STDMETHODCALLTYPE *VirtualProtect)(IHostMemoryManager *This, void *lpAddress,
-						   SIZE_T dwSize, DWORD flNewProtect,
-						   DWORD *pflOldProtect);
-	HRESULT(STDMETHODCALLTYPE *GetMemoryLoad)(IHostMemoryManager *This, DWORD *pMemoryLoad,
-						  SIZE_T *pAvailableBytes);
-	HRESULT(STDMETHODCALLTYPE *RegisterMemoryNotificationCallback)(
-		IHostMemoryManager *This, ICLRMemoryNotificationCallback *pCallback);
-	HRESULT(STDMETHODCALLTYPE *NeedsVirtualAddressSpace)(IHostMemoryManager *This,
-							     LPVOID startAddress, SIZE_T size);
-	HRESULT(STDMETHODCALLTYPE *AcquiredVirtualAddressSpace)(IHostMemoryManager *This,
-								LPVOID startAddress, SIZE_T size);
-	HRESULT(STDMETHODCALLTYPE *ReleasedVirtualAddressSpace)(IHostMemoryManager *This,
-								LPVOID startAddress);
+	HRESULT(STDMETHODCALLTYPE *CreateMalloc)
+	(IHostMemoryManager *This, DWORD dwMallocType, IHostMalloc **ppMalloc);
+	HRESULT(STDMETHODCALLTYPE *VirtualAlloc)
+	(IHostMemoryManager *This, void *pAddress, SIZE_T dwSize, DWORD flAllocationType,
+	 DWORD flProtect, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
+	HRESULT(STDMETHODCALLTYPE *VirtualFree)
+	(IHostMemoryManager *This, LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType);
+	HRESULT(STDMETHODCALLTYPE *VirtualQuery)
+	(IHostMemoryManager *This, void *lpAddress, void *lpBuffer, SIZE_T dwLength,
+	 SIZE_T *pResult);
+	HRESULT(STDMETHODCALLTYPE *VirtualProtect)
+	(IHostMemoryManager *This, void *lpAddress, SIZE_T dwSize, DWORD flNewProtect,
+	 DWORD *pflOldProtect);
+	HRESULT(STDMETHODCALLTYPE *GetMemoryLoad)
+	(IHostMemoryManager *This, DWORD *pMemoryLoad, SIZE_T *pAvailableBytes);
+	HRESULT(STDMETHODCALLTYPE *RegisterMemoryNotificationCallback)
+	(IHostMemoryManager *This, ICLRMemoryNotificationCallback *pCallback);
+	HRESULT(STDMETHODCALLTYPE *NeedsVirtualAddressSpace)
+	(IHostMemoryManager *This, LPVOID startAddress, SIZE_T size);
+	HRESULT(STDMETHODCALLTYPE *AcquiredVirtualAddressSpace)
+	(IHostMemoryManager *This, LPVOID startAddress, SIZE_T size);
+	HRESULT(STDMETHODCALLTYPE *ReleasedVirtualAddressSpace)
+	(IHostMemoryManager *This, LPVOID startAddress);
 } IHostMemoryManagerVtbl;
 struct IHostMemoryManager {
 	const IHostMemoryManagerVtbl *lpVtbl;
@@ -401,19 +404,31 @@ struct IHostMemoryManager {
 /* IIDs from mscoree.h. */
 #define MB_IID_IUNKNOWN_INIT                                                                       \
 	{                                                                                          \
-		0x00000000, 0x0000, 0x0000, { 0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46 }     \
+		0x00000000, 0x0000, 0x0000,                                                        \
+		{                                                                                  \
+			0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46                             \
+		}                                                                                  \
 	}
 #define MB_IID_IHOSTMEMORYMANAGER_INIT                                                             \
 	{                                                                                          \
-		0x7BC698D1, 0xF9E3, 0x4460, { 0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25 }     \
+		0x7BC698D1, 0xF9E3, 0x4460,                                                        \
+		{                                                                                  \
+			0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25                             \
+		}                                                                                  \
 	}
 #define MB_IID_IHOSTMALLOC_INIT                                                                    \
 	{                                                                                          \
-		0x1831991C, 0xCC53, 0x4A31, { 0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79 }     \
+		0x1831991C, 0xCC53, 0x4A31,                                                        \
+		{                                                                                  \
+			0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79                             \
+		}                                                                                  \
 	}
 #define MB_IID_ICLRMEMORYNOTIFICATIONCALLBACK_INIT                                                 \
 	{                                                                                          \
-		0x47EB8E57, 0x0846, 0x4546, { 0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49 }     \
+		0x47EB8E57, 0x0846, 0x4546,                                                        \
+		{                                                                                  \
+			0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49                             \
+		}                                                                                  \
 	}
 
 MB_API extern const IID mb_iid_iunknown;
@@ -429,14 +444,16 @@ MB_API extern const IID mb_iid_iclrmemorynotificationcallback;
 MB_API HRESULT mb_host_memory_manager(mb_client *client, IHostMemoryManager **manager);
 
 #ifdef COBJMACROS
-#define IHostMemoryManager_QueryInterface(This, riid, ppv) ((This)->lpVtbl->QueryInterface(This, riid, ppv))
-#define IHostMemoryManager_AddRef(This) ((This)->lpVtbl->AddRef(This))
-#define IHostMemoryManager_Release(This) ((This)->lpVtbl->Release(This))
+#define IHostMemoryManager_QueryInterface(This, riid, ppv)                                         \
+	((This)->lpVtbl->QueryInterface(This, riid, ppv))
+#define IHostMemoryManager_AddRef(This)		     ((This)->lpVtbl->AddRef(This))
+#define IHostMemoryManager_Release(This)	     ((This)->lpVtbl->Release(This))
 #define IHostMemoryManager_CreateMalloc(This, t, pp) ((This)->lpVtbl->CreateMalloc(This, t, pp))
-#define IHostMemoryManager_VirtualAlloc(This, a, s, t, p, l, pp)                                  \
+#define IHostMemoryManager_VirtualAlloc(This, a, s, t, p, l, pp)                                   \
 	((This)->lpVtbl->VirtualAlloc(This, a, s, t, p, l, pp))
 #define IHostMemoryManager_VirtualFree(This, a, s, t) ((This)->lpVtbl->VirtualFree(This, a, s, t))
-#define IHostMemoryManager_VirtualQuery(This, a, b, l, r) ((This)->lpVtbl->VirtualQuery(This, a, b, l, r))
+#define IHostMemoryManager_VirtualQuery(This, a, b, l, r)                                          \
+	((This)->lpVtbl->VirtualQuery(This, a, b, l, r))
 #define IHostMemoryManager_VirtualProtect(This, a, s, n, o)                                        \
 	((This)->lpVtbl->VirtualProtect(This, a, s, n, o))
 #define IHostMemoryManager_GetMemoryLoad(This, l, a) ((This)->lpVtbl->GetMemoryLoad(This, l, a))
@@ -448,11 +465,13 @@ MB_API HRESULT mb_host_memory_manager(mb_client *client, IHostMemoryManager **ma
 	((This)->lpVtbl->AcquiredVirtualAddressSpace(This, a, s))
 #define IHostMemoryManager_ReleasedVirtualAddressSpace(This, a)                                    \
 	((This)->lpVtbl->ReleasedVirtualAddressSpace(This, a))
-#define IHostMalloc_QueryInterface(This, riid, ppv) ((This)->lpVtbl->QueryInterface(This, riid, ppv))
-#define IHostMalloc_AddRef(This) ((This)->lpVtbl->AddRef(This))
-#define IHostMalloc_Release(This) ((This)->lpVtbl->Release(This))
+#define IHostMalloc_QueryInterface(This, riid, ppv)                                                \
+	((This)->lpVtbl->QueryInterface(This, riid, ppv))
+#define IHostMalloc_AddRef(This)	  ((This)->lpVtbl->AddRef(This))
+#define IHostMalloc_Release(This)	  ((This)->lpVtbl->Release(This))
 #define IHostMalloc_Alloc(This, s, l, pp) ((This)->lpVtbl->Alloc(This, s, l, pp))
-#define IHostMalloc_DebugAlloc(This, s, l, f, n, pp) ((This)->lpVtbl->DebugAlloc(This, s, l, f, n, pp))
+#define IHostMalloc_DebugAlloc(This, s, l, f, n, pp)                                               \
+	((This)->lpVtbl->DebugAlloc(This, s, l, f, n, pp))
 #define IHostMalloc_Free(This, p) ((This)->lpVtbl->Free(This, p))
 #define ICLRMemoryNotificationCallback_OnMemoryNotification(This, e)                               \
 	((This)->lpVtbl->OnMemoryNotification(This, e))
