@@ -154,28 +154,24 @@ static HRESULT STDMETHODCALLTYPE mm_register_callback(IHostMemoryManager *This,
 					       pCallback ? m : NULL);
 }
 
-/* Address space the runtime maps by itself is not brokered yet: accepted without accounting. */
+/*
+ * Address space the runtime maps by itself (mapped files, CLRMapViewOfFileEx): the broker counts it
+ * per client and may refuse it by policy ([limits] client_max_mapped) with E_OUTOFMEMORY, which
+ * NeedsVirtualAddressSpace passes back so that the runtime does not map.
+ */
 static HRESULT STDMETHODCALLTYPE mm_needs_va(IHostMemoryManager *This, LPVOID start, SIZE_T size)
 {
-	(void)This;
-	(void)start;
-	(void)size;
-	return S_OK;
+	return mb_client_address_space(impl(This)->client, 1, start, size);
 }
 
 static HRESULT STDMETHODCALLTYPE mm_acquired_va(IHostMemoryManager *This, LPVOID start, SIZE_T size)
 {
-	(void)This;
-	(void)start;
-	(void)size;
-	return S_OK;
+	return mb_client_address_space(impl(This)->client, 2, start, size);
 }
 
 static HRESULT STDMETHODCALLTYPE mm_released_va(IHostMemoryManager *This, LPVOID start)
 {
-	(void)This;
-	(void)start;
-	return S_OK;
+	return mb_client_address_space(impl(This)->client, 3, start, 0);
 }
 
 static const IHostMemoryManagerVtbl mm_vtbl = {

@@ -793,6 +793,51 @@ static void test_notification_through_com_callback(void **state)
 
 /* ---- the example host, three processes under one budget ---- */
 
+/* Address space mapped by the runtime itself: counted per client, refused over the policy limit. */
+static void test_address_space_notifications(void **state)
+{
+	char dir[] = "/tmp/mbas.XXXXXX";
+	char conf[64];
+	mb_test_broker b;
+	mb_client *c;
+	IHostMemoryManager *mm;
+	mb_session_status st;
+	char *const base = (char *)(uintptr_t)0x200000000000ULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(conf, sizeof(conf), "%s/membroker.conf", dir);
+	FILE *f = fopen(conf, "w");
+	assert_non_null(f);
+	fputs("[limits]\nclient_max_mapped = 8M\n", f);
+	fclose(f);
+	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--config", conf, NULL}), 0);
+	assert_int_equal(mb_connect(b.address, &c), S_OK);
+	assert_int_equal(mb_host_memory_manager(c, &mm), S_OK);
+
+	assert_int_equal(mm->lpVtbl->NeedsVirtualAddressSpace(mm, base, 4 << 20), S_OK);
+	assert_int_equal(mm->lpVtbl->AcquiredVirtualAddressSpace(mm, base, 4 << 20), S_OK);
+	assert_int_equal(mm->lpVtbl->AcquiredVirtualAddressSpace(mm, base + (16 << 20), 2 << 20),
+			 S_OK);
+	assert_int_equal(mb_get_session_status(c, &st), S_OK);
+	assert_int_equal(st.mapped, 6 << 20);
+	/* 6 MiB of 8 MiB are in use: 4 MiB more is refused, so the runtime would not map it. */
+	assert_int_equal(mm->lpVtbl->NeedsVirtualAddressSpace(mm, base + (32 << 20), 4 << 20),
+			 E_OUTOFMEMORY);
+	assert_int_equal(mm->lpVtbl->ReleasedVirtualAddressSpace(mm, base), S_OK);
+	assert_int_equal(mm->lpVtbl->ReleasedVirtualAddressSpace(mm, base), HOST_E_INVALIDOPERATION);
+	assert_int_equal(mm->lpVtbl->NeedsVirtualAddressSpace(mm, base + (32 << 20), 4 << 20), S_OK);
+	assert_int_equal(mb_get_session_status(c, &st), S_OK);
+	assert_int_equal(st.mapped, 2 << 20);
+	assert_int_equal(mm->lpVtbl->AcquiredVirtualAddressSpace(mm, NULL, 4096), E_INVALIDARG);
+
+	mm->lpVtbl->Release(mm);
+	mb_disconnect(c);
+	mb_test_broker_stop(&b);
+	unlink(conf);
+	rmdir(dir);
+}
+
 static void test_clrhost_three_processes(void **state)
 {
 	(void)state;
@@ -847,6 +892,7 @@ int main(void)
 	    cmocka_unit_test(test_heap_multithreaded_stress),
 	    cmocka_unit_test(test_heap_levels_against_budget),
 	    cmocka_unit_test(test_notification_through_com_callback),
+	    cmocka_unit_test(test_address_space_notifications),
 	    cmocka_unit_test(test_clrhost_three_processes),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
