@@ -176,6 +176,8 @@ HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_
 	}
 	if ((HRESULT)r->hresult == HOST_E_CLRNOTAVAILABLE)
 		atomic_store(&c->lost, true); /* the broker has no session for us: connect again */
+	else if ((HRESULT)r->hresult == E_FAIL)
+		atomic_store(&c->disabled, true); /* E_FAIL disables the client, as the contract says */
 	*resp = r;
 	return S_OK;
 }
@@ -206,9 +208,6 @@ HRESULT mb_client_call_simple(mb_client *c, mb_request *req)
 	hr = (HRESULT)resp->hresult;
 	if (hr != S_OK)
 		mb_client_error(hr, "%s", resp->detail);
-	if (hr == E_FAIL)
-		atomic_store(&c->disabled,
-			     true); /* E_FAIL disables the client, as the contract says */
 	mb_wire_free_response(resp);
 	return hr;
 }
@@ -368,12 +367,10 @@ static HRESULT readopt(mb_client *c)
 		req.body_case = MEMBROKER__V1__REQUEST__BODY_RESERVE;
 		req.reserve = &res;
 		hr = mb_client_call_simple(c, &req);
-		for (size_t i = 0; i < pages && hr == S_OK; i++) {
-			size_t j = i;
-			while (j < pages && (r->state[j] & MB_PAGE_COMMITTED))
-				j++;
-			if (j == i)
-				continue;
+		for (size_t i = mb_region_find(r, 0, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
+		     i < pages && hr == S_OK;
+		     i = mb_region_find(r, i, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED)) {
+			size_t j = mb_region_run_end(r, i, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
 			/* Levels are not kept per page; adopted memory is booked as process
 			 * critical, the level the CLR uses for what it cannot lose. */
 			com.address = r->base + i * MB_PAGE_SIZE;
@@ -387,6 +384,12 @@ static HRESULT readopt(mb_client *c)
 		}
 	}
 	pthread_rwlock_unlock(&c->map_lock);
+	if (hr == S_OK) {
+		Membroker__V1__AdoptDone done = MEMBROKER__V1__ADOPT_DONE__INIT;
+		req.body_case = MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE;
+		req.adopt_done = &done;
+		hr = mb_client_call_simple(c, &req);
+	}
 	return hr;
 }
 
@@ -420,6 +423,14 @@ static HRESULT reconnect(mb_client *c)
 out:
 	pthread_mutex_unlock(&c->reconnect_lock);
 	return hr;
+}
+
+bool mb_client_recover(mb_client *c)
+{
+	/* nng redials within its reconnect interval (100 ms); give it a little longer. */
+	for (int waited = 0; atomic_load(&c->pipes) <= 0 && waited < 2000; waited += 10)
+		usleep(10000);
+	return atomic_load(&c->lost) && !atomic_load(&c->disabled) && reconnect(c) == S_OK;
 }
 
 HRESULT mb_connect_named(const char *address, const char *name, mb_client **client)
@@ -479,6 +490,14 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 		return HOST_E_CLRNOTAVAILABLE;
 	}
 	hr = hello(c, false);
+	/* The connection may drop under a first Hello (a broker restarting its listener); nng
+	 * redials by itself, so a few more tries while it comes back. */
+	for (int attempt = 0; attempt < 3 && hr != S_OK && atomic_load(&c->lost); attempt++) {
+		for (int waited = 0; atomic_load(&c->pipes) <= 0 && waited < 5000; waited += 10)
+			usleep(10000);
+		atomic_store(&c->lost, false);
+		hr = hello(c, false);
+	}
 	if (hr != S_OK) {
 		char why[sizeof(last_error)];
 		memcpy(why, last_error, sizeof(why));

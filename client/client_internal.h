@@ -102,6 +102,13 @@ void mb_notify_stop(mb_client *client);
 /* Like mb_client_call, returns the operation's HRESULT, recording the broker's detail text. */
 HRESULT mb_client_call_simple(mb_client *client, mb_request *req);
 
+/*
+ * After a call failed because the connection dropped under it: waits briefly for nng to redial and
+ * reconnects (Hello, section hand-back, re-registration). true if the client is connected again,
+ * so the caller may repeat an operation the new broker has not seen.
+ */
+bool mb_client_recover(mb_client *client);
+
 /* Another client of this process whose reservations contain addr (for HOST_E_NOT_OWNER). */
 bool mb_client_other_owner(const mb_client *client, uintptr_t addr);
 

@@ -82,6 +82,17 @@ static HRESULT call_range(mb_client *c, int op, uintptr_t addr, size_t len, int 
 	default:
 		return E_FAIL;
 	}
+	HRESULT hr = mb_client_call_simple(c, &req);
+	if (hr != HOST_E_CLRNOTAVAILABLE || !atomic_load(&c->lost) || !mb_client_recover(c))
+		return hr;
+	/*
+	 * The connection dropped under this request (a broker restart, a listener restarted), and
+	 * the client is back with a new session that was told what the local map holds. A release
+	 * or decommit is then already done (the map no longer had those pages, and the broker
+	 * dropped what no commit covers); anything else is sent again, once.
+	 */
+	if (op == MEMBROKER__V1__REQUEST__BODY_RELEASE || op == MEMBROKER__V1__REQUEST__BODY_DECOMMIT)
+		return S_OK;
 	return mb_client_call_simple(c, &req);
 }
 
@@ -144,8 +155,10 @@ static HRESULT commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code, i
 	pthread_rwlock_wrlock(&c->map_lock);
 	mb_region *region = mb_regmap_find(&c->map, pr.start);
 	if (region != NULL) {
-		mb_region_commit(&c->map, region, mb_region_page(region, pr.start), pr.count, code);
-		if (mprotect((void *)pr.start, len, mb_win32_prot_flags(code)) != 0)
+		if (mb_region_commit(&c->map, region, mb_region_page(region, pr.start), pr.count,
+				     code) < 0)
+			hr = mb_client_error(E_OUTOFMEMORY, "no memory for page state");
+		else if (mprotect((void *)pr.start, len, mb_win32_prot_flags(code)) != 0)
 			hr = mb_client_error(E_FAIL, "mprotect failed: %s", strerror(errno));
 	}
 	pthread_rwlock_unlock(&c->map_lock);
@@ -176,16 +189,10 @@ static HRESULT reset(mb_client *c, uintptr_t addr, size_t size, bool undo, uintp
 		return hr;
 	pthread_rwlock_wrlock(&c->map_lock);
 	mb_region *region = mb_regmap_find(&c->map, pr.start);
-	if (region != NULL) {
-		size_t first = mb_region_page(region, pr.start);
-		for (size_t i = first; i < first + pr.count && i < region->size / MB_PAGE_SIZE;
-		     i++) {
-			if (undo)
-				region->state[i] &= (uint8_t) ~(MB_PAGE_RESET | MB_PAGE_DISCARDED);
-			else
-				region->state[i] |= MB_PAGE_RESET;
-		}
-	}
+	if (region != NULL)
+		mb_region_update(&c->map, region, mb_region_page(region, pr.start), pr.count, 0, 0,
+				 undo ? MB_PAGE_RESET | MB_PAGE_DISCARDED : 0,
+				 undo ? 0 : MB_PAGE_RESET, -1, NULL);
 	pthread_rwlock_unlock(&c->map_lock);
 	*out = pr.start;
 	return S_OK;

@@ -11,7 +11,7 @@
 
 #include "membroker.h"
 
-#define IPC_PREFIX      "ipc://"
+#define IPC_PREFIX	"ipc://"
 #define ABSTRACT_PREFIX "abstract://"
 
 static int valid_url(const char *url)

@@ -1,9 +1,10 @@
 /*
- * mb_address.h: where the broker listens, shared by broker and client so both derive the same names.
+ * mb_address.h: where the broker listens, shared by broker and client so both derive the same
+ * names.
  *
- * The broker serves two sockets: the nng RPC socket (an ipc:// or abstract:// URL) and, beside it, the
- * companion AF_UNIX SOCK_SEQPACKET socket that hands sections (memfds) to clients, since nng cannot
- * pass file descriptors. The companion's name is the RPC socket's with ".fd" appended.
+ * The broker serves two sockets: the nng RPC socket (an ipc:// or abstract:// URL) and, beside it,
+ * the companion AF_UNIX SOCK_SEQPACKET socket that hands sections (memfds) to clients, since nng
+ * cannot pass file descriptors. The companion's name is the RPC socket's with ".fd" appended.
  */
 #ifndef MB_ADDRESS_H
 #define MB_ADDRESS_H

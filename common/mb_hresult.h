@@ -1,5 +1,6 @@
 /*
- * mb_hresult.h: HRESULT helpers shared by broker and client (mb_hresult_name is public, in membroker.h).
+ * mb_hresult.h: HRESULT helpers shared by broker and client (mb_hresult_name is public, in
+ * membroker.h).
  */
 #ifndef MB_HRESULT_H
 #define MB_HRESULT_H

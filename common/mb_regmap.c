@@ -68,8 +68,9 @@ static bool clamp_pages(const mb_region *region, size_t *first, size_t *count)
 
 static void region_free(mb_region *region)
 {
-	free(region->state);
-	free(region->prot);
+	for (size_t i = 0; i < region->nchunks; i++)
+		free(region->chunks[i]);
+	free(region->chunks);
 	free(region);
 }
 
@@ -123,11 +124,11 @@ int mb_regmap_insert(mb_regmap *map, uintptr_t base, size_t size, uint32_t alloc
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	r->state = calloc(pages, 1);
-	if (map->track_protect)
-		r->prot = calloc(pages, 1);
-	if (!r->state || (map->track_protect && !r->prot)) {
-		region_free(r);
+	r->track_protect = map->track_protect;
+	r->nchunks = (pages + MB_CHUNK_PAGES - 1) >> MB_CHUNK_SHIFT;
+	r->chunks = calloc(r->nchunks, sizeof(*r->chunks));
+	if (!r->chunks) {
+		free(r);
 		return -ENOMEM;
 	}
 	r->base = base;
@@ -216,9 +217,17 @@ mb_region *mb_regmap_next(const mb_regmap *map, mb_region *region)
 	return RB_NEXT(mb_region_tree, tree_of(map), region);
 }
 
+/* Pages [first, first+count) clipped to chunk ci: *lo and *hi (exclusive) within the region. */
+static void chunk_bounds(size_t ci, size_t first, size_t end, size_t *lo, size_t *hi)
+{
+	size_t cs = ci << MB_CHUNK_SHIFT, ce = cs + MB_CHUNK_PAGES;
+	*lo = first > cs ? first : cs;
+	*hi = end < ce ? end : ce;
+}
+
 size_t mb_region_committed_in(const mb_region *region, size_t first, size_t count)
 {
-	size_t i, n = 0;
+	size_t n = 0, end;
 
 	if (!region || !clamp_pages(region, &first, &count))
 		return 0;
@@ -227,50 +236,201 @@ size_t mb_region_committed_in(const mb_region *region, size_t first, size_t coun
 		return 0;
 	if (region->committed_pages == region->size >> MB_PAGE_SHIFT)
 		return count;
-	for (i = first; i < first + count; i++)
-		n += (region->state[i] & MB_PAGE_COMMITTED) != 0;
+	end = first + count;
+	for (size_t ci = first >> MB_CHUNK_SHIFT; ci <= (end - 1) >> MB_CHUNK_SHIFT; ci++) {
+		const mb_page_chunk *c = region->chunks[ci];
+		size_t lo, hi;
+		if (!c || c->committed == 0)
+			continue;
+		chunk_bounds(ci, first, end, &lo, &hi);
+		if (hi - lo == MB_CHUNK_PAGES || c->committed == MB_CHUNK_PAGES) {
+			n += c->committed == MB_CHUNK_PAGES ? hi - lo : c->committed;
+			continue;
+		}
+		for (size_t i = lo; i < hi; i++)
+			n += (c->state[i & (MB_CHUNK_PAGES - 1)] & MB_PAGE_COMMITTED) != 0;
+	}
 	return n;
 }
 
-size_t mb_region_commit(mb_regmap *map, mb_region *region, size_t first, size_t count, uint8_t prot)
+size_t mb_region_count(const mb_region *region, size_t first, size_t count, uint8_t mask,
+		       uint8_t want)
 {
-	size_t i, fresh = 0;
+	size_t n = 0, end;
 
+	if (!region || !clamp_pages(region, &first, &count))
+		return 0;
+	end = first + count;
+	for (size_t ci = first >> MB_CHUNK_SHIFT; ci <= (end - 1) >> MB_CHUNK_SHIFT; ci++) {
+		const mb_page_chunk *c = region->chunks[ci];
+		size_t lo, hi;
+		chunk_bounds(ci, first, end, &lo, &hi);
+		if (!c) {
+			n += (want == 0) ? hi - lo : 0; /* an absent chunk is all zero */
+			continue;
+		}
+		for (size_t i = lo; i < hi; i++)
+			n += (c->state[i & (MB_CHUNK_PAGES - 1)] & mask) == want;
+	}
+	return n;
+}
+
+/* First page in [from, end) where ((state & mask) == want) == match. */
+static size_t scan(const mb_region *region, size_t from, size_t end, uint8_t mask, uint8_t want,
+		   bool match)
+{
+	size_t pages = region->size >> MB_PAGE_SHIFT;
+
+	if (end > pages)
+		end = pages;
+	while (from < end) {
+		size_t ci = from >> MB_CHUNK_SHIFT, lo, hi;
+		const mb_page_chunk *c = region->chunks[ci];
+		chunk_bounds(ci, from, end, &lo, &hi);
+		if (!c) {
+			if ((want == 0) == match)
+				return lo;
+			from = hi; /* the whole absent chunk is zero: skip it */
+			continue;
+		}
+		for (size_t i = lo; i < hi; i++)
+			if (((c->state[i & (MB_CHUNK_PAGES - 1)] & mask) == want) == match)
+				return i;
+		from = hi;
+	}
+	return end;
+}
+
+size_t mb_region_find(const mb_region *region, size_t from, size_t end, uint8_t mask, uint8_t want)
+{
+	return region ? scan(region, from, end, mask, want, true) : end;
+}
+
+size_t mb_region_run_end(const mb_region *region, size_t from, size_t end, uint8_t mask,
+			 uint8_t want)
+{
+	return region ? scan(region, from, end, mask, want, false) : end;
+}
+
+size_t mb_region_query_run(const mb_region *region, size_t from)
+{
+	size_t pages = region->size >> MB_PAGE_SHIFT, i;
+	bool committed;
+	uint8_t prot;
+
+	if (from >= pages)
+		return pages;
+	committed = (mb_region_state(region, from) & MB_PAGE_COMMITTED) != 0;
+	if (!committed)
+		return mb_region_find(region, from, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
+	prot = mb_region_prot(region, from);
+	for (i = from + 1; i < pages; i++) {
+		if (!(mb_region_state(region, i) & MB_PAGE_COMMITTED))
+			break;
+		if (region->track_protect && mb_region_prot(region, i) != prot)
+			break;
+	}
+	return i;
+}
+
+static mb_page_chunk *chunk_new(const mb_region *region)
+{
+	return calloc(1, sizeof(mb_page_chunk) + (region->track_protect ? MB_CHUNK_PAGES : 0));
+}
+
+long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t count, uint8_t mask,
+		      uint8_t want, uint8_t clear, uint8_t set, int prot, size_t *lost)
+{
+	size_t gained = 0, dropped = 0, end;
+	/* Absent chunks are all zero: they need storage only if a zero page matches and changes. */
+	bool zero_changes = want == 0 && (set != 0 || (prot >= 0 && region && region->track_protect));
+
+	if (lost)
+		*lost = 0;
 	if (!map || !region || !clamp_pages(region, &first, &count))
 		return 0;
-	for (i = first; i < first + count; i++) {
-		if (!(region->state[i] & MB_PAGE_COMMITTED))
-			fresh++;
-		region->state[i] = MB_PAGE_COMMITTED;
-		if (region->prot)
-			region->prot[i] = prot;
+	end = first + count;
+	/* Allocate first, so that a failure changes nothing. */
+	if (zero_changes)
+		for (size_t ci = first >> MB_CHUNK_SHIFT; ci <= (end - 1) >> MB_CHUNK_SHIFT; ci++)
+			if (!region->chunks[ci] && !(region->chunks[ci] = chunk_new(region)))
+				goto nomem;
+	for (size_t ci = first >> MB_CHUNK_SHIFT; ci <= (end - 1) >> MB_CHUNK_SHIFT; ci++) {
+		mb_page_chunk *c = region->chunks[ci];
+		size_t lo, hi;
+		if (!c)
+			continue; /* all zero, and zero pages do not change */
+		chunk_bounds(ci, first, end, &lo, &hi);
+		for (size_t i = lo; i < hi; i++) {
+			size_t k = i & (MB_CHUNK_PAGES - 1);
+			uint8_t old = c->state[k], st;
+			if ((old & mask) != want)
+				continue;
+			st = (uint8_t)((old & ~clear) | set);
+			c->state[k] = st;
+			if (prot >= 0 && region->track_protect)
+				c->prot[k] = (uint8_t)prot;
+			c->nonzero += (st != 0) - (old != 0);
+			if ((st ^ old) & MB_PAGE_COMMITTED) {
+				if (st & MB_PAGE_COMMITTED) {
+					c->committed++;
+					gained++;
+				} else {
+					c->committed--;
+					dropped++;
+				}
+			}
+		}
+		if (c->nonzero == 0) {
+			free(c); /* back to "all zero" */
+			region->chunks[ci] = NULL;
+		}
 	}
-	region->committed_pages += fresh;
-	map->committed_pages += fresh;
-	return fresh;
+	region->committed_pages += gained;
+	region->committed_pages -= dropped;
+	map->committed_pages += gained;
+	map->committed_pages -= dropped;
+	if (lost)
+		*lost = dropped;
+	return (long)gained;
+nomem:
+	/* Give back what was allocated for this call (still all zero). */
+	for (size_t ci = first >> MB_CHUNK_SHIFT; ci <= (end - 1) >> MB_CHUNK_SHIFT; ci++)
+		if (region->chunks[ci] && region->chunks[ci]->nonzero == 0) {
+			free(region->chunks[ci]);
+			region->chunks[ci] = NULL;
+		}
+	return -1;
+}
+
+long mb_region_commit(mb_regmap *map, mb_region *region, size_t first, size_t count, uint8_t prot)
+{
+	return mb_region_update(map, region, first, count, 0, 0,
+				MB_PAGE_RESET | MB_PAGE_DISCARDED, MB_PAGE_COMMITTED, prot, NULL);
 }
 
 size_t mb_region_decommit(mb_regmap *map, mb_region *region, size_t first, size_t count)
 {
-	size_t i, was = 0;
-
-	if (!map || !region || !clamp_pages(region, &first, &count))
-		return 0;
-	for (i = first; i < first + count; i++) {
-		was += (region->state[i] & MB_PAGE_COMMITTED) != 0;
-		region->state[i] = 0;
-	}
-	region->committed_pages -= was;
-	map->committed_pages -= was;
-	return was;
+	size_t lost = 0;
+	mb_region_update(map, region, first, count, 0, 0, 0xff, 0, -1, &lost);
+	return lost;
 }
 
 void mb_region_set_prot(mb_region *region, size_t first, size_t count, uint8_t prot)
 {
-	size_t i;
+	size_t end;
 
-	if (!region || !region->prot || !clamp_pages(region, &first, &count))
+	if (!region || !region->track_protect || !clamp_pages(region, &first, &count))
 		return;
-	for (i = first; i < first + count; i++)
-		region->prot[i] = prot;
+	end = first + count;
+	/* Protections matter only on committed pages, which always have a chunk. */
+	for (size_t ci = first >> MB_CHUNK_SHIFT; ci <= (end - 1) >> MB_CHUNK_SHIFT; ci++) {
+		mb_page_chunk *c = region->chunks[ci];
+		size_t lo, hi;
+		if (!c)
+			continue;
+		chunk_bounds(ci, first, end, &lo, &hi);
+		for (size_t i = lo; i < hi; i++)
+			c->prot[i & (MB_CHUNK_PAGES - 1)] = prot;
+	}
 }

@@ -249,14 +249,14 @@ HRESULT mb_win32_plan_free(const mb_regmap *map, uintptr_t address, size_t size,
  */
 static DWORD committed_protect(const mb_region *r, size_t page)
 {
-	return r->prot ? mb_win32_protect_of(r->prot[page]) : r->alloc_protect;
+	return r->track_protect ? mb_win32_protect_of(mb_region_prot(r, page)) : r->alloc_protect;
 }
 
 HRESULT mb_win32_query(const mb_regmap *map, uintptr_t address, MEMORY_BASIC_INFORMATION *info)
 {
 	mb_region *r;
 	uintptr_t page, end;
-	size_t i, j, pages;
+	size_t i, j;
 	bool committed;
 
 	if (!info)
@@ -281,15 +281,9 @@ HRESULT mb_win32_query(const mb_regmap *map, uintptr_t address, MEMORY_BASIC_INF
 		return S_OK;
 	}
 
-	pages = r->size >> MB_PAGE_SHIFT;
 	i = mb_region_page(r, page);
-	committed = r->state[i] & MB_PAGE_COMMITTED;
-	for (j = i + 1; j < pages; j++) {
-		if (((r->state[j] & MB_PAGE_COMMITTED) != 0) != committed)
-			break;
-		if (committed && r->prot && r->prot[j] != r->prot[i])
-			break;
-	}
+	committed = mb_region_state(r, i) & MB_PAGE_COMMITTED;
+	j = mb_region_query_run(r, i);
 	info->BaseAddress = (PVOID)page;
 	info->AllocationBase = (PVOID)r->base;
 	info->AllocationProtect = r->alloc_protect;

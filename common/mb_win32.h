@@ -21,8 +21,9 @@
 
 /* Highest user address a reservation may reach (exclusive): 47-bit user space on x86-64/arm64. */
 #define MB_ADDRESS_LIMIT ((uintptr_t)1 << 47)
-/* Lowest address a reservation may start at (the first 64 KiB are never handed out, as on Windows). */
-#define MB_ADDRESS_MIN   ((uintptr_t)MB_GRANULARITY)
+/* Lowest address a reservation may start at (the first 64 KiB are never handed out, as on Windows).
+ */
+#define MB_ADDRESS_MIN ((uintptr_t)MB_GRANULARITY)
 
 /*
  * Checks a protection value for VirtualAlloc (and MEM_RESET, where it is ignored but must be valid)
@@ -42,18 +43,18 @@ int mb_win32_prot_flags(uint8_t code);
 
 /* The operation a VirtualAlloc allocation_type asks for. */
 typedef enum mb_alloc_op {
-	MB_ALLOC_RESERVE,        /* MEM_RESERVE */
-	MB_ALLOC_COMMIT,         /* MEM_COMMIT at an address (already reserved) */
+	MB_ALLOC_RESERVE,	 /* MEM_RESERVE */
+	MB_ALLOC_COMMIT,	 /* MEM_COMMIT at an address (already reserved) */
 	MB_ALLOC_RESERVE_COMMIT, /* MEM_RESERVE|MEM_COMMIT, or MEM_COMMIT with a NULL address */
-	MB_ALLOC_RESET,          /* MEM_RESET */
-	MB_ALLOC_RESET_UNDO,     /* MEM_RESET_UNDO */
+	MB_ALLOC_RESET,		 /* MEM_RESET */
+	MB_ALLOC_RESET_UNDO,	 /* MEM_RESET_UNDO */
 } mb_alloc_op;
 
 /*
  * Checks VirtualAlloc's arguments (not the address state): allocation_type, protect, level, size.
  * MEM_TOP_DOWN is accepted as a hint; MEM_LARGE_PAGES, MEM_PHYSICAL, MEM_WRITE_WATCH are refused
- * (E_INVALIDARG). MEM_RESET / MEM_RESET_UNDO must stand alone and need a non-NULL address. size 0 is
- * E_INVALIDARG. On S_OK: *op and the protection *code.
+ * (E_INVALIDARG). MEM_RESET / MEM_RESET_UNDO must stand alone and need a non-NULL address. size 0
+ * is E_INVALIDARG. On S_OK: *op and the protection *code.
  */
 HRESULT mb_win32_check_alloc(uintptr_t address, size_t size, DWORD allocation_type, DWORD protect,
 			     int level, mb_alloc_op *op, uint8_t *code);
@@ -62,9 +63,10 @@ HRESULT mb_win32_check_alloc(uintptr_t address, size_t size, DWORD allocation_ty
 HRESULT mb_win32_check_level(int level);
 
 /*
- * Plans a reservation: base = address rounded down to 64 KiB (address NULL: base 0, the caller picks
- * one), size = pages covering [address, address+size) (NULL: size rounded up to a page). E_INVALIDARG
- * when the range wraps or leaves [MB_ADDRESS_MIN, MB_ADDRESS_LIMIT), or size is absurd.
+ * Plans a reservation: base = address rounded down to 64 KiB (address NULL: base 0, the caller
+ * picks one), size = pages covering [address, address+size) (NULL: size rounded up to a page).
+ * E_INVALIDARG when the range wraps or leaves [MB_ADDRESS_MIN, MB_ADDRESS_LIMIT), or size is
+ * absurd.
  */
 HRESULT mb_win32_plan_reserve(uintptr_t address, size_t size, uintptr_t *base, size_t *region_size);
 
@@ -72,8 +74,8 @@ HRESULT mb_win32_plan_reserve(uintptr_t address, size_t size, uintptr_t *base, s
 typedef struct mb_page_range {
 	mb_region *region;
 	uintptr_t start; /* page aligned */
-	size_t first;    /* page index in region */
-	size_t count;    /* pages, >= 1 */
+	size_t first;	 /* page index in region */
+	size_t count;	 /* pages, >= 1 */
 } mb_page_range;
 
 /*
@@ -81,34 +83,36 @@ typedef struct mb_page_range {
  * MB_E_INVALID_ADDRESS if any page is outside every region or the range crosses a region's end.
  * Used for commit, MEM_RESET, MEM_RESET_UNDO and VirtualProtect.
  */
-HRESULT mb_win32_plan_range(const mb_regmap *map, uintptr_t address, size_t size, mb_page_range *out);
+HRESULT mb_win32_plan_range(const mb_regmap *map, uintptr_t address, size_t size,
+			    mb_page_range *out);
 
 /*
  * Checks VirtualFree's arguments and resolves its target.
  *   free_type must be MEM_DECOMMIT or MEM_RELEASE alone (else E_INVALIDARG).
- *   address not inside any region: HOST_E_INVALIDOPERATION (memory not allocated through this client).
- *   MEM_RELEASE: size must be 0 (E_INVALIDARG) and address the region's base (MB_E_INVALID_ADDRESS);
- *     *out covers the whole region.
- *   MEM_DECOMMIT: size 0 only at the region's base (= whole region), else MB_E_INVALID_ADDRESS; the
- *     pages must not cross the region's end (MB_E_INVALID_ADDRESS).
+ *   address not inside any region: HOST_E_INVALIDOPERATION (memory not allocated through this
+ * client). MEM_RELEASE: size must be 0 (E_INVALIDARG) and address the region's base
+ * (MB_E_INVALID_ADDRESS); *out covers the whole region. MEM_DECOMMIT: size 0 only at the region's
+ * base (= whole region), else MB_E_INVALID_ADDRESS; the pages must not cross the region's end
+ * (MB_E_INVALID_ADDRESS).
  */
 HRESULT mb_win32_plan_free(const mb_regmap *map, uintptr_t address, size_t size, DWORD free_type,
 			   mb_page_range *out);
 
 /*
- * Fills *info for VirtualQuery at address (rounded down to a page). Inside a region: the run of pages
- * from there with the same state and protection, never crossing the region's end, Type MEM_PRIVATE.
- * Outside: MEM_FREE up to the next region (or MB_ADDRESS_LIMIT), Protect PAGE_NOACCESS.
- * E_INVALIDARG for an address at or above MB_ADDRESS_LIMIT.
+ * Fills *info for VirtualQuery at address (rounded down to a page). Inside a region: the run of
+ * pages from there with the same state and protection, never crossing the region's end, Type
+ * MEM_PRIVATE. Outside: MEM_FREE up to the next region (or MB_ADDRESS_LIMIT), Protect
+ * PAGE_NOACCESS. E_INVALIDARG for an address at or above MB_ADDRESS_LIMIT.
  */
 HRESULT mb_win32_query(const mb_regmap *map, uintptr_t address, MEMORY_BASIC_INFORMATION *info);
 
 /*
  * Plans VirtualProtect: protection valid (mb_win32_check_protect), size >= 1, the pages inside one
- * region (MB_E_INVALID_ADDRESS), every page committed (MB_E_INVALID_ADDRESS). On S_OK: *out, the new
- * code and the first page's previous protection in *old_protect.
+ * region (MB_E_INVALID_ADDRESS), every page committed (MB_E_INVALID_ADDRESS). On S_OK: *out, the
+ * new code and the first page's previous protection in *old_protect.
  */
-HRESULT mb_win32_plan_protect(const mb_regmap *map, uintptr_t address, size_t size, DWORD new_protect,
-			      mb_page_range *out, uint8_t *code, DWORD *old_protect);
+HRESULT mb_win32_plan_protect(const mb_regmap *map, uintptr_t address, size_t size,
+			      DWORD new_protect, mb_page_range *out, uint8_t *code,
+			      DWORD *old_protect);
 
 #endif /* MB_WIN32_H */

@@ -73,6 +73,8 @@ static int request_ok(const mb_request *r)
 		return r->watch != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
 		return r->address_space != NULL;
+	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
+		return r->adopt_done != NULL;
 	default:
 		return 0;
 	}
@@ -172,6 +174,8 @@ const char *mb_wire_op_name(int body_case)
 		return "watch";
 	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
 		return "address_space";
+	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
+		return "adopt_done";
 	default:
 		return "invalid";
 	}

@@ -1,10 +1,11 @@
 /*
- * mb_wire.h: the wire helpers, shared by broker and client. Requests and responses are the protobuf-c
- * messages of proto/membroker.proto, one per nng message body.
+ * mb_wire.h: the wire helpers, shared by broker and client. Requests and responses are the
+ * protobuf-c messages of proto/membroker.proto, one per nng message body.
  *
  * Decoding is defensive: a body that protobuf-c cannot decode, that has no operation set, or whose
  * strings and tokens exceed their limits is rejected (NULL), so handlers only ever see well-formed
- * envelopes. Field values (addresses, sizes, levels) are checked by the handlers, with the Win32 rules.
+ * envelopes. Field values (addresses, sizes, levels) are checked by the handlers, with the Win32
+ * rules.
  */
 #ifndef MB_WIRE_H
 #define MB_WIRE_H
@@ -20,13 +21,13 @@ typedef Membroker__V1__Request mb_request;
 typedef Membroker__V1__Response mb_response;
 
 /* Largest message either side accepts (NNG_OPT_RECVMAXSZ); real messages are under 200 bytes. */
-#define MB_WIRE_MAX_MESSAGE  4096
+#define MB_WIRE_MAX_MESSAGE 4096
 /* Longest client name kept, in bytes. */
-#define MB_WIRE_MAX_NAME     255
+#define MB_WIRE_MAX_NAME 255
 /* Length of the one-time fd socket token. */
-#define MB_WIRE_TOKEN_LEN    16
+#define MB_WIRE_TOKEN_LEN 16
 /* Longest detail text in a response. */
-#define MB_WIRE_MAX_DETAIL   512
+#define MB_WIRE_MAX_DETAIL 512
 
 /*
  * Packs msg into the body of *out (a fresh nng message when *out is NULL, else cleared and reused).

@@ -689,27 +689,24 @@ int mb_admin_peer_allowed(const mb_admin *a, pid_t pid, uid_t uid, gid_t gid)
 	return a->ngids > 0 && pid > 0 && proc_groups_allowed(a, pid, uid);
 }
 
-static void admin_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+/* Whether the peer behind pipe may administer; logs a refusal. */
+static bool pipe_allowed(const mb_admin *a, nng_pipe p)
 {
-	mb_admin *a = arg;
 	uint64_t pid = 0, uid = 0, gid = 0;
 
-	if (ev != NNG_PIPE_EV_ADD_POST)
-		return;
 	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 ||
 	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0 ||
 	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_GID, &gid) != 0) {
-		mb_log(LOG_WARNING, "admin: a connection without peer credentials; closing it");
-		nng_pipe_close(p);
-		return;
+		mb_log(LOG_WARNING, "admin: a request without peer credentials; refused");
+		return false;
 	}
-	if (!mb_admin_peer_allowed(a, (pid_t)pid, (uid_t)uid, (gid_t)gid)) {
-		mb_log(LOG_NOTICE,
-		       "admin: refused pid %" PRIu64 " uid %" PRIu64 " gid %" PRIu64
-		       " (not root or an admin group)",
-		       pid, uid, gid);
-		nng_pipe_close(p);
-	}
+	if (mb_admin_peer_allowed(a, (pid_t)pid, (uid_t)uid, (gid_t)gid))
+		return true;
+	mb_log(LOG_NOTICE,
+	       "admin: refused pid %" PRIu64 " uid %" PRIu64 " gid %" PRIu64
+	       " (not root, the broker's user or an admin group)",
+	       pid, uid, gid);
+	return false;
 }
 
 /* ---- the REP state machines ---- */
@@ -742,13 +739,24 @@ static void work_cb(void *arg)
 		msg = nng_aio_get_msg(w->aio);
 		nng_aio_set_msg(w->aio, NULL);
 		pipe = nng_msg_get_pipe(msg);
-		if (mb_admin_handle(a->broker, nng_msg_body(msg), nng_msg_len(msg), &out,
-				    &out_len) != 0) {
-			mb_log(LOG_NOTICE, "admin: pipe %d sent a malformed request; closing it",
-			       nng_pipe_id(pipe));
+		/*
+		 * Refusals and malformed requests are answered, not cut off: with nng 1.5.2 a pipe
+		 * the server closes can leave the listener wedged (no later connection is served).
+		 * The credentials are checked per request, so no handler ever runs for others.
+		 */
+		if (!pipe_allowed(a, pipe))
+			rv = reply_error(E_ACCESSDENIED,
+					 "access denied: root, the broker's user or an admin group "
+					 "only",
+					 &out, &out_len);
+		else if (mb_admin_handle(a->broker, nng_msg_body(msg), nng_msg_len(msg), &out,
+					 &out_len) != 0)
+			rv = reply_error(E_INVALIDARG, "malformed admin request", &out, &out_len);
+		else
+			rv = 0;
+		if (rv != 0) {
 			free(out);
 			nng_msg_free(msg);
-			nng_pipe_close(pipe);
 			work_recv(w);
 			return;
 		}
@@ -827,7 +835,6 @@ int mb_admin_start(mb_broker *b, const char *rpc_url, const gid_t *admin_gids, i
 		return rv;
 	}
 	if ((rv = nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, ADMIN_MAX_REQUEST)) != 0 ||
-	    (rv = nng_pipe_notify(a->sock, NNG_PIPE_EV_ADD_POST, admin_pipe_cb, a)) != 0 ||
 	    (rv = nng_listener_create(&l, a->sock, url)) != 0)
 		goto fail;
 	if (mb_address_ipc_path(url) != NULL &&

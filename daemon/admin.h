@@ -4,8 +4,8 @@
  * A separate nng REP socket beside the RPC socket (its name with ".admin" appended, mode 0660),
  * speaking membroker.admin.v1 (proto/admin.proto): status, per-client usage, Prometheus metrics,
  * live budget changes and configuration reload. Only root, the broker's own user and members
- * (primary or supplementary) of the admin groups may talk to it: other peers are disconnected as
- * soon as their connection arrives.
+ * (primary or supplementary) of the admin groups may use it: the peer credentials (SO_PEERCRED) of
+ * every request are checked before anything else, and other peers get E_ACCESSDENIED.
  */
 #ifndef MB_ADMIN_H
 #define MB_ADMIN_H
@@ -50,7 +50,7 @@ void mb_admin_stop(mb_admin *a);
 /*
  * Handles one encoded AdminRequest (exposed for tests and the fuzzer): *reply gets a malloc'd
  * encoded AdminResponse and *reply_len its size. Returns 0, or -1 when the request cannot be
- * decoded (the connection should be closed) or memory ran out.
+ * decoded or memory ran out. The caller checks the peer's credentials first.
  */
 int mb_admin_handle(mb_broker *b, const void *req, size_t len, void **reply, size_t *reply_len);
 

@@ -5,6 +5,8 @@
  * Everything here runs with the broker lock held.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,8 +52,11 @@ void mb_broker_update_pressure(mb_broker *b)
 
 	if (next == b->pressure)
 		return;
-	mb_log(LOG_INFO, "memory pressure %s: %" PRIu64 " of %" PRIu64 " bytes committed, %u waiting",
-	       next == 1 ? "low memory" : next == 2 ? "neutral" : "high memory",
+	mb_log(LOG_INFO,
+	       "memory pressure %s: %" PRIu64 " of %" PRIu64 " bytes committed, %u waiting",
+	       next == 1   ? "low memory"
+	       : next == 2 ? "neutral"
+			   : "high memory",
 	       b->ledger.committed, b->ledger.budget, b->nwaiters);
 	b->pressure = next;
 	/* Low goes to the holders of the lowest level first: they are the ones expected to give
@@ -61,7 +66,8 @@ void mb_broker_update_pressure(mb_broker *b)
 		{
 			mb_session *s = mb_broker_find_pipe(b, p->pipe_id);
 			int owner_level = s ? s->max_level : 0;
-			if (owner_level == level || (level == MB_LEVELS - 1 && owner_level >= level))
+			if (owner_level == level ||
+			    (level == MB_LEVELS - 1 && owner_level >= level))
 				mb_broker_finish_parked(b, p, S_OK, NULL);
 		}
 	}
@@ -96,8 +102,12 @@ static bool try_grant(mb_broker *b, mb_parked *p)
 		mb_broker_finish_parked(b, p, E_OUTOFMEMORY, "over the client's or group's limit");
 		return true;
 	}
-	mb_region_commit(&s->map, pr.region, pr.first, pr.count, (uint8_t)p->level);
-	mb_broker_charge(b, s, bytes);
+	long gained = mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
+	if (gained < 0) {
+		mb_broker_finish_parked(b, p, E_OUTOFMEMORY, "no memory for page state");
+		return true;
+	}
+	mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
 	if (p->level > s->max_level)
 		s->max_level = p->level;
 	b->waits_granted++;
@@ -134,22 +144,17 @@ static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 	size_t end = first + r->pages;
 	if (end > region->size / MB_PAGE_SIZE)
 		end = region->size / MB_PAGE_SIZE;
-	for (size_t i = first; i < end; i++) {
-		uint8_t st = region->state[i];
-		if ((st & (MB_PAGE_COMMITTED | MB_PAGE_RESET)) != (MB_PAGE_COMMITTED | MB_PAGE_RESET))
-			continue;
-		/* Run of consecutive reset pages: one hole punch. */
-		size_t j = i;
-		while (j < end && (region->state[j] & (MB_PAGE_COMMITTED | MB_PAGE_RESET)) ==
-					  (MB_PAGE_COMMITTED | MB_PAGE_RESET))
-			j++;
-		mb_region_decommit(&s->map, region, i, j - i);
-		for (size_t k = i; k < j; k++)
-			region->state[k] = MB_PAGE_RESET | MB_PAGE_DISCARDED;
+	const uint8_t cr = MB_PAGE_COMMITTED | MB_PAGE_RESET;
+	for (size_t i = mb_region_find(region, first, end, cr, cr); i < end;
+	     i = mb_region_find(region, i, end, cr, cr)) {
+		/* A run of reset pages: one hole punch. */
+		size_t j = mb_region_run_end(region, i, end, cr, cr), lost = 0;
+		mb_region_update(&s->map, region, i, j - i, cr, cr, MB_PAGE_COMMITTED,
+				 MB_PAGE_DISCARDED, -1, &lost);
 		mb_section_discard(s->section_fd, region->base + (uint64_t)i * MB_PAGE_SIZE,
 				   (uint64_t)(j - i) * MB_PAGE_SIZE);
-		credited += (uint64_t)(j - i) * MB_PAGE_SIZE;
-		i = j - 1;
+		credited += (uint64_t)lost * MB_PAGE_SIZE;
+		i = j;
 	}
 	mb_broker_credit(b, s, credited);
 	return credited;
@@ -174,7 +179,8 @@ done:
 		b->reclaimed_bytes += credited;
 		mb_log_event(LOG_INFO, MB_MSGID_RECLAIM, (int)s->pid, (unsigned)s->uid, level,
 			     (unsigned long long)credited, 0,
-			     "reclaimed %" PRIu64 " KiB of MEM_RESET pages for a commit", credited >> 10);
+			     "reclaimed %" PRIu64 " KiB of MEM_RESET pages for a commit",
+			     credited >> 10);
 	}
 	return credited;
 }
@@ -189,7 +195,8 @@ uint32_t mb_broker_abandon_all(mb_broker *b)
 	for (int level = 0; level < MB_LEVELS; level++)
 		while ((p = TAILQ_FIRST(&b->waiters[level])) != NULL) {
 			b->waits_abandoned++;
-			mb_broker_finish_parked(b, p, HOST_E_ABANDONED, "the broker is shutting down");
+			mb_broker_finish_parked(b, p, HOST_E_ABANDONED,
+						"the broker is shutting down");
 			n++;
 		}
 	while ((p = TAILQ_FIRST(&b->watchers)) != NULL) {
@@ -217,7 +224,7 @@ uint32_t mb_broker_parked(mb_broker *b)
  * Audits one session: every allocated extent of its section (SEEK_DATA / SEEK_HOLE) must lie on
  * committed pages. Returns the bytes discarded.
  */
-static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close)
+static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close, bool forgive)
 {
 	uint64_t allocated = mb_section_allocated(s->section_fd);
 	uint64_t discarded = 0, offending = 0;
@@ -240,21 +247,20 @@ static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close)
 			bool drop = false;
 			if (a < end) {
 				mb_region *region = mb_regmap_find(&s->map, (uintptr_t)a);
-				uint8_t *st = region ? &region->state[mb_region_page(region, (uintptr_t)a)]
-						     : NULL;
-				if (st != NULL && (*st & MB_PAGE_COMMITTED)) {
+				size_t pg = region ? mb_region_page(region, (uintptr_t)a) : 0;
+				uint8_t st = region ? mb_region_state(region, pg) : 0;
+				if (region != NULL && (st & MB_PAGE_COMMITTED)) {
 					drop = false;
-				} else if (st != NULL && (*st & MB_PAGE_DISCARDED) &&
+				} else if (region != NULL && (st & MB_PAGE_DISCARDED) &&
 					   mb_broker_fits(b, s, MB_LEVELS - 1, MB_PAGE_SIZE) ==
-						   MB_FIT_OK) {
+					       MB_FIT_OK &&
+					   mb_region_commit(&s->map, region, pg, 1, 0) == 1) {
 					/* Win32 lets a program write to MEM_RESET pages: the page
 					 * is in use again, so it is charged again. */
-					mb_region_commit(&s->map, region,
-							 mb_region_page(region, (uintptr_t)a), 1, 0);
 					mb_broker_charge(b, s, MB_PAGE_SIZE);
 				} else {
 					drop = true;
-					if (st == NULL || !(*st & MB_PAGE_DISCARDED))
+					if (region == NULL || !(st & MB_PAGE_DISCARDED))
 						offending += MB_PAGE_SIZE;
 				}
 			}
@@ -268,12 +274,17 @@ static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close)
 		}
 		pos = hole;
 	}
-	if (offending > 0) {
+	if (offending > 0 && forgive) {
+		mb_log(LOG_INFO, "client pid %d: dropped %" PRIu64 " KiB its previous broker had not "
+				 "seen decommitted",
+		       (int)s->pid, offending >> 10);
+	} else if (offending > 0) {
 		s->offences++;
 		b->offences++;
-		mb_log_event(LOG_WARNING, MB_MSGID_OFFENCE, (int)s->pid, (unsigned)s->uid, s->max_level,
-			     (unsigned long long)offending, 0,
-			     "client wrote %" PRIu64 " KiB it had not committed; discarded (offence %u "
+		mb_log_event(LOG_WARNING, MB_MSGID_OFFENCE, (int)s->pid, (unsigned)s->uid,
+			     s->max_level, (unsigned long long)offending, 0,
+			     "client wrote %" PRIu64
+			     " KiB it had not committed; discarded (offence %u "
 			     "of %d)",
 			     offending >> 10, s->offences, MB_MAX_OFFENCES);
 		if (s->offences >= MB_MAX_OFFENCES)
@@ -289,12 +300,13 @@ uint64_t mb_broker_audit(mb_broker *b)
 	pthread_mutex_lock(&b->lock);
 	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s)) {
 		bool close = false;
-		if (!s->hello)
+		if (!s->hello || s->adopting)
 			continue;
-		discarded += audit_session(b, s, &close);
+		discarded += audit_session(b, s, &close, false);
 		if (close && b->close_pipe != NULL) {
 			mb_log(LOG_WARNING, "disconnecting client pid %d after repeated offences",
 			       (int)s->pid);
+			mb_broker_ban(b, s);
 			b->close_pipe(b->close_pipe_arg, s->pipe_id);
 		}
 	}
@@ -331,9 +343,8 @@ void mb_broker_credit(mb_broker *b, mb_session *s, uint64_t bytes)
 {
 	mb_ledger_credit(&b->ledger, bytes);
 	if (s->group >= 0)
-		b->group_committed[s->group] -= bytes > b->group_committed[s->group]
-							? b->group_committed[s->group]
-							: bytes;
+		b->group_committed[s->group] -=
+		    bytes > b->group_committed[s->group] ? b->group_committed[s->group] : bytes;
 }
 
 void mb_broker_assign_group(mb_broker *b, mb_session *s)
@@ -356,4 +367,52 @@ void mb_broker_apply_config(mb_broker *b, const mb_config *conf)
 			mb_broker_assign_group(b, s);
 	mb_broker_grant_waiters(b);
 	pthread_mutex_unlock(&b->lock);
+}
+
+void mb_broker_ban(mb_broker *b, const mb_session *s)
+{
+	int fd;
+
+	if (s->pidfd < 0 || mb_broker_banned(b, s->pid))
+		return;
+	if (b->nbanned == (int)(sizeof(b->banned) / sizeof(b->banned[0]))) {
+		/* Full: the oldest ban gives way. */
+		close(b->banned[0].pidfd);
+		memmove(&b->banned[0], &b->banned[1], sizeof(b->banned[0]) * (size_t)(b->nbanned - 1));
+		b->nbanned--;
+	}
+	fd = fcntl(s->pidfd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return;
+	b->banned[b->nbanned].pid = s->pid;
+	b->banned[b->nbanned].pidfd = fd;
+	b->nbanned++;
+}
+
+bool mb_broker_banned(mb_broker *b, pid_t pid)
+{
+	bool found = false;
+
+	for (int i = 0; i < b->nbanned;) {
+		struct pollfd p = {.fd = b->banned[i].pidfd, .events = POLLIN};
+		if (poll(&p, 1, 0) != 0) {
+			/* The process exited: its pid may be reused by an innocent one. */
+			close(b->banned[i].pidfd);
+			b->banned[i] = b->banned[--b->nbanned];
+			continue;
+		}
+		found |= b->banned[i].pid == pid;
+		i++;
+	}
+	return found;
+}
+
+void mb_broker_adoption_done(mb_broker *b, mb_session *s)
+{
+	bool close = false;
+
+	if (!s->adopting)
+		return;
+	s->adopting = false;
+	audit_session(b, s, &close, true);
 }

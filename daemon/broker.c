@@ -26,7 +26,8 @@ static int cmp_id(const mb_session *a, const mb_session *b)
 }
 
 /* libbsd's RB_GENERATE_STATIC uses an undefined __unused on Debian 12: spell it out. */
-RB_GENERATE_INTERNAL(mb_session_pipe_tree, mb_session, by_pipe, cmp_pipe, __attribute__((unused)) static)
+RB_GENERATE_INTERNAL(mb_session_pipe_tree, mb_session, by_pipe, cmp_pipe,
+		     __attribute__((unused)) static)
 RB_GENERATE_INTERNAL(mb_session_id_tree, mb_session, by_id, cmp_id, __attribute__((unused)) static)
 
 int mb_broker_init(mb_broker *b, uint64_t budget)
@@ -108,6 +109,9 @@ void mb_broker_fini(mb_broker *b)
 			free(r);
 		}
 	}
+	for (int i = 0; i < b->nbanned; i++)
+		close(b->banned[i].pidfd);
+	b->nbanned = 0;
 	pthread_mutex_unlock(&b->lock);
 	pthread_mutex_destroy(&b->lock);
 	if (b->death_epfd >= 0)
@@ -132,15 +136,16 @@ int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_
 		}
 	}
 	pthread_mutex_lock(&b->lock);
-	uint32_t limit = b->conf.sessions_per_uid ? b->conf.sessions_per_uid
-						 : MB_DEFAULT_SESSIONS_PER_UID;
+	uint32_t limit =
+	    b->conf.sessions_per_uid ? b->conf.sessions_per_uid : MB_DEFAULT_SESSIONS_PER_UID;
 	uint32_t same = 0;
 	if (uid != 0)
 		for (mb_session *o = RB_MIN(mb_session_pipe_tree, &b->by_pipe); o != NULL;
 		     o = RB_NEXT(mb_session_pipe_tree, &b->by_pipe, o))
 			same += o->uid == uid;
 	if (uid != 0 && same >= limit) {
-		mb_log(LOG_WARNING, "uid %u already holds %u connections (the limit); refusing pid %d",
+		mb_log(LOG_WARNING,
+		       "uid %u already holds %u connections (the limit); refusing pid %d",
 		       (unsigned)uid, same, (int)pid);
 		rv = -EMFILE;
 		mb_session_free(s, true);
@@ -251,6 +256,7 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 		close(s->section_fd);
 		s->section_fd = fd;
 		s->adopted = true;
+		s->adopting = true;
 		rv = 0;
 	}
 	pthread_mutex_unlock(&b->lock);

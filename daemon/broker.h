@@ -23,11 +23,11 @@ RB_HEAD(mb_session_pipe_tree, mb_session);
 RB_HEAD(mb_session_id_tree, mb_session);
 
 /*
- * A request the broker answers later: a commit waiting for memory, or a Watch long poll. The storage
- * belongs to the caller (the server's context state machine), which supplies two hooks the broker
- * calls with its lock held: arm() starts a timer of ms milliseconds after which the caller calls
- * mb_dispatch_finish(); wake() makes the caller call mb_dispatch_finish() soon (the outcome is ready).
- * Neither hook may call back into the broker.
+ * A request the broker answers later: a commit waiting for memory, or a Watch long poll. The
+ * storage belongs to the caller (the server's context state machine), which supplies two hooks the
+ * broker calls with its lock held: arm() starts a timer of ms milliseconds after which the caller
+ * calls mb_dispatch_finish(); wake() makes the caller call mb_dispatch_finish() soon (the outcome
+ * is ready). Neither hook may call back into the broker.
  */
 enum mb_park_kind { MB_PARK_COMMIT, MB_PARK_WATCH };
 enum mb_park_state { MB_PARK_IDLE, MB_PARK_WAITING, MB_PARK_DONE };
@@ -39,10 +39,10 @@ typedef struct mb_parked {
 	uint32_t pipe_id;
 	uint64_t request_id;
 	uint64_t address, size; /* commit */
-	int level;              /* commit */
-	uint32_t last_level;    /* watch */
-	uint64_t deadline_ms;   /* CLOCK_MONOTONIC */
-	uint64_t seq;           /* arrival order */
+	int level;		/* commit */
+	uint32_t last_level;	/* watch */
+	uint64_t deadline_ms;	/* CLOCK_MONOTONIC */
+	uint64_t seq;		/* arrival order */
 	HRESULT result;
 	char detail[200];
 	void (*arm)(struct mb_parked *p, uint32_t ms);
@@ -67,18 +67,18 @@ typedef struct mb_broker {
 	mb_ledger ledger;
 	struct mb_session_pipe_tree by_pipe;
 	struct mb_session_id_tree by_id;
-	uint32_t sessions;        /* connections */
-	uint32_t clients;         /* connections that completed Hello */
+	uint32_t sessions; /* connections */
+	uint32_t clients;  /* connections that completed Hello */
 	uint64_t next_session_id;
-	uint64_t section_size;    /* size of every section (the top of usable client addresses) */
-	uint64_t requests;        /* handled, including refused */
+	uint64_t section_size;	  /* size of every section (the top of usable client addresses) */
+	uint64_t requests;	  /* handled, including refused */
 	uint64_t protocol_errors; /* undecodable requests (their connections were closed) */
 
 	struct mb_parked_list waiters[MB_LEVELS]; /* commits waiting for memory, oldest first */
 	uint32_t nwaiters;
-	struct mb_parked_list watchers;           /* Watch long polls */
-	int pressure;                             /* EMemoryAvailable, with hysteresis */
-	bool stopping;                            /* no new waits; all waits abandoned */
+	struct mb_parked_list watchers; /* Watch long polls */
+	int pressure;			/* EMemoryAvailable, with hysteresis */
+	bool stopping;			/* no new waits; all waits abandoned */
 	uint64_t next_seq;
 
 	/* MEM_RESET ranges by the owner's highest commit level, least recently reset first. */
@@ -86,12 +86,19 @@ typedef struct mb_broker {
 	uint64_t reclaimed_bytes;
 
 	uint64_t waits_granted, waits_timed_out, waits_abandoned, refusals;
-	uint64_t offences;        /* writes to memory that was not committed, all sessions */
+	uint64_t offences; /* writes to memory that was not committed, all sessions */
 
 	int death_epfd; /* epoll set of the sessions' pidfds (deathwatch.c) */
 
-	mb_config conf;                            /* groups and limits in force */
-	uint64_t group_committed[MB_MAX_GROUPS];   /* bytes, by conf.groups index */
+	/* Processes disconnected for repeated offences: refused until they exit (pidfds). */
+	struct {
+		pid_t pid;
+		int pidfd;
+	} banned[64];
+	int nbanned;
+
+	mb_config conf;				 /* groups and limits in force */
+	uint64_t group_committed[MB_MAX_GROUPS]; /* bytes, by conf.groups index */
 	uint32_t group_sessions[MB_MAX_GROUPS];
 
 	/* Closes a connection (set by the server; NULL in tests). Called with the lock held. */
@@ -116,7 +123,8 @@ int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_
  * connection is closed, even if a forked child still holds the socket. */
 void mb_broker_process_exited(mb_broker *b, uint32_t pipe_id);
 
-/* A connection is gone: the session and everything it held are released at once. No-op if unknown. */
+/* A connection is gone: the session and everything it held are released at once. No-op if unknown.
+ */
 void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id);
 
 /*
@@ -135,8 +143,8 @@ int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, 
 void mb_broker_apply_config(mb_broker *b, const mb_config *conf);
 
 /*
- * Shutting down: every waiting commit and watch is answered HOST_E_ABANDONED / the current level, and
- * no new request waits. Returns the number of requests that were parked.
+ * Shutting down: every waiting commit and watch is answered HOST_E_ABANDONED / the current level,
+ * and no new request waits. Returns the number of requests that were parked.
  */
 uint32_t mb_broker_abandon_all(mb_broker *b);
 
@@ -151,6 +159,11 @@ uint32_t mb_broker_parked(mb_broker *b);
  * is short.
  */
 uint64_t mb_broker_audit(mb_broker *b);
+
+/* Ends a session's adoption: discards its section's pages that no commit covers (without counting
+ * an offence: they are what the previous broker did not see decommitted), then audits as usual.
+ * Caller holds the lock. */
+void mb_broker_adoption_done(mb_broker *b, mb_session *s);
 
 /*
  * Takes a client's section back after a broker restart: the client presents the session's one-time
@@ -170,6 +183,10 @@ mb_session *mb_broker_find_pipe(mb_broker *b, uint32_t pipe_id);
 void mb_broker_register_id(mb_broker *b, mb_session *s); /* assigns s->id, indexes it */
 mb_session *mb_broker_first(mb_broker *b);
 mb_session *mb_broker_next(mb_session *s);
+/* Refuses future sessions of s's process until it exits (repeated offences). */
+void mb_broker_ban(mb_broker *b, const mb_session *s);
+/* true if pid is banned (and still the same, live process). Prunes exited entries. */
+bool mb_broker_banned(mb_broker *b, pid_t pid);
 /* Quota-aware fit of bytes more for session s at level. */
 mb_fit mb_broker_fits(mb_broker *b, const mb_session *s, int level, uint64_t bytes);
 /* Books bytes to (charge) or from (credit) a session, its group and the ledger together. */

@@ -104,7 +104,8 @@ static mb_group_conf *group_for(parse_ctx *x, const char *section)
 	for (int i = 0; i < c->ngroups; i++)
 		if (strcmp(c->groups[i].name, name) == 0)
 			return &c->groups[i];
-	if (c->ngroups >= MB_MAX_GROUPS || name[0] == '\0' || strlen(name) >= sizeof(c->groups[0].name))
+	if (c->ngroups >= MB_MAX_GROUPS || name[0] == '\0' ||
+	    strlen(name) >= sizeof(c->groups[0].name))
 		return NULL;
 	mb_group_conf *g = &c->groups[c->ngroups++];
 	snprintf(g->name, sizeof(g->name), "%s", name);
@@ -114,12 +115,15 @@ static mb_group_conf *group_for(parse_ctx *x, const char *section)
 static int group_key(parse_ctx *x, mb_group_conf *g, const char *k, const char *v)
 {
 	if (strcmp(k, "uids") == 0)
-		return mb_id_list_parse(v, &g->uids) == 0 ? 1 : fail(x, "%s: bad id list '%s'", k, v);
+		return mb_id_list_parse(v, &g->uids) == 0 ? 1
+							  : fail(x, "%s: bad id list '%s'", k, v);
 	if (strcmp(k, "gids") == 0)
-		return mb_id_list_parse(v, &g->gids) == 0 ? 1 : fail(x, "%s: bad id list '%s'", k, v);
+		return mb_id_list_parse(v, &g->gids) == 0 ? 1
+							  : fail(x, "%s: bad id list '%s'", k, v);
 	if (strcmp(k, "name_uids") == 0)
-		return mb_id_list_parse(v, &g->name_uids) == 0 ? 1
-							      : fail(x, "%s: bad id list '%s'", k, v);
+		return mb_id_list_parse(v, &g->name_uids) == 0
+			   ? 1
+			   : fail(x, "%s: bad id list '%s'", k, v);
 	if (strcmp(k, "max") == 0)
 		return size_value(x, k, v, &g->max);
 	if (strcmp(k, "reserve") == 0)
@@ -128,7 +132,8 @@ static int group_key(parse_ctx *x, mb_group_conf *g, const char *k, const char *
 		char buf[1024];
 		snprintf(buf, sizeof(buf), "%s", v);
 		g->npatterns = 0;
-		for (char *save, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		for (char *save, *tok = strtok_r(buf, ",", &save); tok;
+		     tok = strtok_r(NULL, ",", &save)) {
 			while (*tok == ' ')
 				tok++;
 			if (*tok == '\0' || g->npatterns >= MB_MAX_PATTERNS ||
@@ -155,15 +160,17 @@ static int handler(void *user, const char *section, const char *k, const char *v
 			return 1;
 		}
 		if (strcmp(k, "budget") == 0) {
-			if (mb_parse_size(v, UINT64_C(1) << 40, &n) != 0 || strlen(v) >= sizeof(c->budget))
+			if (mb_parse_size(v, UINT64_C(1) << 40, &n) != 0 ||
+			    strlen(v) >= sizeof(c->budget))
 				return fail(x, "budget: '%s' is not a size or percentage%s", v, "");
 			snprintf(c->budget, sizeof(c->budget), "%s", v);
 			return 1;
 		}
 		if (strcmp(k, "ceilings") == 0) {
 			if (mb_parse_triple(v, true, c->ceiling_permille) != 0)
-				return fail(x, "ceilings: '%s' is not three non-decreasing percentages%s",
-					    v, "");
+				return fail(
+				    x, "ceilings: '%s' is not three non-decreasing percentages%s",
+				    v, "");
 			c->ceilings_set = true;
 			return 1;
 		}
@@ -175,13 +182,16 @@ static int handler(void *user, const char *section, const char *k, const char *v
 		}
 		if (strcmp(k, "audit_interval_ms") == 0) {
 			if (mb_parse_size(v, 0, &n) != 0 || n < 10 || n > 3600000)
-				return fail(x, "audit_interval_ms: '%s' is not 10..3600000%s", v, "");
+				return fail(x, "audit_interval_ms: '%s' is not 10..3600000%s", v,
+					    "");
 			c->audit_ms = (uint32_t)n;
 			return 1;
 		}
 		if (strcmp(k, "log_level") == 0) {
 			c->log_level = mb_log_parse_level(v);
-			return c->log_level >= 0 ? 1 : fail(x, "log_level: unknown level '%s'%s", v, "");
+			return c->log_level >= 0
+				   ? 1
+				   : fail(x, "log_level: unknown level '%s'%s", v, "");
 		}
 		return fail(x, "unknown key '%s' in [broker]%s", k, "");
 	}
@@ -190,7 +200,10 @@ static int handler(void *user, const char *section, const char *k, const char *v
 			return size_value(x, k, v, &c->client_max);
 		if (strcmp(k, "client_max_mapped") == 0)
 			return size_value(x, k, v, &c->client_max_mapped);
-		if (strcmp(k, "client_max_reservations") == 0 || strcmp(k, "sessions_per_uid") == 0) {
+		if (strcmp(k, "client_max_reserved") == 0)
+			return size_value(x, k, v, &c->client_max_reserved);
+		if (strcmp(k, "client_max_reservations") == 0 ||
+		    strcmp(k, "sessions_per_uid") == 0) {
 			if (mb_parse_size(v, 0, &n) != 0 || n == 0 || n > 100000000)
 				return fail(x, "%s: '%s' is not a count", k, v);
 			if (k[0] == 'c')

@@ -4,7 +4,8 @@
  * See systemd/membroker.conf for the documented example.
  *
  *   [broker]        listen, budget, ceilings, waits, audit_interval_ms, log_level
- *   [limits]        client_max, client_max_reservations, sessions_per_uid, client_max_mapped
+ *   [limits]        client_max, client_max_reservations, client_max_reserved,
+ *                   sessions_per_uid, client_max_mapped
  *   [group.NAME]    uids, gids, names, name_uids, max, reserve    (up to MB_MAX_GROUPS)
  *
  * Lists are comma separated; uids and gids take numbers or ranges (1000-1999); names take shell
@@ -18,9 +19,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define MB_MAX_GROUPS     64
-#define MB_MAX_IDS        32
-#define MB_MAX_PATTERNS   16
+#define MB_MAX_GROUPS	  64
+#define MB_MAX_IDS	  32
+#define MB_MAX_PATTERNS	  16
 #define MB_DEFAULT_CONFIG "/etc/membroker/membroker.conf"
 
 typedef struct mb_id_range {
@@ -34,27 +35,28 @@ typedef struct mb_id_list {
 
 typedef struct mb_group_conf {
 	char name[64];
-	mb_id_list uids;      /* sessions of these uids belong to the group */
-	mb_id_list gids;      /* or of these gids */
+	mb_id_list uids; /* sessions of these uids belong to the group */
+	mb_id_list gids; /* or of these gids */
 	int npatterns;
 	char patterns[MB_MAX_PATTERNS][64]; /* or presenting a matching name ... */
 	mb_id_list name_uids; /* ... if their uid is listed here (empty: names are not honoured) */
-	uint64_t max;         /* bytes the group may commit together; 0 = no limit */
+	uint64_t max;	      /* bytes the group may commit together; 0 = no limit */
 	uint64_t reserve;     /* bytes kept for the group that others cannot take */
 } mb_group_conf;
 
 typedef struct mb_config {
 	char listen[512];
-	char budget[64];      /* as written (a size or a percentage); empty = default */
+	char budget[64]; /* as written (a size or a percentage); empty = default */
 	bool ceilings_set, waits_set;
 	uint32_t ceiling_permille[3];
 	uint32_t wait_ms[3];
-	uint32_t audit_ms;    /* 0 = default */
-	int log_level;        /* -1 = default */
-	uint64_t client_max;  /* bytes one client may commit; 0 = no limit */
+	uint32_t audit_ms;		  /* 0 = default */
+	int log_level;			  /* -1 = default */
+	uint64_t client_max;		  /* bytes one client may commit; 0 = no limit */
 	uint32_t client_max_reservations; /* 0 = default */
-	uint32_t sessions_per_uid;        /* connections one uid may hold; 0 = default */
-	uint64_t client_max_mapped;       /* address space a client may map by itself; 0 = no limit */
+	uint32_t sessions_per_uid;	  /* connections one uid may hold; 0 = default */
+	uint64_t client_max_mapped;   /* address space a client may map by itself; 0 = no limit */
+	uint64_t client_max_reserved; /* address space a client may reserve; 0 = default (16 TiB) */
 	int ngroups;
 	mb_group_conf groups[MB_MAX_GROUPS];
 } mb_config;

@@ -2,7 +2,8 @@
  * dispatch.c: one request against the broker's state.
  *
  * The client library checked every argument already; the broker checks again, because a client is
- * untrusted and may send anything. Range checks use the same Win32 rules (mb_win32.c) as the client.
+ * untrusted and may send anything. Range checks use the same Win32 rules (mb_win32.c) as the
+ * client.
  */
 #include "dispatch.h"
 
@@ -21,6 +22,10 @@
 /* Reservations one session may hold: enough for 100,000-reservation runtimes, bounded so that one
  * client cannot grow the broker's bookkeeping without limit. */
 #define MB_MAX_RESERVATIONS 1000000
+/* Address space one session may reserve by default: the broker keeps a pointer per 16 MiB
+ * reserved (8 MiB for 16 TiB), so this bounds its bookkeeping per client. A .NET GC reserves
+ * 256 GiB. */
+#define MB_MAX_RESERVED ((uint64_t)16 << 40)
 
 typedef struct reply {
 	mb_response resp;
@@ -33,7 +38,8 @@ typedef struct reply {
 	uint8_t token[MB_WIRE_TOKEN_LEN];
 } reply;
 
-static HRESULT fail(reply *r, HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static HRESULT fail(reply *r, HRESULT hr, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static HRESULT fail(reply *r, HRESULT hr, const char *fmt, ...)
 {
@@ -63,14 +69,15 @@ static HRESULT not_held(mb_broker *b, const mb_session *s, uint64_t address, HRE
 			continue;
 		if (mb_regmap_find(&o->map, (uintptr_t)address) != NULL)
 			return fail(r, HOST_E_NOT_OWNER,
-				    "address 0x%" PRIx64 " belongs to another client of this process",
+				    "address 0x%" PRIx64
+				    " belongs to another client of this process",
 				    address);
 	}
 	if (otherwise == HOST_E_INVALIDOPERATION)
 		return fail(r, otherwise, "address 0x%" PRIx64 " was not allocated by this client",
 			    address);
-	return fail(r, otherwise, "range at 0x%" PRIx64 " is not inside one reservation of this client",
-		    address);
+	return fail(r, otherwise,
+		    "range at 0x%" PRIx64 " is not inside one reservation of this client", address);
 }
 
 /* Resolves [address, address+size) (page aligned, size >= 1) inside one region of s. */
@@ -85,8 +92,8 @@ static HRESULT resolve(mb_broker *b, mb_session *s, uint64_t address, uint64_t s
 	if (hr == S_OK)
 		return S_OK;
 	if (mb_regmap_find(&s->map, (uintptr_t)address) != NULL)
-		return fail(r, MB_E_INVALID_ADDRESS, "range at 0x%" PRIx64 " crosses its reservation",
-			    address);
+		return fail(r, MB_E_INVALID_ADDRESS,
+			    "range at 0x%" PRIx64 " crosses its reservation", address);
 	return not_held(b, s, address, outside, r);
 }
 
@@ -97,6 +104,10 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 
 	if (s->hello)
 		return fail(r, E_FAIL, "hello sent twice on one connection");
+	if (mb_broker_banned(b, s->pid))
+		return fail(r, HOST_E_CLRNOTAVAILABLE,
+			    "this process was disconnected for writing memory it had not committed; "
+			    "it may connect again only after a restart");
 	if (m->protocol_version != MB_PROTOCOL_VERSION)
 		return fail(r, HOST_E_CLRNOTAVAILABLE,
 			    "protocol version %u is not supported; this broker speaks version %d",
@@ -134,17 +145,19 @@ static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Rese
 	int rv;
 
 	if ((m->address & (MB_GRANULARITY - 1)) != 0 || !page_aligned(m->size) || m->size == 0)
-		return fail(r, E_INVALIDARG, "reservation must be 64 KiB aligned, size a page multiple");
+		return fail(r, E_INVALIDARG,
+			    "reservation must be 64 KiB aligned, size a page multiple");
 	if (m->size > b->section_size || m->address < MB_ADDRESS_MIN ||
 	    m->address > b->section_size - m->size)
 		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
 	span = (m->size + MB_GRANULARITY - 1) & ~(uint64_t)(MB_GRANULARITY - 1);
 	if (m->address > b->section_size - span)
 		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
-	uint32_t max_res = b->conf.client_max_reservations ? b->conf.client_max_reservations
-							   : MB_MAX_RESERVATIONS;
+	uint32_t max_res =
+	    b->conf.client_max_reservations ? b->conf.client_max_reservations : MB_MAX_RESERVATIONS;
 	if (s->map.count >= max_res)
-		return fail(r, E_OUTOFMEMORY, "this client holds %u reservations, the limit", max_res);
+		return fail(r, E_OUTOFMEMORY, "this client holds %u reservations, the limit",
+			    max_res);
 	rv = mb_regmap_insert(&s->map, (uintptr_t)m->address, (size_t)m->size, 0, NULL);
 	if (rv == -EEXIST)
 		return fail(r, MB_E_INVALID_ADDRESS, "0x%" PRIx64 " overlaps a reservation",
@@ -178,8 +191,8 @@ static HRESULT do_release(mb_broker *b, mb_session *s, const Membroker__V1__Rele
 	if (region == NULL)
 		return not_held(b, s, m->address, HOST_E_INVALIDOPERATION, r);
 	if (region->base != m->address)
-		return fail(r, MB_E_INVALID_ADDRESS, "0x%" PRIx64 " is not the base of its reservation",
-			    m->address);
+		return fail(r, MB_E_INVALID_ADDRESS,
+			    "0x%" PRIx64 " is not the base of its reservation", m->address);
 	discard_pages(b, s, region, 0, region->size / MB_PAGE_SIZE);
 	mb_regmap_remove(&s->map, region);
 	return S_OK;
@@ -227,8 +240,10 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		 * at that level are refused. Only for a section taken back by adoption. */
 		if (!s->adopted)
 			return fail(r, E_INVALIDARG, "adopt is only valid on an adopted section");
-		mb_region_commit(&s->map, pr.region, pr.first, pr.count, (uint8_t)level);
-		mb_broker_charge(b, s, bytes);
+		long gained = mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
+		if (gained < 0)
+			return fail(r, E_OUTOFMEMORY, "no memory for page state");
+		mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
 		if (level > s->max_level)
 			s->max_level = level;
 		mb_broker_update_pressure(b);
@@ -269,13 +284,16 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 			     (unsigned long long)bytes, (unsigned)E_OUTOFMEMORY,
 			     "commit refused: the budget is full for this level");
 		return fail(r, E_OUTOFMEMORY,
-			    "budget: %" PRIu64 " of %" PRIu64 " bytes committed, level %d may use up to "
+			    "budget: %" PRIu64 " of %" PRIu64
+			    " bytes committed, level %d may use up to "
 			    "%" PRIu64,
 			    b->ledger.committed, b->ledger.budget, level,
 			    mb_ledger_ceiling(&b->ledger, level));
 	}
-	mb_region_commit(&s->map, pr.region, pr.first, pr.count, (uint8_t)level);
-	mb_broker_charge(b, s, bytes);
+	long gained = mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
+	if (gained < 0)
+		return fail(r, E_OUTOFMEMORY, "no memory for page state");
+	mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
 	if (level > s->max_level)
 		s->max_level = level;
 	mb_broker_update_pressure(b);
@@ -323,16 +341,14 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 
 	if (hr != S_OK)
 		return hr;
-	for (size_t i = pr.first; i < pr.first + pr.count; i++) {
-		uint8_t st = pr.region->state[i];
-		if (!(st & MB_PAGE_COMMITTED) && !(st & MB_PAGE_DISCARDED))
-			return fail(r, MB_E_INVALID_ADDRESS,
-				    "MEM_RESET%s on pages that are not committed", undo ? "_UNDO" : "");
-		lost += (st & MB_PAGE_DISCARDED) != 0;
-	}
+	lost = mb_region_count(pr.region, pr.first, pr.count, MB_PAGE_DISCARDED, MB_PAGE_DISCARDED);
+	if (mb_region_committed_in(pr.region, pr.first, pr.count) + lost != pr.count)
+		return fail(r, MB_E_INVALID_ADDRESS, "MEM_RESET%s on pages that are not committed",
+			    undo ? "_UNDO" : "");
 	if (!undo) {
-		for (size_t i = pr.first; i < pr.first + pr.count; i++)
-			pr.region->state[i] |= MB_PAGE_RESET;
+		if (mb_region_update(&s->map, pr.region, pr.first, pr.count, 0, 0, 0, MB_PAGE_RESET,
+				     -1, NULL) < 0)
+			return fail(r, E_OUTOFMEMORY, "no memory for page state");
 		queue_reset(b, s, &pr);
 		return S_OK;
 	}
@@ -342,15 +358,21 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 		 * by the audit). Either way the undo failed: data was lost. */
 		uint64_t bytes = (uint64_t)lost * MB_PAGE_SIZE;
 		if (mb_broker_fits(b, s, MB_LEVELS - 1, bytes) != MB_FIT_OK)
-			return fail(r, MB_E_INVALID_ADDRESS,
-				    "MEM_RESET_UNDO: the broker discarded %zu of these pages under memory "
-				    "pressure and cannot commit them again now",
-				    lost);
-		for (size_t i = pr.first; i < pr.first + pr.count; i++)
-			if (pr.region->state[i] & MB_PAGE_DISCARDED)
-				mb_region_commit(&s->map, pr.region, i, 1, 0);
-		mb_broker_charge(b, s, bytes);
+			return fail(
+			    r, MB_E_INVALID_ADDRESS,
+			    "MEM_RESET_UNDO: the broker discarded %zu of these pages under memory "
+			    "pressure and cannot commit them again now",
+			    lost);
+		long gained = mb_region_update(&s->map, pr.region, pr.first, pr.count,
+					       MB_PAGE_DISCARDED, MB_PAGE_DISCARDED,
+					       MB_PAGE_RESET | MB_PAGE_DISCARDED, MB_PAGE_COMMITTED,
+					       -1, NULL);
+		if (gained < 0)
+			return fail(r, E_OUTOFMEMORY, "no memory for page state");
+		mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
 	}
+	/* The pages are in use again: nothing left to reclaim here. */
+	mb_region_update(&s->map, pr.region, pr.first, pr.count, 0, 0, MB_PAGE_RESET, 0, -1, NULL);
 	if (lost > 0)
 		return fail(r, MB_E_INVALID_ADDRESS,
 			    "MEM_RESET_UNDO: the broker discarded %zu of these pages under memory "
@@ -500,7 +522,8 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 	if (!s->hello)
 		/* Typically a client whose connection was re-established underneath it (nng
 		 * redials): it has no session here and must connect again. */
-		return fail(r, HOST_E_CLRNOTAVAILABLE, "no session on this connection: send hello first");
+		return fail(r, HOST_E_CLRNOTAVAILABLE,
+			    "no session on this connection: send hello first");
 	switch (req->body_case) {
 	case MEMBROKER__V1__REQUEST__BODY_RESERVE:
 		return do_reserve(b, s, req->reserve, r);
@@ -522,6 +545,11 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 		return do_watch(b, s, req->request_id, req->watch, r);
 	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
 		return do_address_space(b, s, req->address_space, r);
+	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
+		if (!s->adopted)
+			return fail(r, E_INVALIDARG, "adopt_done without an adopted section");
+		mb_broker_adoption_done(b, s);
+		return S_OK;
 	default:
 		return fail(r, E_FAIL, "unknown operation");
 	}
@@ -582,7 +610,8 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 	if (hr != S_OK)
 		mb_log(LOG_DEBUG, "pipe %u %s: %s (%s)", pipe_id, mb_wire_op_name(op),
 		       mb_hresult_name(hr), r.detail);
-	return mb_wire_pack_response(&r.resp, reply_msg) == 0 ? MB_DISPATCH_REPLY : MB_DISPATCH_DROP;
+	return mb_wire_pack_response(&r.resp, reply_msg) == 0 ? MB_DISPATCH_REPLY
+							      : MB_DISPATCH_DROP;
 }
 
 int mb_dispatch(mb_broker *b, uint32_t pipe_id, const void *data, size_t len, nng_msg **reply_msg)
@@ -629,5 +658,6 @@ int mb_dispatch_finish(mb_broker *b, mb_parked *p, bool expired, nng_msg **reply
 		snprintf(r.detail, sizeof(r.detail), "%s", p->detail);
 		r.resp.detail = r.detail;
 	}
-	return mb_wire_pack_response(&r.resp, reply_msg) == 0 ? MB_DISPATCH_REPLY : MB_DISPATCH_DROP;
+	return mb_wire_pack_response(&r.resp, reply_msg) == 0 ? MB_DISPATCH_REPLY
+							      : MB_DISPATCH_DROP;
 }

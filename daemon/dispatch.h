@@ -23,8 +23,9 @@ int mb_dispatch(mb_broker *b, uint32_t pipe_id, const void *data, size_t len, nn
 #define MB_DISPATCH_REPLY  0  /* *reply is ready to send */
 #define MB_DISPATCH_DROP   -1 /* malformed: drop the connection */
 #define MB_DISPATCH_PARKED 1  /* the request waits in *park; see mb_dispatch_finish */
-#define MB_DISPATCH_NO_SESSION 2 /* a Hello on a connection not known yet: mb_broker_connect it,
-				  * then dispatch again */
+#define MB_DISPATCH_NO_SESSION                                                                     \
+	2 /* a Hello on a connection not known yet: mb_broker_connect it,                          \
+	   * then dispatch again */
 
 /*
  * Like mb_dispatch, but a commit that must wait for memory, or a Watch, is parked in *park (storage

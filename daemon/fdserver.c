@@ -123,7 +123,8 @@ int mb_fdserver_start(mb_broker *b, const char *url, mb_fdserver **out)
 	}
 	f->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	f->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (f->listen_fd < 0 || f->stop_fd < 0 || bind(f->listen_fd, (struct sockaddr *)&sun, len) != 0 ||
+	if (f->listen_fd < 0 || f->stop_fd < 0 ||
+	    bind(f->listen_fd, (struct sockaddr *)&sun, len) != 0 ||
 	    (f->path[0] != '\0' && chmod(f->path, 0660) != 0) || listen(f->listen_fd, 128) != 0) {
 		rv = -errno;
 		goto fail;

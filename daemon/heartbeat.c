@@ -19,58 +19,59 @@ void mb_heartbeat_init(mb_heartbeat *h, const char *url)
 
 	memset(h, 0, sizeof(*h));
 	snprintf(h->url, sizeof(h->url), "%s", url);
+	/* Probe every second, or at half the watchdog interval if that is shorter. */
+	h->interval_ms = 1000;
 	if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
 		h->watchdog = true;
-		h->interval_ms = usec / 2000;
+		if (usec / 2000 < h->interval_ms)
+			h->interval_ms = usec / 2000;
 	}
 	h->next_ms = mb_now_ms();
 }
 
 uint64_t mb_heartbeat_sleep_ms(const mb_heartbeat *h, uint64_t otherwise)
 {
-	if (!h->watchdog)
-		return otherwise;
 	return h->interval_ms < otherwise ? h->interval_ms : otherwise;
 }
 
-int mb_heartbeat_ping(mb_heartbeat *h, int timeout_ms)
+int mb_probe(const char *url, int timeout_ms)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__MemoryLoad ml = MEMBROKER__V1__MEMORY_LOAD__INIT;
+	nng_socket sock;
 	nng_msg *msg = NULL;
 	mb_response *resp;
 	int rv;
 
-	if (!h->dialed) {
-		if ((rv = nng_req0_open(&h->sock)) != 0)
-			return rv;
-		nng_socket_set_ms(h->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-		nng_socket_set_size(h->sock, NNG_OPT_RECVMAXSZ, MB_WIRE_MAX_MESSAGE);
-		if ((rv = nng_dial(h->sock, h->url, NULL, 0)) != 0) {
-			nng_close(h->sock);
-			return rv;
-		}
-		h->dialed = true;
-	}
-	nng_socket_set_ms(h->sock, NNG_OPT_SENDTIMEO, timeout_ms);
-	nng_socket_set_ms(h->sock, NNG_OPT_RECVTIMEO, timeout_ms);
-	/* A request without Hello: answered E_FAIL, which still went through decode, the broker
-	 * lock, dispatch and a context's reply. */
+	/* A fresh connection each time: what is checked is that the broker still accepts and
+	 * answers new clients, not only that an old connection still works. */
+	if ((rv = nng_req0_open(&sock)) != 0)
+		return rv;
+	nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+	nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ, MB_WIRE_MAX_MESSAGE);
+	nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, timeout_ms);
+	nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms);
+	if ((rv = nng_dial(sock, url, NULL, 0)) != 0)
+		goto out;
+	/* A request without Hello: answered HOST_E_CLRNOTAVAILABLE, which still went through
+	 * the handshake, decode, the broker lock, dispatch and a context's reply. */
 	req.request_id = 1;
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD;
 	req.memory_load = &ml;
 	if ((rv = mb_wire_pack_request(&req, &msg)) != 0)
-		return rv;
-	if ((rv = nng_sendmsg(h->sock, msg, 0)) != 0) {
+		goto out;
+	if ((rv = nng_sendmsg(sock, msg, 0)) != 0) {
 		nng_msg_free(msg);
-		return rv;
+		goto out;
 	}
-	if ((rv = nng_recvmsg(h->sock, &msg, 0)) != 0)
-		return rv;
+	if ((rv = nng_recvmsg(sock, &msg, 0)) != 0)
+		goto out;
 	resp = mb_wire_unpack_response(nng_msg_body(msg), nng_msg_len(msg));
 	nng_msg_free(msg);
 	rv = resp != NULL && resp->request_id == 1 ? 0 : NNG_EPROTO;
 	mb_wire_free_response(resp);
+out:
+	nng_close(sock);
 	return rv;
 }
 
@@ -89,20 +90,30 @@ void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b)
 	sd_notifyf(0, "STATUS=%u clients, %" PRIu64 " of %" PRIu64 " MiB committed, %u waiting",
 		   sessions, committed >> 20, budget >> 20, waiters);
 
-	if (!h->watchdog || now < h->next_ms)
+	if (now < h->next_ms)
 		return;
 	h->next_ms = now + h->interval_ms;
-	int rv = mb_heartbeat_ping(h, (int)(h->interval_ms / 2 > 0 ? h->interval_ms / 2 : 1));
-	if (rv == 0)
-		sd_notify(0, "WATCHDOG=1");
-	else
-		mb_log(LOG_WARNING, "watchdog: the request path did not answer (%s); no ping sent",
-		       nng_strerror(rv));
+	int rv = mb_probe(h->url, (int)(h->interval_ms / 2 > 0 ? h->interval_ms / 2 : 1));
+	if (rv == 0) {
+		h->failures = 0;
+		if (h->watchdog)
+			sd_notify(0, "WATCHDOG=1");
+		return;
+	}
+	h->failures++;
+	mb_log(LOG_WARNING, "a new connection to %s was not answered (%s)%s", h->url,
+	       nng_strerror(rv), h->watchdog ? "; no watchdog ping" : "");
+	/* nng 1.5.2 stops accepting after a peer hangs up mid-handshake (nng #1518, fixed
+	 * upstream after 1.5.2): a fresh listener cures it. */
+	if (h->failures >= 2 && h->relisten != NULL) {
+		mb_log(LOG_WARNING, "restarting the listener on %s (clients reconnect by themselves)",
+		       h->url);
+		if (h->relisten(h->relisten_arg) == 0)
+			h->failures = 0;
+	}
 }
 
 void mb_heartbeat_fini(mb_heartbeat *h)
 {
-	if (h->dialed)
-		nng_close(h->sock);
-	h->dialed = false;
+	(void)h;
 }

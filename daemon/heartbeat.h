@@ -1,7 +1,8 @@
 /*
  * heartbeat.h: what membrokerd tells systemd: STATUS= with live figures and WATCHDOG=1, the latter
- * only after a request sent through the broker's own socket came back, so a wedged request path
- * (stuck lock, no free context) stops the pings and systemd restarts the broker.
+ * only after a request sent on a fresh connection through the broker's own socket came back, so a
+ * wedged request path (stuck lock, no free context, a listener that stopped accepting) stops the
+ * pings and systemd restarts the broker. Two failed probes in a row first restart the listener.
  */
 #ifndef MB_HEARTBEAT_H
 #define MB_HEARTBEAT_H
@@ -16,10 +17,11 @@
 typedef struct mb_heartbeat {
 	char url[512];
 	bool watchdog;        /* systemd asked for WATCHDOG=1 pings */
-	uint64_t interval_ms; /* between pings: half the watchdog timeout */
-	uint64_t next_ms;     /* CLOCK_MONOTONIC time of the next ping */
-	bool dialed;
-	nng_socket sock;
+	uint64_t interval_ms; /* between probes: 1 s, or half the watchdog timeout if shorter */
+	uint64_t next_ms;     /* CLOCK_MONOTONIC time of the next probe */
+	int failures;         /* probes in a row that got no answer */
+	int (*relisten)(void *arg);
+	void *relisten_arg;
 } mb_heartbeat;
 
 /* Reads the watchdog settings ($WATCHDOG_USEC); url is the broker's RPC address. */
@@ -31,8 +33,11 @@ uint64_t mb_heartbeat_sleep_ms(const mb_heartbeat *h, uint64_t otherwise);
 /* Sends STATUS=, and WATCHDOG=1 when a ping is due and succeeds. */
 void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b);
 
-/* Round trip through the request path: 0 when the broker answered within timeout_ms. */
-int mb_heartbeat_ping(mb_heartbeat *h, int timeout_ms);
+/*
+ * Connects to url afresh and sends one request: 0 when a broker answered within timeout_ms, else
+ * an nng error. Waits for the answer before closing, so it never hangs up mid-handshake.
+ */
+int mb_probe(const char *url, int timeout_ms);
 
 void mb_heartbeat_fini(mb_heartbeat *h);
 

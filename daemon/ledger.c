@@ -69,8 +69,8 @@ int mb_pressure_next(int current, const mb_ledger *l, bool waiters)
 
 	if (waiters)
 		return LOW;
-	permille = l->budget == 0 ? 1000
-				  : (uint64_t)((unsigned __int128)l->committed * 1000 / l->budget);
+	permille =
+	    l->budget == 0 ? 1000 : (uint64_t)((unsigned __int128)l->committed * 1000 / l->budget);
 	if (permille >= 900)
 		return LOW;
 	switch (current) {
@@ -90,11 +90,11 @@ mb_fit mb_ledger_check(const mb_ledger *l, int level, uint64_t bytes, const mb_q
 	uint64_t held = 0;
 
 	if (q != NULL) {
-		if (q->client_max != 0 &&
-		    (q->client_committed > q->client_max || bytes > q->client_max - q->client_committed))
+		if (q->client_max != 0 && (q->client_committed > q->client_max ||
+					   bytes > q->client_max - q->client_committed))
 			return MB_FIT_CLIENT_MAX;
-		if (q->group_max != 0 &&
-		    (q->group_committed > q->group_max || bytes > q->group_max - q->group_committed))
+		if (q->group_max != 0 && (q->group_committed > q->group_max ||
+					  bytes > q->group_max - q->group_committed))
 			return MB_FIT_GROUP_MAX;
 		held = q->others_reserve_unused;
 	}

@@ -13,10 +13,11 @@
 #define MB_LEVELS 3
 
 typedef struct mb_ledger {
-	uint64_t budget;                      /* bytes */
-	uint64_t committed;                   /* bytes, all sessions */
-	uint32_t ceiling_permille[MB_LEVELS]; /* share of the budget each level may bring the total to */
-	uint32_t wait_ms[MB_LEVELS];          /* how long a commit at each level may wait for memory */
+	uint64_t budget;    /* bytes */
+	uint64_t committed; /* bytes, all sessions */
+	uint32_t
+	    ceiling_permille[MB_LEVELS]; /* share of the budget each level may bring the total to */
+	uint32_t wait_ms[MB_LEVELS];	 /* how long a commit at each level may wait for memory */
 } mb_ledger;
 
 /* Budget in bytes; ceilings 90% / 97% / 100% and waits 0 / 250 ms / 2 s for task / AppDomain /
@@ -34,12 +35,12 @@ bool mb_ledger_fits(const mb_ledger *l, int level, uint64_t bytes);
 typedef struct mb_quota_view {
 	uint64_t client_committed, client_max; /* max 0: no limit */
 	uint64_t group_committed, group_max;   /* max 0: no limit (or no group) */
-	uint64_t others_reserve_unused;        /* other groups' reserve not yet committed by them */
+	uint64_t others_reserve_unused;	       /* other groups' reserve not yet committed by them */
 } mb_quota_view;
 
 typedef enum mb_fit {
 	MB_FIT_OK,
-	MB_FIT_CEILING,    /* the level's share of the budget (less others' reserves) is used up */
+	MB_FIT_CEILING,	   /* the level's share of the budget (less others' reserves) is used up */
 	MB_FIT_CLIENT_MAX, /* the client's own limit */
 	MB_FIT_GROUP_MAX,  /* the group's limit */
 } mb_fit;

@@ -24,8 +24,11 @@ int mb_log_parse_level(const char *name)
 	static const struct {
 		const char *name;
 		int prio;
-	} levels[] = {{"debug", LOG_DEBUG},     {"info", LOG_INFO},   {"notice", LOG_NOTICE},
-		      {"warning", LOG_WARNING}, {"error", LOG_ERR}};
+	} levels[] = {{"debug", LOG_DEBUG},
+		      {"info", LOG_INFO},
+		      {"notice", LOG_NOTICE},
+		      {"warning", LOG_WARNING},
+		      {"error", LOG_ERR}};
 	for (unsigned i = 0; i < sizeof(levels) / sizeof(levels[0]); i++)
 		if (name != NULL && strcmp(name, levels[i].name) == 0)
 			return levels[i].prio;
@@ -35,13 +38,14 @@ int mb_log_parse_level(const char *name)
 void mb_log(int priority, const char *fmt, ...)
 {
 	static const char *const names[] = {"emergency", "alert",  "critical", "error",
-					    "warning",   "notice", "info",     "debug"};
+					    "warning",	 "notice", "info",     "debug"};
 	char line[1024];
 	va_list ap;
 
 	if (priority > max_priority)
 		return;
-	/* journald sets JOURNAL_STREAM for the stderr it captures; only then is "<N>" understood. */
+	/* journald sets JOURNAL_STREAM for the stderr it captures; only then is "<N>" understood.
+	 */
 	if (journal_prefix < 0)
 		journal_prefix = getenv("JOURNAL_STREAM") != NULL;
 	va_start(ap, fmt);

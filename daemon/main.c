@@ -14,6 +14,7 @@
 #include <nng/nng.h>
 #include <systemd/sd-daemon.h>
 
+#include "admin.h"
 #include "broker.h"
 #include "deathwatch.h"
 #include "fdserver.h"
@@ -54,7 +55,8 @@ static int choose_budget(const char *given, uint64_t *budget)
 
 	if (given != NULL) {
 		if (mb_parse_size(given, avail, budget) != 0 || *budget < (1 << 20)) {
-			mb_log(LOG_ERR, "invalid budget '%s' (want e.g. 512M, 4G or 25%%, at least 1M)",
+			mb_log(LOG_ERR,
+			       "invalid budget '%s' (want e.g. 512M, 4G or 25%%, at least 1M)",
 			       given);
 			return -1;
 		}
@@ -98,7 +100,10 @@ static int apply(const mb_options *o, const mb_config *conf, mb_broker *b)
 	uint64_t budget;
 	mb_ledger l;
 
-	if (choose_budget(o->budget ? o->budget : conf->budget[0] ? conf->budget : NULL, &budget) != 0)
+	if (choose_budget(o->budget	    ? o->budget
+			  : conf->budget[0] ? conf->budget
+					    : NULL,
+			  &budget) != 0)
 		return -1;
 	mb_ledger_init(&l, budget);
 	for (int i = 0; i < MB_LEVELS; i++) {
@@ -130,6 +135,8 @@ int main(int argc, char **argv)
 	mb_server *server = NULL;
 	mb_fdserver *fdserver = NULL;
 	mb_deathwatch *deathwatch = NULL;
+	mb_admin *admin = NULL;
+	gid_t admin_gids[1];
 	mb_heartbeat heartbeat;
 	uint64_t next_audit;
 	sigset_t sigs;
@@ -145,8 +152,10 @@ int main(int argc, char **argv)
 	if (opts.log_level < 0 && conf.log_level >= 0)
 		mb_log_set_level(conf.log_level);
 	audit_ms = opts.audit_ms ? opts.audit_ms : conf.audit_ms ? conf.audit_ms : 1000;
-	if (mb_address_resolve(opts.listen ? opts.listen : conf.listen[0] ? conf.listen : NULL, url,
-			       sizeof(url)) != 0) {
+	if (mb_address_resolve(opts.listen	? opts.listen
+			       : conf.listen[0] ? conf.listen
+						: NULL,
+			       url, sizeof(url)) != 0) {
 		mb_log(LOG_ERR, "invalid address '%s' (want ipc:///path or abstract://name)",
 		       opts.listen ? opts.listen : getenv(MB_ADDRESS_ENV));
 		return 2;
@@ -171,6 +180,13 @@ int main(int argc, char **argv)
 		mb_broker_fini(&broker);
 		return 2;
 	}
+	/* Asking nng to listen on a live broker's socket would make it connect and hang up, which
+	 * stops that broker's nng 1.5.2 listener (nng #1518). A full round trip is harmless. */
+	if (mb_probe(url, 2000) == 0) {
+		mb_log(LOG_ERR, "another membrokerd is already serving %s", url);
+		mb_broker_fini(&broker);
+		return 1;
+	}
 	rv = mb_server_start(&broker, url, opts.contexts, &server);
 	if (rv == NNG_EADDRINUSE) {
 		mb_log(LOG_ERR, "another membrokerd is already serving %s", url);
@@ -189,16 +205,23 @@ int main(int argc, char **argv)
 		mb_broker_fini(&broker);
 		return 1;
 	}
+	rv = mb_admin_start(&broker, url, admin_gids, mb_admin_default_gids(admin_gids, 1), &admin);
+	if (rv != 0)
+		mb_log(LOG_WARNING, "no admin channel beside %s (%s): membrokerctl will not work", url,
+		       nng_strerror(rv));
 	rv = mb_deathwatch_start(&broker, &deathwatch);
 	if (rv != 0)
-		mb_log(LOG_WARNING, "cannot watch client processes (%s): a dead client's memory "
-				    "returns only when its connection closes",
+		mb_log(LOG_WARNING,
+		       "cannot watch client processes (%s): a dead client's memory "
+		       "returns only when its connection closes",
 		       strerror(-rv));
 	mb_log(LOG_INFO, "serving %s", url);
 	sd_notifyf(0, "READY=1\nSTATUS=serving %s, budget %" PRIu64 " MiB", url,
 		   broker.ledger.budget >> 20);
 
 	mb_heartbeat_init(&heartbeat, url);
+	heartbeat.relisten = mb_server_relisten;
+	heartbeat.relisten_arg = server;
 	mb_heartbeat_tick(&heartbeat, &broker);
 	next_audit = mb_now_ms() + audit_ms;
 	for (;;) {
@@ -236,6 +259,7 @@ int main(int argc, char **argv)
 	if (mb_broker_abandon_all(&broker) > 0)
 		for (int i = 0; i < 200 && mb_server_busy(server) > 0; i++)
 			usleep(5000);
+	mb_admin_stop(admin);
 	mb_fdserver_stop(fdserver);
 	mb_server_stop(server);
 	mb_deathwatch_stop(deathwatch);

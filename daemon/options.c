@@ -16,26 +16,28 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"Usage: membrokerd [OPTIONS]\n"
-		"Memory allocation broker: owns one memory budget and hands it to clients by critical "
-		"level.\n\n"
-		"  -l, --listen URL      nng address to serve (ipc:///path or abstract://name);\n"
-		"                        default $MEMBROKER_ADDRESS, else " MB_DEFAULT_ADDRESS "\n"
-		"                        for root, else $XDG_RUNTIME_DIR/membroker/membroker.sock\n"
-		"  -c, --config PATH     configuration file (default " MB_DEFAULT_CONFIG ",\n"
-		"                        used if present); options given here take precedence\n"
-		"  -b, --budget SIZE     memory budget: bytes with K/M/G/T suffix, or N%% of the memory\n"
-		"                        available to the daemon; default 50%%\n"
-		"      --log-level LVL   debug, info, notice, warning or error (default info)\n"
-		"      --ceilings T,A,P  share of the budget commits at task, AppDomain and process\n"
-		"                        level may bring the total to, in percent (default 90,97,100)\n"
-		"      --waits T,A,P     how long a commit at each level waits for memory, in ms\n"
-		"                        (default 0,250,2000)\n"
-		"      --audit-interval MS  how often sections are checked against commits (1000)\n"
-		"      --contexts N      requests handled concurrently (default 64)\n"
-		"  -h, --help            show this help\n"
-		"  -V, --version         show the version\n");
+	fprintf(
+	    f,
+	    "Usage: membrokerd [OPTIONS]\n"
+	    "Memory allocation broker: owns one memory budget and hands it to clients by critical "
+	    "level.\n\n"
+	    "  -l, --listen URL      nng address to serve (ipc:///path or abstract://name);\n"
+	    "                        default $MEMBROKER_ADDRESS, else " MB_DEFAULT_ADDRESS "\n"
+	    "                        for root, else $XDG_RUNTIME_DIR/membroker/membroker.sock\n"
+	    "  -c, --config PATH     configuration file (default " MB_DEFAULT_CONFIG ",\n"
+	    "                        used if present); options given here take precedence\n"
+	    "  -b, --budget SIZE     memory budget: bytes with K/M/G/T suffix, or N%% of the "
+	    "memory\n"
+	    "                        available to the daemon; default 50%%\n"
+	    "      --log-level LVL   debug, info, notice, warning or error (default info)\n"
+	    "      --ceilings T,A,P  share of the budget commits at task, AppDomain and process\n"
+	    "                        level may bring the total to, in percent (default 90,97,100)\n"
+	    "      --waits T,A,P     how long a commit at each level waits for memory, in ms\n"
+	    "                        (default 0,250,2000)\n"
+	    "      --audit-interval MS  how often sections are checked against commits (1000)\n"
+	    "      --contexts N      requests handled concurrently (default 64)\n"
+	    "  -h, --help            show this help\n"
+	    "  -V, --version         show the version\n");
 }
 
 int mb_parse_size(const char *s, uint64_t total, uint64_t *out)
@@ -126,24 +128,24 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 {
 	enum { OPT_LOG_LEVEL = 256, OPT_CONTEXTS, OPT_CEILINGS, OPT_WAITS, OPT_AUDIT };
 	static const struct option longopts[] = {
-		{"listen", required_argument, NULL, 'l'},
-		{"budget", required_argument, NULL, 'b'},
-		{"config", required_argument, NULL, 'c'},
-		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-		{"contexts", required_argument, NULL, OPT_CONTEXTS},
-		{"ceilings", required_argument, NULL, OPT_CEILINGS},
-		{"waits", required_argument, NULL, OPT_WAITS},
-		{"audit-interval", required_argument, NULL, OPT_AUDIT},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"budget", required_argument, NULL, 'b'},
+	    {"config", required_argument, NULL, 'c'},
+	    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	    {"contexts", required_argument, NULL, OPT_CONTEXTS},
+	    {"ceilings", required_argument, NULL, OPT_CEILINGS},
+	    {"waits", required_argument, NULL, OPT_WAITS},
+	    {"audit-interval", required_argument, NULL, OPT_AUDIT},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	int c;
 
 	memset(o, 0, sizeof(*o));
 	o->log_level = -1;
 	o->contexts = 64;
-	optind = 1;
+	optind = 0; /* 0, not 1: makes glibc restart its scan, so the parser can run twice */
 	while ((c = getopt_long(argc, argv, "l:b:c:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -192,7 +194,8 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 			char *end;
 			long n = strtol(optarg, &end, 10);
 			if (*end != '\0' || n < 10 || n > 3600000) {
-				fprintf(stderr, "membrokerd: --audit-interval wants 10..3600000 ms\n");
+				fprintf(stderr,
+					"membrokerd: --audit-interval wants 10..3600000 ms\n");
 				return -1;
 			}
 			o->audit_ms = (uint32_t)n;
@@ -202,8 +205,8 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 			usage(stdout);
 			return 1;
 		case 'V':
-			printf("membrokerd %d.%d.%d (protocol %d)\n", MB_VERSION_MAJOR, MB_VERSION_MINOR,
-			       MB_VERSION_PATCH, MB_PROTOCOL_VERSION);
+			printf("membrokerd %d.%d.%d (protocol %d)\n", MB_VERSION_MAJOR,
+			       MB_VERSION_MINOR, MB_VERSION_PATCH, MB_PROTOCOL_VERSION);
 			return 1;
 		default:
 			usage(stderr);

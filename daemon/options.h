@@ -8,16 +8,16 @@
 #include <stdint.h>
 
 typedef struct mb_options {
-	const char *listen;   /* --listen URL, or NULL for $MEMBROKER_ADDRESS / the default */
-	const char *budget;   /* --budget SIZE as given, or NULL for the default */
-	const char *config;   /* --config PATH, or NULL for the default file (optional) */
-	int log_level;        /* syslog priority; -1 = not given */
-	int contexts;         /* nng contexts: requests in flight inside the broker */
+	const char *listen; /* --listen URL, or NULL for $MEMBROKER_ADDRESS / the default */
+	const char *budget; /* --budget SIZE as given, or NULL for the default */
+	const char *config; /* --config PATH, or NULL for the default file (optional) */
+	int log_level;	    /* syslog priority; -1 = not given */
+	int contexts;	    /* nng contexts: requests in flight inside the broker */
 	bool ceilings_set;
 	uint32_t ceiling_permille[3]; /* --ceilings T,A,P in percent (may have one decimal) */
 	bool waits_set;
-	uint32_t wait_ms[3];          /* --waits T,A,P in milliseconds */
-	uint32_t audit_ms;            /* --audit-interval; 0 = not given */
+	uint32_t wait_ms[3]; /* --waits T,A,P in milliseconds */
+	uint32_t audit_ms;   /* --audit-interval; 0 = not given */
 } mb_options;
 
 /* Parses "a,b,c" into three values; percent=true reads percentages (0 < v <= 100, one decimal,

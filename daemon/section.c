@@ -36,7 +36,8 @@ int mb_section_discard(int fd, uint64_t offset, uint64_t len)
 {
 	if (len == 0)
 		return 0;
-	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) != 0)
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) !=
+	    0)
 		return -errno;
 	return 0;
 }

@@ -14,7 +14,8 @@
 /* Creates a sealed section of size bytes. Returns the fd (close-on-exec) or -errno. */
 int mb_section_create(const char *name, uint64_t size);
 
-/* Frees the pages of [offset, offset+len) (hole punch); they read as zero afterwards. 0 or -errno. */
+/* Frees the pages of [offset, offset+len) (hole punch); they read as zero afterwards. 0 or -errno.
+ */
 int mb_section_discard(int fd, uint64_t offset, uint64_t len);
 
 /* Bytes the kernel has allocated for the section (from st_blocks), or 0 on error. */

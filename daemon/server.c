@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <nng/nng.h>
@@ -37,6 +38,8 @@ typedef struct work {
 
 struct mb_server {
 	nng_socket sock;
+	nng_listener listener;
+	char url[512];
 	mb_broker *broker;
 	pthread_mutex_t lock; /* guards works and nworks */
 	work *works;
@@ -244,10 +247,39 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	}
 }
 
+static int listen_on(mb_server *srv)
+{
+	nng_listener l;
+	int rv;
+
+	if ((rv = nng_listener_create(&l, srv->sock, srv->url)) != 0)
+		return rv;
+	if (mb_address_ipc_path(srv->url) != NULL &&
+	    (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0660)) != 0) {
+		nng_listener_close(l);
+		return rv;
+	}
+	if ((rv = nng_listener_start(l, 0)) != 0) {
+		nng_listener_close(l);
+		return rv;
+	}
+	srv->listener = l;
+	return 0;
+}
+
+int mb_server_relisten(void *arg)
+{
+	mb_server *srv = arg;
+
+	/* Closing the listener also closes the connections it accepted: their clients reconnect
+	 * and hand their sections back, as after a broker restart. */
+	nng_listener_close(srv->listener);
+	return listen_on(srv);
+}
+
 int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out)
 {
 	mb_server *srv = calloc(1, sizeof(*srv));
-	nng_listener l;
 	int rv;
 
 	if (srv == NULL)
@@ -259,16 +291,12 @@ int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out
 		free(srv);
 		return rv;
 	}
+	snprintf(srv->url, sizeof(srv->url), "%s", url);
 	/* Before the listener exists, so no connection ever sees an unlimited size. */
 	if ((rv = nng_socket_set_size(srv->sock, NNG_OPT_RECVMAXSZ, MB_WIRE_MAX_MESSAGE)) != 0 ||
 	    (rv = nng_pipe_notify(srv->sock, NNG_PIPE_EV_ADD_POST, pipe_cb, srv)) != 0 ||
 	    (rv = nng_pipe_notify(srv->sock, NNG_PIPE_EV_REM_POST, pipe_cb, srv)) != 0 ||
-	    (rv = nng_listener_create(&l, srv->sock, url)) != 0)
-		goto fail;
-	if (mb_address_ipc_path(url) != NULL &&
-	    (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0660)) != 0)
-		goto fail;
-	if ((rv = nng_listener_start(l, 0)) != 0)
+	    (rv = listen_on(srv)) != 0)
 		goto fail;
 	pthread_mutex_lock(&b->lock);
 	b->close_pipe = close_pipe;

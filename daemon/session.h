@@ -18,7 +18,8 @@
 #include "mb_regmap.h"
 #include "mb_wire.h"
 
-/* A range of address space the client mapped by itself and reported (AcquiredVirtualAddressSpace). */
+/* A range of address space the client mapped by itself and reported (AcquiredVirtualAddressSpace).
+ */
 typedef struct mb_mapped {
 	uint64_t address, size;
 } mb_mapped;
@@ -26,25 +27,26 @@ typedef struct mb_mapped {
 typedef struct mb_session {
 	RB_ENTRY(mb_session) by_pipe;
 	RB_ENTRY(mb_session) by_id;
-	uint32_t pipe_id;   /* nng pipe id: the connection */
-	uint64_t id;        /* session id given at Hello, never reused while the broker runs */
+	uint32_t pipe_id; /* nng pipe id: the connection */
+	uint64_t id;	  /* session id given at Hello, never reused while the broker runs */
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
-	bool hello;         /* Hello done: id, name and section are valid */
+	bool hello; /* Hello done: id, name and section are valid */
 	char name[MB_WIRE_MAX_NAME + 1];
-	int section_fd;     /* -1 before Hello */
-	int pidfd;          /* the peer process, for death detection; -1 if unavailable */
+	int section_fd; /* -1 before Hello */
+	int pidfd;	/* the peer process, for death detection; -1 if unavailable */
 	uint8_t token[MB_WIRE_TOKEN_LEN];
-	bool token_used;    /* the section was handed over (tokens are one-time) */
-	bool adopted;       /* the section is the client's own from before a broker restart */
-	mb_regmap map;      /* reservations and commit state, the broker's authority */
-	time_t connected;   /* CLOCK_MONOTONIC seconds */
-	int max_level;      /* highest critical level it committed at (reclaim order) */
-	int group;          /* index in the broker's configuration, -1 for none */
-	uint32_t offences;  /* writes to memory it had not committed */
-	uint32_t resets;    /* entries it has in the broker's MEM_RESET lists */
-	mb_mapped *mapped;  /* sorted by address */
+	bool token_used;   /* the section was handed over (tokens are one-time) */
+	bool adopted;	   /* the section is the client's own from before a broker restart */
+	bool adopting;     /* ... and the client is still re-registering: no audit yet */
+	mb_regmap map;	   /* reservations and commit state, the broker's authority */
+	time_t connected;  /* CLOCK_MONOTONIC seconds */
+	int max_level;	   /* highest critical level it committed at (reclaim order) */
+	int group;	   /* index in the broker's configuration, -1 for none */
+	uint32_t offences; /* writes to memory it had not committed */
+	uint32_t resets;   /* entries it has in the broker's MEM_RESET lists */
+	mb_mapped *mapped; /* sorted by address */
 	uint32_t nmapped, mapped_cap;
 	uint64_t mapped_bytes;
 } mb_session;

@@ -55,8 +55,8 @@ static uint64_t cgroup_limit(void)
 			snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", rel);
 			limit = read_limit(path);
 		} else if (strstr(line, ":memory:") != NULL) {
-			snprintf(path, sizeof(path), "/sys/fs/cgroup/memory%s/memory.limit_in_bytes",
-				 rel);
+			snprintf(path, sizeof(path),
+				 "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", rel);
 			limit = read_limit(path);
 			if (limit == 0)
 				limit = read_limit("/sys/fs/cgroup/memory/memory.limit_in_bytes");

@@ -88,7 +88,8 @@ static int spawn(mb_test_broker *b, const char *const *extra_args)
 		_exit(127);
 	}
 	if (!mb_test_wait_for(broker_serves, b, 20000) || b->pid < 0) {
-		fprintf(stderr, "harness: membrokerd did not start on %s (log %s)\n", b->address, b->log);
+		fprintf(stderr, "harness: membrokerd did not start on %s (log %s)\n", b->address,
+			b->log);
 		char cmd[300];
 		snprintf(cmd, sizeof(cmd), "cat %s >&2", b->log);
 		if (system(cmd) != 0)

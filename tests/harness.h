@@ -9,9 +9,9 @@
 
 typedef struct mb_test_broker {
 	pid_t pid;
-	char dir[128];      /* temporary directory, removed by stop */
-	char address[256];  /* ipc:// URL of the broker's socket */
-	char log[192];      /* file receiving the broker's stdout and stderr */
+	char dir[128];	   /* temporary directory, removed by stop */
+	char address[256]; /* ipc:// URL of the broker's socket */
+	char log[192];	   /* file receiving the broker's stdout and stderr */
 } mb_test_broker;
 
 /*
@@ -30,7 +30,8 @@ int mb_test_broker_stop(mb_test_broker *b);
 /* SIGKILL and reap, keeping the directory (for restart tests); stop() still cleans up. */
 void mb_test_broker_kill(mb_test_broker *b);
 
-/* Polls cond(arg) every 2 ms until it returns true or timeout_ms passes. Returns the last result. */
+/* Polls cond(arg) every 2 ms until it returns true or timeout_ms passes. Returns the last result.
+ */
 bool mb_test_wait_for(bool (*cond)(void *arg), void *arg, int timeout_ms);
 
 /* Runs fn(arg) in a forked child and returns its wait status (for fault and fork tests). */

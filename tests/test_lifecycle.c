@@ -65,12 +65,12 @@ static void restart_case(bool kill_hard)
 	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "64M", NULL}), 0);
 	snprintf(address, sizeof(address), "%s", b.address);
 	assert_int_equal(mb_connect(address, &c), S_OK);
-	assert_int_equal(mb_virtual_alloc(c, NULL, 4 * MiB, MEM_RESERVE, PAGE_READWRITE,
-					  eTaskCritical, &base),
-			 S_OK);
-	assert_int_equal(mb_virtual_alloc(c, base, 2 * MiB, MEM_COMMIT, PAGE_READWRITE,
-					  eTaskCritical, &mem),
-			 S_OK);
+	assert_int_equal(
+	    mb_virtual_alloc(c, NULL, 4 * MiB, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base),
+	    S_OK);
+	assert_int_equal(
+	    mb_virtual_alloc(c, base, 2 * MiB, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &mem),
+	    S_OK);
 	fill_pattern(mem, 2 * MiB, 7);
 
 	if (kill_hard) {
@@ -97,9 +97,8 @@ static void restart_case(bool kill_hard)
 	assert_int_equal(mbi.RegionSize, 2 * MiB);
 
 	/* A new broker on the same address: the next call reconnects by itself. */
-	assert_int_equal(mb_test_broker_start_at(&b, address,
-						 (const char *[]){"--budget", "64M", NULL}),
-			 0);
+	assert_int_equal(
+	    mb_test_broker_start_at(&b, address, (const char *[]){"--budget", "64M", NULL}), 0);
 	assert_true(mb_test_wait_for(call_succeeds, c, 20000));
 	assert_int_equal(mb_get_session_status(c, &st), S_OK);
 	assert_int_equal(st.committed, 2 * MiB);
@@ -116,9 +115,8 @@ static void restart_case(bool kill_hard)
 					  PAGE_READWRITE, eTaskCritical, &more),
 			 S_OK);
 	assert_int_equal(mb_virtual_free(c, mem, 2 * MiB, MEM_DECOMMIT), S_OK);
-	assert_int_equal(mb_virtual_alloc(c, mem, 4096, MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
-					  &mem),
-			 S_OK);
+	assert_int_equal(
+	    mb_virtual_alloc(c, mem, 4096, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &mem), S_OK);
 	assert_int_equal(((uint8_t *)mem)[0], 0);
 	assert_int_equal(mb_get_session_status(c, &st), S_OK);
 	assert_int_equal(st.committed, MiB + 4096);
@@ -172,9 +170,8 @@ static void test_idle_client_with_callback_is_counted_again(void **state)
 					  PAGE_READWRITE, eTaskCritical, &p),
 			 S_OK);
 	mb_test_broker_kill(&b);
-	assert_int_equal(mb_test_broker_start_at(&b, address,
-						 (const char *[]){"--budget", "64M", NULL}),
-			 0);
+	assert_int_equal(
+	    mb_test_broker_start_at(&b, address, (const char *[]){"--budget", "64M", NULL}), 0);
 	/* The idle client makes no call: its notification thread brings it back. */
 	assert_int_equal(mb_connect(address, &observer), S_OK);
 	t.observer = observer;
@@ -238,8 +235,8 @@ static pid_t spawn_child(const char *address, int mib, bool fork_holder, pid_t *
 	if (pid == 0) {
 		dup2(fds[1], 3);
 		/* A fresh process: nng may not be used after fork in this one. */
-		execl(self_path, self_path, "--child", address, mibs, fork_holder ? "hold" : "alone",
-		      (char *)NULL);
+		execl(self_path, self_path, "--child", address, mibs,
+		      fork_holder ? "hold" : "alone", (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -293,11 +290,11 @@ static void test_killed_client_with_forked_holder(void **state)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_broker_killed_and_restarted),
-		cmocka_unit_test(test_broker_stopped_and_restarted),
-		cmocka_unit_test(test_idle_client_with_callback_is_counted_again),
-		cmocka_unit_test(test_killed_client_memory_returns),
-		cmocka_unit_test(test_killed_client_with_forked_holder),
+	    cmocka_unit_test(test_broker_killed_and_restarted),
+	    cmocka_unit_test(test_broker_stopped_and_restarted),
+	    cmocka_unit_test(test_idle_client_with_callback_is_counted_again),
+	    cmocka_unit_test(test_killed_client_memory_returns),
+	    cmocka_unit_test(test_killed_client_with_forked_holder),
 	};
 
 	self_path = argv[0];

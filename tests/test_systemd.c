@@ -79,8 +79,8 @@ static void rig_start(notify_rig *r, const char *watchdog_usec)
 		setenv("NOTIFY_SOCKET", r->sock_path, 1);
 		if (watchdog_usec != NULL)
 			setenv("WATCHDOG_USEC", watchdog_usec, 1);
-		execl(MEMBROKERD_PATH, MEMBROKERD_PATH, "--listen", r->address, "--config", r->config,
-		      "--budget", "64M", (char *)NULL);
+		execl(MEMBROKERD_PATH, MEMBROKERD_PATH, "--listen", r->address, "--config",
+		      r->config, "--budget", "64M", (char *)NULL);
 		_exit(127);
 	}
 }
@@ -177,22 +177,21 @@ static void test_reload_valid_and_invalid(void **state)
 	rig_start(&r, NULL);
 	assert_true(rig_wait_for(&r, "READY=1", 20000));
 	assert_int_equal(mb_connect(r.address, &c), S_OK);
-	assert_int_equal(mb_virtual_alloc(c, NULL, 16 << 20, MEM_RESERVE, PAGE_READWRITE,
-					  eTaskCritical, &p),
-			 S_OK);
+	assert_int_equal(
+	    mb_virtual_alloc(c, NULL, 16 << 20, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p),
+	    S_OK);
 	/* 12 MiB is over the client limit of 8 MiB. */
-	assert_int_equal(mb_virtual_alloc(c, p, 12 << 20, MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
-					  &q),
-			 E_OUTOFMEMORY);
+	assert_int_equal(
+	    mb_virtual_alloc(c, p, 12 << 20, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q),
+	    E_OUTOFMEMORY);
 
 	/* A valid change applies without dropping the client. */
 	write_file(r.config, "[limits]\nclient_max = 32M\n");
 	kill(r.pid, SIGHUP);
 	assert_true(rig_wait_for(&r, "RELOADING=1", 20000));
 	assert_true(rig_wait_for(&r, "READY=1", 20000));
-	assert_int_equal(mb_virtual_alloc(c, p, 12 << 20, MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
-					  &q),
-			 S_OK);
+	assert_int_equal(
+	    mb_virtual_alloc(c, p, 12 << 20, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
 	assert_int_equal(mb_virtual_free(c, q, 12 << 20, MEM_DECOMMIT), S_OK);
 
 	/* An invalid file is refused with its line, and the running configuration stays. */
@@ -200,9 +199,8 @@ static void test_reload_valid_and_invalid(void **state)
 	kill(r.pid, SIGHUP);
 	assert_true(rig_wait_for(&r, "RELOADING=1", 20000));
 	assert_true(rig_wait_for(&r, "READY=1", 20000));
-	assert_int_equal(mb_virtual_alloc(c, p, 12 << 20, MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
-					  &q),
-			 S_OK);
+	assert_int_equal(
+	    mb_virtual_alloc(c, p, 12 << 20, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q), S_OK);
 	FILE *f = fopen(r.log, "r");
 	assert_non_null(f);
 	size_t n = fread(logtext, 1, sizeof(logtext) - 1, f);
@@ -242,10 +240,11 @@ static void test_unit_verifies_clean(void **state)
 		fail_msg("systemd-analyze is missing (package systemd)");
 	assert_non_null(mkdtemp(dir));
 	/* The unit names the installed path; verify it against the binary of this build. */
-	snprintf(cmd, sizeof(cmd),
-		 "sed 's|/usr/sbin/membrokerd|%s|' %s/systemd/membroker.service > %s/membroker.service"
-		 " && systemd-analyze verify --man=no %s/membroker.service 2>&1",
-		 MEMBROKERD_PATH, MB_SOURCE_DIR, dir, dir);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "sed 's|/usr/sbin/membrokerd|%s|' %s/systemd/membroker.service > %s/membroker.service"
+	    " && systemd-analyze verify --man=no %s/membroker.service 2>&1",
+	    MEMBROKERD_PATH, MB_SOURCE_DIR, dir, dir);
 	FILE *p = popen(cmd, "r");
 	assert_non_null(p);
 	size_t n = fread(out, 1, sizeof(out) - 1, p);
@@ -262,10 +261,10 @@ static void test_unit_verifies_clean(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_notify_sequence),
-		cmocka_unit_test(test_reload_valid_and_invalid),
-		cmocka_unit_test(test_invalid_config_at_start),
-		cmocka_unit_test(test_unit_verifies_clean),
+	    cmocka_unit_test(test_notify_sequence),
+	    cmocka_unit_test(test_reload_valid_and_invalid),
+	    cmocka_unit_test(test_invalid_config_at_start),
+	    cmocka_unit_test(test_unit_verifies_clean),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);

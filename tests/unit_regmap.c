@@ -94,12 +94,12 @@ static void test_insert_fields(void **state)
 	assert_int_equal(r->span, 2 * GR);
 	assert_int_equal(r->alloc_protect, 0x40);
 	assert_int_equal(r->committed_pages, 0);
-	assert_non_null(r->state);
-	assert_non_null(r->prot);
+	assert_non_null(r->chunks);
+	assert_true(r->track_protect);
 	assert_null(r->user);
 	for (i = 0; i < 17; i++) {
-		assert_int_equal(r->state[i], 0);
-		assert_int_equal(r->prot[i], 0);
+		assert_int_equal(mb_region_state(r, i), 0);
+		assert_int_equal(mb_region_prot(r, i), 0);
 	}
 	assert_int_equal(map.count, 1);
 	assert_int_equal(map.reserved_bytes, 17 * PG);
@@ -115,8 +115,8 @@ static void test_insert_fields(void **state)
 	/* Without protection tracking there is no prot array. */
 	mb_regmap_init(&map, false);
 	r = ins(&map, 0x10000, PG);
-	assert_null(r->prot);
-	assert_non_null(r->state);
+	assert_false(r->track_protect);
+	assert_non_null(r->chunks);
 	assert_int_equal(r->span, GR);
 	mb_regmap_clear(&map, NULL, NULL);
 }
@@ -281,8 +281,8 @@ static void test_commit_decommit(void **state)
 	for (i = 0; i < 8; i++) {
 		bool in = i >= 2 && i < 5;
 
-		assert_int_equal(a->state[i], in ? MB_PAGE_COMMITTED : 0);
-		assert_int_equal(a->prot[i], in ? 7 : 0);
+		assert_int_equal(mb_region_state(a, i), in ? MB_PAGE_COMMITTED : 0);
+		assert_int_equal(mb_region_prot(a, i), in ? 7 : 0);
 	}
 	assert_int_equal(mb_region_committed_in(a, 0, 8), 3);
 	assert_int_equal(mb_region_committed_in(a, 0, 2), 0);
@@ -295,8 +295,8 @@ static void test_commit_decommit(void **state)
 	assert_int_equal(mb_region_commit(&map, a, 0, 4, 2), 2);
 	assert_int_equal(a->committed_pages, 5);
 	assert_int_equal(map.committed_pages, 5);
-	assert_int_equal(a->prot[3], 2);
-	assert_int_equal(a->prot[4], 7);
+	assert_int_equal(mb_region_prot(a, 3), 2);
+	assert_int_equal(mb_region_prot(a, 4), 7);
 
 	assert_int_equal(mb_region_commit(&map, b, 0, 4, 1), 4);
 	assert_int_equal(map.committed_pages, 9);
@@ -304,27 +304,27 @@ static void test_commit_decommit(void **state)
 	assert_int_equal(mb_region_committed_in(b, 1, 2), 2);
 
 	/* Commit clears the reset and discarded bits. */
-	a->state[0] |= MB_PAGE_RESET;
-	a->state[1] |= MB_PAGE_RESET | MB_PAGE_DISCARDED;
+	mb_region_update(&map, a, 0, 1, 0, 0, 0, MB_PAGE_RESET, -1, NULL);
+	mb_region_update(&map, a, 1, 1, 0, 0, 0, MB_PAGE_RESET | MB_PAGE_DISCARDED, -1, NULL);
 	assert_int_equal(mb_region_commit(&map, a, 0, 2, 4), 0);
-	assert_int_equal(a->state[0], MB_PAGE_COMMITTED);
-	assert_int_equal(a->state[1], MB_PAGE_COMMITTED);
+	assert_int_equal(mb_region_state(a, 0), MB_PAGE_COMMITTED);
+	assert_int_equal(mb_region_state(a, 1), MB_PAGE_COMMITTED);
 
 	/* Decommit returns the formerly committed count and zeroes the state. */
-	a->state[4] |= MB_PAGE_RESET;
+	mb_region_update(&map, a, 4, 1, 0, 0, 0, MB_PAGE_RESET, -1, NULL);
 	assert_int_equal(mb_region_decommit(&map, a, 3, 5), 2);
 	assert_int_equal(a->committed_pages, 3);
 	assert_int_equal(map.committed_pages, 7);
 	for (i = 3; i < 8; i++)
-		assert_int_equal(a->state[i], 0);
+		assert_int_equal(mb_region_state(a, i), 0);
 	assert_int_equal(mb_region_decommit(&map, a, 3, 5), 0);
 	assert_int_equal(map.committed_pages, 7);
 
 	/* set_prot touches only the given pages. */
 	mb_region_set_prot(a, 1, 1, 5);
-	assert_int_equal(a->prot[0], 4);
-	assert_int_equal(a->prot[1], 5);
-	assert_int_equal(a->prot[2], 2);
+	assert_int_equal(mb_region_prot(a, 0), 4);
+	assert_int_equal(mb_region_prot(a, 1), 5);
+	assert_int_equal(mb_region_prot(a, 2), 2);
 
 	/* Out-of-range page indices are clamped rather than written past the arrays. */
 	assert_int_equal(mb_region_commit(&map, a, 6, SIZE_MAX, 3), 2);
@@ -334,7 +334,7 @@ static void test_commit_decommit(void **state)
 	assert_int_equal(mb_region_committed_in(a, 7, SIZE_MAX), 1);
 	assert_int_equal(mb_region_committed_in(a, SIZE_MAX, 1), 0);
 	mb_region_set_prot(a, 7, SIZE_MAX, 6);
-	assert_int_equal(a->prot[7], 6);
+	assert_int_equal(mb_region_prot(a, 7), 6);
 	assert_int_equal(mb_region_decommit(&map, a, 7, SIZE_MAX), 1);
 	assert_int_equal(mb_region_decommit(&map, a, SIZE_MAX, 2), 0);
 	assert_int_equal(a->committed_pages, 4);
@@ -363,7 +363,7 @@ static void test_untracked_prot(void **state)
 	a = ins(&map, 0x100000, 4 * PG);
 	assert_int_equal(mb_region_commit(&map, a, 0, 4, 3), 4); /* prot ignored */
 	mb_region_set_prot(a, 0, 4, 2);				 /* no-op */
-	assert_null(a->prot);
+	assert_false(a->track_protect);
 	assert_int_equal(mb_region_committed_in(a, 0, 4), 4);
 	assert_int_equal(map.committed_pages, 4);
 	mb_regmap_clear(&map, NULL, NULL);
@@ -539,6 +539,72 @@ static void test_many(void **state)
 	free(order);
 }
 
+/*
+ * A reservation of 64 TiB with a few committed pages: page state exists only where pages are used
+ * (chunks of MB_CHUNK_PAGES), walks skip untouched chunks, and chunks go away when their pages are
+ * all zero again. Regression for a client reserving terabytes to make the broker allocate and
+ * scan a byte per page.
+ */
+static void test_huge_sparse_region(void **state)
+{
+	const size_t pages = ((size_t)64 << 40) >> MB_PAGE_SHIFT;
+	const size_t far = pages - 3;
+	mb_regmap map;
+	mb_region *r;
+	size_t allocated = 0, lost = 0;
+
+	(void)state;
+	mb_regmap_init(&map, true);
+	r = ins(&map, (uintptr_t)1 << 40, (size_t)64 << 40);
+	assert_int_equal(r->nchunks, pages / MB_CHUNK_PAGES);
+	for (size_t i = 0; i < r->nchunks; i++)
+		allocated += r->chunks[i] != NULL;
+	assert_int_equal(allocated, 0);
+
+	/* Two runs far apart, one straddling a chunk boundary. */
+	assert_int_equal(mb_region_commit(&map, r, MB_CHUNK_PAGES - 2, 4, 5), 4);
+	assert_int_equal(mb_region_commit(&map, r, far, 3, 6), 3);
+	allocated = 0;
+	for (size_t i = 0; i < r->nchunks; i++)
+		allocated += r->chunks[i] != NULL;
+	assert_int_equal(allocated, 3);
+	assert_int_equal(mb_region_committed_in(r, 0, pages), 7);
+	assert_int_equal(map.committed_pages, 7);
+	assert_int_equal(mb_region_count(r, 0, pages, MB_PAGE_COMMITTED, 0), pages - 7);
+
+	/* Runs and finds cross absent chunks in one step each. */
+	assert_int_equal(mb_region_find(r, 0, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED),
+			 MB_CHUNK_PAGES - 2);
+	assert_int_equal(mb_region_run_end(r, MB_CHUNK_PAGES - 2, pages, MB_PAGE_COMMITTED,
+					   MB_PAGE_COMMITTED),
+			 MB_CHUNK_PAGES + 2);
+	assert_int_equal(mb_region_find(r, MB_CHUNK_PAGES + 2, pages, MB_PAGE_COMMITTED,
+					MB_PAGE_COMMITTED),
+			 far);
+	assert_int_equal(mb_region_query_run(r, MB_CHUNK_PAGES + 2), far);
+	assert_int_equal(mb_region_query_run(r, far), pages);
+	assert_int_equal(mb_region_prot(r, far + 1), 6);
+
+	/* Conditional update: only reset pages change. */
+	mb_region_update(&map, r, far, 1, 0, 0, 0, MB_PAGE_RESET, -1, NULL);
+	assert_int_equal(mb_region_update(&map, r, 0, pages, MB_PAGE_RESET, MB_PAGE_RESET,
+					  MB_PAGE_COMMITTED, MB_PAGE_DISCARDED, -1, &lost),
+			 0);
+	assert_int_equal(lost, 1);
+	assert_int_equal(mb_region_state(r, far), MB_PAGE_RESET | MB_PAGE_DISCARDED);
+	assert_int_equal(map.committed_pages, 6);
+
+	/* Decommitting everything frees every chunk. */
+	assert_int_equal(mb_region_decommit(&map, r, 0, pages), 6);
+	allocated = 0;
+	for (size_t i = 0; i < r->nchunks; i++)
+		allocated += r->chunks[i] != NULL;
+	assert_int_equal(allocated, 0);
+	assert_int_equal(map.committed_pages, 0);
+	assert_int_equal(mb_region_state(r, far), 0);
+	mb_regmap_clear(&map, NULL, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -548,6 +614,7 @@ int main(void)
 	    cmocka_unit_test(test_span_overlaps),  cmocka_unit_test(test_commit_decommit),
 	    cmocka_unit_test(test_untracked_prot), cmocka_unit_test(test_clear),
 	    cmocka_unit_test(test_many),
+	    cmocka_unit_test(test_huge_sparse_region),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

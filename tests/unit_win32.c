@@ -611,7 +611,7 @@ static void test_query_runs(void **state)
 	expect_run(&m, f->a, A_BASE + 3 * PG, PG, MEM_COMMIT, PAGE_READWRITE | PAGE_NOCACHE);
 
 	/* Reset pages are still committed and do not split a run. */
-	f->a->state[4] |= MB_PAGE_RESET;
+	mb_region_update(&f->map, f->a, 4, 1, 0, 0, 0, MB_PAGE_RESET, -1, NULL);
 	query(&f->map, A_BASE + 4 * PG, &m);
 	expect_run(&m, f->a, A_BASE + 4 * PG, 2 * PG, MEM_COMMIT, PAGE_READONLY);
 
