@@ -20,8 +20,10 @@
 #include "mb_address.h"
 #include "mb_wire.h"
 
-/* A reply the client does not read within this time is dropped with its connection. */
-#define SEND_TIMEOUT_MS 5000
+/* A reply the client does not read within this time is dropped with its connection (a client that
+ * never reads must not pin a context forever; a merely slow one on a loaded machine must not lose
+ * its connection). */
+#define SEND_TIMEOUT_MS 30000
 /* Contexts kept receiving while others are parked (waiting commits, watches). */
 #define MIN_RECEIVING 8
 /* Upper bound of contexts, so parked requests cannot grow the broker without limit. */
@@ -166,8 +168,12 @@ static void work_cb(void *arg)
 			if (msg != NULL) {
 				pipe = nng_msg_get_pipe(msg);
 				nng_msg_free(msg);
-				if (rv == NNG_ETIMEDOUT && nng_pipe_id(pipe) > 0)
+				if (rv == NNG_ETIMEDOUT && nng_pipe_id(pipe) > 0) {
+					mb_log(LOG_NOTICE,
+					       "pipe %d did not read its reply in %d ms; closing it",
+					       nng_pipe_id(pipe), SEND_TIMEOUT_MS);
 					nng_pipe_close(pipe);
+				}
 			}
 			if (rv == NNG_ECLOSED)
 				return;

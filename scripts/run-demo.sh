@@ -23,6 +23,9 @@ until "$client" >/dev/null 2>&1; do
 done
 
 "$client"
+echo
+echo "run-demo: what an operator sees (membrokerctl status):"
+"$build/ctl/membrokerctl" status || true
 kill -TERM "$pid"
 wait "$pid"
 trap - EXIT INT TERM
