@@ -6,6 +6,7 @@
  * the lock is released, so a large `clients` or `metrics` answer does not hold up the request path.
  */
 #include "admin.h"
+#include "creds.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -645,38 +646,17 @@ int mb_admin_handle(mb_broker *b, const void *req, size_t len, void **reply, siz
 
 /* ---- access control ---- */
 
-/* Supplementary groups of pid from /proc, checked against the admin list; the process must still
- * have uid as its real and effective uid. */
+/* Supplementary groups of pid, checked against the admin list. */
 static bool proc_groups_allowed(const mb_admin *a, pid_t pid, uid_t uid)
 {
-	char path[64], line[1024];
-	bool uid_ok = false, allowed = false;
-	FILE *f;
+	gid_t groups[256];
+	int n = mb_proc_groups(pid, uid, groups, 256);
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (f == NULL)
-		return false;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, "Uid:", 4) == 0) {
-			unsigned ruid, euid;
-			uid_ok = sscanf(line + 4, "%u %u", &ruid, &euid) == 2 && ruid == uid &&
-				 euid == uid;
-		} else if (strncmp(line, "Groups:", 7) == 0) {
-			char *p = line + 7, *end;
-			for (;;) {
-				unsigned long g = strtoul(p, &end, 10);
-				if (end == p)
-					break;
-				for (int i = 0; i < a->ngids; i++)
-					if (a->gids[i] == (gid_t)g)
-						allowed = true;
-				p = end;
-			}
-		}
-	}
-	fclose(f);
-	return uid_ok && allowed;
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < a->ngids; j++)
+			if (a->gids[j] == groups[i])
+				return true;
+	return false;
 }
 
 int mb_admin_peer_allowed(const mb_admin *a, pid_t pid, uid_t uid, gid_t gid)

@@ -159,6 +159,20 @@ static int handler(void *user, const char *section, const char *k, const char *v
 			snprintf(c->listen, sizeof(c->listen), "%s", v);
 			return 1;
 		}
+		if (strcmp(k, "socket_mode") == 0) {
+			char *end;
+			unsigned long m = strtoul(v, &end, 8);
+			if (*v == '\0' || *end != '\0' || m == 0 || m > 0777)
+				return fail(x, "socket_mode: '%s' is not an octal mode like 0660%s", v, "");
+			c->socket_mode = (uint32_t)m;
+			return 1;
+		}
+		if (strcmp(k, "socket_group") == 0) {
+			if (*v == '\0' || strlen(v) >= sizeof(c->socket_group))
+				return fail(x, "socket_group: '%s' is not a group%s", v, "");
+			snprintf(c->socket_group, sizeof(c->socket_group), "%s", v);
+			return 1;
+		}
 		if (strcmp(k, "budget") == 0) {
 			if (mb_parse_size(v, UINT64_C(1) << 40, &n) != 0 ||
 			    strlen(v) >= sizeof(c->budget))
@@ -213,6 +227,14 @@ static int handler(void *user, const char *section, const char *k, const char *v
 			return 1;
 		}
 		return fail(x, "unknown key '%s' in [limits]%s", k, "");
+	}
+	if (strcmp(section, "access") == 0) {
+		mb_id_list *l = strcmp(k, "uids") == 0	 ? &c->access_uids
+				: strcmp(k, "gids") == 0 ? &c->access_gids
+							 : NULL;
+		if (l == NULL)
+			return fail(x, "unknown key '%s' in [access]%s", k, "");
+		return mb_id_list_parse(v, l) == 0 ? 1 : fail(x, "%s: bad id list '%s'", k, v);
 	}
 	if (strncmp(section, "group.", 6) == 0) {
 		mb_group_conf *g = group_for(x, section);

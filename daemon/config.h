@@ -3,7 +3,9 @@
  * /etc/membroker/membroker.conf. Every key is optional; a missing file means built-in defaults.
  * See systemd/membroker.conf for the documented example.
  *
- *   [broker]        listen, budget, ceilings, waits, audit_interval_ms, log_level
+ *   [broker]        listen, socket_mode, socket_group, budget, ceilings, waits,
+ *                   audit_interval_ms, log_level
+ *   [access]        uids, gids: who may use the broker (empty: whoever can open the socket)
  *   [limits]        client_max, client_max_reservations, client_max_reserved,
  *                   sessions_per_uid, client_max_mapped
  *   [group.NAME]    uids, gids, names, name_uids, max, reserve    (up to MB_MAX_GROUPS)
@@ -46,6 +48,10 @@ typedef struct mb_group_conf {
 
 typedef struct mb_config {
 	char listen[512];
+	uint32_t socket_mode;  /* 0 = default (0660) */
+	char socket_group[64]; /* empty = the daemon's group */
+	mb_id_list access_uids; /* may connect (root always may); both empty: no check */
+	mb_id_list access_gids; /* primary or supplementary group */
 	char budget[64]; /* as written (a size or a percentage); empty = default */
 	bool ceilings_set, waits_set;
 	uint32_t ceiling_permille[3];

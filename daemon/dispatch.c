@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "creds.h"
 #include "log.h"
 #include "mb_win32.h"
 #include "section.h"
@@ -97,6 +98,25 @@ static HRESULT resolve(mb_broker *b, mb_session *s, uint64_t address, uint64_t s
 	return not_held(b, s, address, outside, r);
 }
 
+/* [access]: root always; else the uid, the primary gid or a supplementary group must be listed. */
+static bool access_allowed(const mb_broker *b, const mb_session *s)
+{
+	const mb_config *c = &b->conf;
+	gid_t groups[256];
+	int n;
+
+	if (s->uid == 0 || (c->access_uids.n == 0 && c->access_gids.n == 0))
+		return true;
+	if (mb_id_list_has(&c->access_uids, (uint32_t)s->uid) ||
+	    mb_id_list_has(&c->access_gids, (uint32_t)s->gid))
+		return true;
+	n = mb_proc_groups(s->pid, s->uid, groups, 256);
+	for (int i = 0; i < n; i++)
+		if (mb_id_list_has(&c->access_gids, (uint32_t)groups[i]))
+			return true;
+	return false;
+}
+
 static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello *m, reply *r)
 {
 	char name[64];
@@ -104,6 +124,9 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 
 	if (s->hello)
 		return fail(r, E_FAIL, "hello sent twice on one connection");
+	if (!access_allowed(b, s))
+		return fail(r, E_ACCESSDENIED, "uid %u is not allowed to use this broker ([access])",
+			    (unsigned)s->uid);
 	if (mb_broker_banned(b, s->pid))
 		return fail(r, HOST_E_CLRNOTAVAILABLE,
 			    "this process was disconnected for writing memory it had not committed; "

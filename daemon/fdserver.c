@@ -100,7 +100,7 @@ static void *run(void *arg)
 	}
 }
 
-int mb_fdserver_start(mb_broker *b, const char *url, mb_fdserver **out)
+int mb_fdserver_start(mb_broker *b, const char *url, int mode, gid_t gid, mb_fdserver **out)
 {
 	mb_fdserver *f = calloc(1, sizeof(*f));
 	struct sockaddr_un sun;
@@ -125,7 +125,9 @@ int mb_fdserver_start(mb_broker *b, const char *url, mb_fdserver **out)
 	f->stop_fd = eventfd(0, EFD_CLOEXEC);
 	if (f->listen_fd < 0 || f->stop_fd < 0 ||
 	    bind(f->listen_fd, (struct sockaddr *)&sun, len) != 0 ||
-	    (f->path[0] != '\0' && chmod(f->path, 0660) != 0) || listen(f->listen_fd, 128) != 0) {
+	    (f->path[0] != '\0' && chmod(f->path, (mode_t)mode) != 0) ||
+	    (f->path[0] != '\0' && gid != (gid_t)-1 && chown(f->path, (uid_t)-1, gid) != 0) ||
+	    listen(f->listen_fd, 128) != 0) {
 		rv = -errno;
 		goto fail;
 	}

@@ -24,9 +24,10 @@
 
 typedef struct mb_fdserver mb_fdserver;
 
-/* Binds the socket for the RPC url (mb_address_fd_socket) with mode 0660 and starts its thread.
- * A stale socket file is replaced (the caller already owns the RPC address). 0 or -errno. */
-int mb_fdserver_start(mb_broker *b, const char *url, mb_fdserver **out);
+/* Binds the socket for the RPC url (mb_address_fd_socket) with the RPC socket's mode and group
+ * and starts its thread. A stale socket file is replaced (the caller already owns the RPC
+ * address). 0 or -errno. */
+int mb_fdserver_start(mb_broker *b, const char *url, int mode, gid_t gid, mb_fdserver **out);
 
 /* Stops the thread, closes and unlinks the socket. */
 void mb_fdserver_stop(mb_fdserver *f);

@@ -2,6 +2,7 @@
  * main.c: membrokerd: options, budget, signals, start-up and orderly shutdown.
  */
 #include <errno.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -70,6 +71,24 @@ static int choose_budget(const char *given, uint64_t *budget)
 	*budget = avail / 2;
 	mb_log(LOG_INFO, "budget %" PRIu64 " MiB (half of %" PRIu64 " MiB, %s)", *budget >> 20,
 	       avail >> 20, source);
+	return 0;
+}
+
+/* A group name or number. */
+static int resolve_group(const char *name, gid_t *gid)
+{
+	struct group *g = getgrnam(name);
+	char *end;
+	unsigned long n;
+
+	if (g != NULL) {
+		*gid = g->gr_gid;
+		return 0;
+	}
+	n = strtoul(name, &end, 10);
+	if (*name == '\0' || *end != '\0')
+		return -1;
+	*gid = (gid_t)n;
 	return 0;
 }
 
@@ -187,7 +206,14 @@ int main(int argc, char **argv)
 		mb_broker_fini(&broker);
 		return 1;
 	}
-	rv = mb_server_start(&broker, url, opts.contexts, &server);
+	int mode = conf.socket_mode ? (int)conf.socket_mode : 0660;
+	gid_t gid = (gid_t)-1;
+	if (conf.socket_group[0] != '\0' && resolve_group(conf.socket_group, &gid) != 0) {
+		mb_log(LOG_ERR, "socket_group '%s' is not a group", conf.socket_group);
+		mb_broker_fini(&broker);
+		return 2;
+	}
+	rv = mb_server_start(&broker, url, opts.contexts, mode, gid, &server);
 	if (rv == NNG_EADDRINUSE) {
 		mb_log(LOG_ERR, "another membrokerd is already serving %s", url);
 		mb_broker_fini(&broker);
@@ -198,7 +224,7 @@ int main(int argc, char **argv)
 		mb_broker_fini(&broker);
 		return 1;
 	}
-	rv = mb_fdserver_start(&broker, url, &fdserver);
+	rv = mb_fdserver_start(&broker, url, mode, gid, &fdserver);
 	if (rv != 0) {
 		mb_log(LOG_ERR, "cannot open the section socket beside %s: %s", url, strerror(-rv));
 		mb_server_stop(server);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -42,6 +43,8 @@ struct mb_server {
 	nng_socket sock;
 	nng_listener listener;
 	char url[512];
+	int mode;  /* socket file mode */
+	gid_t gid; /* socket file group, or (gid_t)-1 */
 	mb_broker *broker;
 	pthread_mutex_t lock; /* guards works and nworks */
 	work *works;
@@ -261,13 +264,20 @@ static int listen_on(mb_server *srv)
 	if ((rv = nng_listener_create(&l, srv->sock, srv->url)) != 0)
 		return rv;
 	if (mb_address_ipc_path(srv->url) != NULL &&
-	    (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0660)) != 0) {
+	    (rv = nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, srv->mode)) != 0) {
 		nng_listener_close(l);
 		return rv;
 	}
 	if ((rv = nng_listener_start(l, 0)) != 0) {
 		nng_listener_close(l);
 		return rv;
+	}
+	if (srv->gid != (gid_t)-1 && mb_address_ipc_path(srv->url) != NULL &&
+	    chown(mb_address_ipc_path(srv->url), (uid_t)-1, srv->gid) != 0) {
+		mb_log(LOG_ERR, "cannot give %s to group %u: %s", mb_address_ipc_path(srv->url),
+		       (unsigned)srv->gid, strerror(errno));
+		nng_listener_close(l);
+		return NNG_EPERM;
 	}
 	srv->listener = l;
 	return 0;
@@ -283,7 +293,8 @@ int mb_server_relisten(void *arg)
 	return listen_on(srv);
 }
 
-int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out)
+int mb_server_start(mb_broker *b, const char *url, int contexts, int mode, gid_t gid,
+		    mb_server **out)
 {
 	mb_server *srv = calloc(1, sizeof(*srv));
 	int rv;
@@ -291,6 +302,8 @@ int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out
 	if (srv == NULL)
 		return NNG_ENOMEM;
 	srv->broker = b;
+	srv->mode = mode;
+	srv->gid = gid;
 	pthread_mutex_init(&srv->lock, NULL);
 	if ((rv = nng_rep0_open(&srv->sock)) != 0) {
 		pthread_mutex_destroy(&srv->lock);

@@ -4,16 +4,20 @@
 #ifndef MB_SERVER_H
 #define MB_SERVER_H
 
+#include <sys/types.h>
+
 #include "broker.h"
 
 typedef struct mb_server mb_server;
 
 /*
- * Listens on url (ipc:// or abstract://) with socket permissions 0660 and starts `contexts`
- * request state machines that hand requests to mb_dispatch(). Returns 0 and *out, or an nng error
- * (NNG_EADDRINUSE when a live broker already serves url).
+ * Listens on url (ipc:// or abstract://) with socket file mode `mode` and group gid ((gid_t)-1:
+ * the daemon's) and starts `contexts` request state machines that hand requests to
+ * mb_dispatch(). Returns 0 and *out, or an nng error (NNG_EADDRINUSE when a live broker already
+ * serves url, NNG_EPERM when the group cannot be set).
  */
-int mb_server_start(mb_broker *b, const char *url, int contexts, mb_server **out);
+int mb_server_start(mb_broker *b, const char *url, int contexts, int mode, gid_t gid,
+		    mb_server **out);
 
 /*
  * Closes the listener and opens a new one on the same address (arg is the mb_server). 0 or an nng

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -229,6 +230,69 @@ static void test_invalid_config_at_start(void **state)
 	rig_stop(&r);
 }
 
+static const char *self_path;
+
+/* Child mode: become nobody, connect, exit 0 connected / 3 refused by the broker / 4 other. */
+static int access_child(const char *address)
+{
+	mb_client *c;
+	HRESULT hr;
+
+	if (setgid(65534) != 0 || setuid(65534) != 0)
+		return 5;
+	hr = mb_connect(address, &c);
+	if (hr == S_OK) {
+		mb_disconnect(c);
+		return 0;
+	}
+	fprintf(stderr, "access child: %s\n", mb_last_error());
+	return hr == HOST_E_CLRNOTAVAILABLE && strstr(mb_last_error(), "not allowed") ? 3 : 4;
+}
+
+static int run_access_child(const char *address)
+{
+	int status = -1;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		execl(self_path, self_path, "--access-child", address, (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+static void test_access_control(void **state)
+{
+	notify_rig r;
+	struct stat st;
+	char sock[200];
+
+	(void)state;
+	rig_open(&r);
+	/* Others may open the sockets (0666) so that [access] is what decides. */
+	write_file(r.config, "[broker]\nsocket_mode = 0666\n[access]\nuids = 1000-1999\n");
+	assert_int_equal(chmod(r.dir, 0755), 0);
+	rig_start(&r, NULL);
+	assert_true(rig_wait_for(&r, "READY=1", 20000));
+	snprintf(sock, sizeof(sock), "%s/mb.sock", r.dir);
+	assert_int_equal(stat(sock, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0666);
+	snprintf(sock, sizeof(sock), "%s/mb.sock.fd", r.dir);
+	assert_int_equal(stat(sock, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0666);
+	assert_int_equal(run_access_child(r.address), 3);
+
+	/* Allowed after a reload that lists the uid. */
+	write_file(r.config, "[broker]\nsocket_mode = 0666\n[access]\nuids = 1000-1999, 65534\n");
+	kill(r.pid, SIGHUP);
+	assert_true(rig_wait_for(&r, "RELOADING=1", 20000));
+	assert_true(rig_wait_for(&r, "READY=1", 20000));
+	assert_int_equal(run_access_child(r.address), 0);
+	rig_stop(&r);
+}
+
 static void test_unit_verifies_clean(void **state)
 {
 	char dir[] = "/tmp/mbunit.XXXXXX";
@@ -258,14 +322,18 @@ static void test_unit_verifies_clean(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_notify_sequence),
 	    cmocka_unit_test(test_reload_valid_and_invalid),
 	    cmocka_unit_test(test_invalid_config_at_start),
+	    cmocka_unit_test(test_access_control),
 	    cmocka_unit_test(test_unit_verifies_clean),
 	};
+	if (argc == 3 && strcmp(argv[1], "--access-child") == 0)
+		return access_child(argv[2]);
+	self_path = argv[0];
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
