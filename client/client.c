@@ -142,6 +142,12 @@ static HRESULT transport_failure(mb_client *c, int rv, const char *what)
 HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_response **resp,
 			  int timeout_ms)
 {
+	return mb_client_call_pipe(c, slot, req, resp, timeout_ms, NULL);
+}
+
+HRESULT mb_client_call_pipe(mb_client *c, mb_call_slot *slot, mb_request *req, mb_response **resp,
+			    int timeout_ms, uint32_t *pipe_id)
+{
 	nng_msg *msg = NULL;
 	mb_response *r;
 	int rv;
@@ -167,6 +173,8 @@ HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_
 		 * client cannot trust its own view any more. */
 		return transport_failure(c, rv, "waiting for the broker");
 	msg = nng_aio_get_msg(slot->aio);
+	if (pipe_id != NULL)
+		*pipe_id = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));
 	r = mb_wire_unpack_response(nng_msg_body(msg), nng_msg_len(msg));
 	nng_msg_free(msg);
 	if (r == NULL || r->request_id != req->request_id) {
@@ -182,7 +190,8 @@ HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_
 	return S_OK;
 }
 
-HRESULT mb_client_call(mb_client *c, mb_request *req, mb_response **resp)
+/* mb_client_call, also telling which connection (nng pipe) carried the reply. */
+static HRESULT call_via(mb_client *c, mb_request *req, mb_response **resp, uint32_t *pipe_id)
 {
 	mb_call_slot *slot = slot_get(c);
 	HRESULT hr;
@@ -190,12 +199,17 @@ HRESULT mb_client_call(mb_client *c, mb_request *req, mb_response **resp)
 	*resp = NULL;
 	if (slot == NULL)
 		return mb_client_error(E_OUTOFMEMORY, "no memory for a request context");
-	hr = mb_client_call_on(c, slot, req, resp, mb_client_timeout_ms());
+	hr = mb_client_call_pipe(c, slot, req, resp, mb_client_timeout_ms(), pipe_id);
 	if (hr == HOST_E_CLRNOTAVAILABLE)
 		mb_client_slot_free(slot); /* its context may still hold a half-done request */
 	else
 		slot_put(c, slot);
 	return hr;
+}
+
+HRESULT mb_client_call(mb_client *c, mb_request *req, mb_response **resp)
+{
+	return call_via(c, req, resp, NULL);
 }
 
 HRESULT mb_client_call_simple(mb_client *c, mb_request *req)
@@ -293,9 +307,16 @@ static HRESULT hello(mb_client *c, bool adopt)
 	h.pid = (uint32_t)getpid();
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
 	req.hello = &h;
-	hr = mb_client_call(c, &req, &resp);
+	uint32_t pipe_id = 0;
+	hr = call_via(c, &req, &resp, &pipe_id);
 	if (hr != S_OK)
 		return hr;
+	/* The session lives on this connection: only its loss means connecting again (a late
+	 * event about an older connection must not). */
+	atomic_store(&c->session_pipe, pipe_id);
+	/* A loss reported before this point was of an older connection (session_pipe was not
+	 * known yet), not of the one the session now lives on. */
+	atomic_store(&c->lost, false);
 	hr = (HRESULT)resp->hresult;
 	if (hr != S_OK) {
 		mb_client_error(HOST_E_CLRNOTAVAILABLE, "the broker refused this client: %s",
@@ -341,12 +362,13 @@ static HRESULT hello(mb_client *c, bool adopt)
 static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	mb_client *c = arg;
-	(void)p;
 	if (ev == NNG_PIPE_EV_ADD_POST) {
 		atomic_fetch_add(&c->pipes, 1);
 	} else {
 		atomic_fetch_sub(&c->pipes, 1);
-		atomic_store(&c->lost, true);
+		uint32_t sp = atomic_load(&c->session_pipe);
+		if (sp == 0 || sp == (uint32_t)nng_pipe_id(p))
+			atomic_store(&c->lost, true);
 	}
 }
 

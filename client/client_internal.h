@@ -45,6 +45,7 @@ struct mb_client {
 	atomic_bool disabled; /* E_FAIL seen: every later call fails (the contract) */
 	atomic_bool lost;     /* connection lost: the next call tries to reconnect */
 	atomic_int pipes;     /* live connections of the socket (nng redials by itself) */
+	atomic_uint session_pipe; /* nng pipe id our session lives on (0: not known yet) */
 	pthread_mutex_t reconnect_lock;
 	uint32_t reconnects; /* successful reconnections, for tests and tools */
 	atomic_uint_fast64_t next_request_id;
@@ -91,6 +92,10 @@ HRESULT mb_client_call(mb_client *client, mb_request *req, mb_response **resp);
 /* mb_client_call on a given slot (kept by the caller), with a timeout in ms. */
 HRESULT mb_client_call_on(mb_client *client, mb_call_slot *slot, mb_request *req,
 			  mb_response **resp, int timeout_ms);
+
+/* mb_client_call_on, also telling the id of the nng pipe that carried the reply (may be NULL). */
+HRESULT mb_client_call_pipe(mb_client *client, mb_call_slot *slot, mb_request *req,
+			    mb_response **resp, int timeout_ms, uint32_t *pipe_id);
 
 /* A fresh slot (context + aio), or NULL. Free with mb_client_slot_free. */
 mb_call_slot *mb_client_slot_new(mb_client *client);

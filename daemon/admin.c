@@ -109,7 +109,7 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&b->lock);
 	sn->ledger = b->ledger;
-	sn->sessions = b->sessions;
+	sn->sessions = b->clients; /* connections that said Hello: not the broker's own probes */
 	sn->nwaiters = b->nwaiters;
 	for (int i = 0; i < MB_LEVELS; i++)
 		sn->waiters[i] = count_list(&b->waiters[i]);
