@@ -22,6 +22,7 @@
 
 #include "admin.pb-c.h"
 #include "mb_address.h"
+#include "mb_size.h"
 #include "membroker.h"
 
 #define EXIT_BROKER 1
@@ -64,50 +65,6 @@ static void usage(FILE *f)
 	    "Exit status: 0 ok, 1 the broker refused the request, 2 usage error, 3 membrokerd\n"
 	    "not running, 4 access denied (root, the broker's user or an admin group only).\n",
 	    DEFAULT_TIMEOUT_MS);
-}
-
-/* A size as membrokerd reads one: bytes, or K/M/G/T (powers of 1024) with optional "iB"/"B". */
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	uint64_t mult = 1;
-
-	if (s == NULL || !isdigit((unsigned char)s[0]))
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0)
-		return -1;
-	switch (toupper((unsigned char)*end)) {
-	case '\0':
-		break;
-	case 'K':
-		mult = 1ULL << 10;
-		break;
-	case 'M':
-		mult = 1ULL << 20;
-		break;
-	case 'G':
-		mult = 1ULL << 30;
-		break;
-	case 'T':
-		mult = 1ULL << 40;
-		break;
-	default:
-		return -1;
-	}
-	if (*end != '\0') {
-		end++;
-		if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0 || strcmp(end, "b") == 0)
-			end += strlen(end);
-		if (*end != '\0')
-			return -1;
-	}
-	if (v > UINT64_MAX / mult)
-		return -1;
-	*out = (uint64_t)v * mult;
-	return 0;
 }
 
 /* "512.0 MiB" style, into buf. */
@@ -538,7 +495,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "membrokerctl: set-budget takes one SIZE (e.g. 4G)\n");
 			return EXIT_USAGE;
 		}
-		if (parse_size(argv[optind], &sb.bytes) != 0 || sb.bytes < (1ULL << 20)) {
+		if (mb_parse_size(argv[optind], 0, &sb.bytes) != 0 || sb.bytes < (1ULL << 20)) {
 			fprintf(
 			    stderr,
 			    "membrokerctl: invalid size '%s' (want bytes with an optional K, M, "

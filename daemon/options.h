@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "mb_size.h"
+
 typedef struct mb_options {
 	const char *listen; /* --listen URL, or NULL for $MEMBROKER_ADDRESS / the default */
 	const char *budget; /* --budget SIZE as given, or NULL for the default */
@@ -30,11 +32,6 @@ int mb_parse_triple(const char *s, bool percent, uint32_t out[3]);
  */
 int mb_options_parse(int argc, char **argv, mb_options *o);
 
-/*
- * Parses a size: a byte count with an optional K, M, G or T suffix (powers of 1024, optional "iB"
- * or "B"), or a percentage "N%" of `total`. Returns 0 and *out, or -1 for anything else (empty,
- * negative, trailing junk, overflow, 0%, more than 100%).
- */
-int mb_parse_size(const char *s, uint64_t total, uint64_t *out);
+/* mb_parse_size lives in common/mb_size.h, shared with membrokerctl. */
 
 #endif
