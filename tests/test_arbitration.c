@@ -12,10 +12,8 @@
  * wait the broker is asked to make is either much longer than the test needs (so it cannot expire
  * early on a loaded machine) or is meant to expire (and only its result is checked).
  *
- * The session figures waiters, pressure, reclaimed and offences are part of the broker's
- * SessionStatus reply (proto/membroker.proto) but not (yet) of the public mb_session_status, so
- * status() below sends the SessionStatus request itself through the library's internal call
- * (client_internal.h; the test links the static library).
+ * The session figures (waiters, pressure, reclaimed and offences included) come from the public
+ * mb_get_session_status.
  *
  * Environment, for debugging: ARB_FILTER=<cmocka filter> runs only matching tests;
  * ARB_KEEP_LOGS=<dir> keeps a copy of every broker's log.
@@ -43,7 +41,6 @@
 
 #include "harness.h"
 #include "membroker.h"
-#include "../client/client_internal.h"
 
 #define PAGE ((uint64_t)4096)
 #define MiB  ((uint64_t)1024 * 1024)
@@ -108,54 +105,13 @@ static void fail_hr(const char *expr, HRESULT got, HRESULT want, const char *fil
 
 /* ---- the session's figures, all of them ---- */
 
-typedef struct arb_status {
-	uint64_t budget;
-	uint64_t total_committed;
-	uint64_t committed;
-	uint64_t reserved;
-	uint64_t reservations;
-	uint32_t sessions;
-	uint64_t section_allocated;
-	uint32_t waiters;
-	uint32_t pressure;
-	uint64_t reclaimed;
-	uint32_t offences;
-} arb_status;
+typedef mb_session_status arb_status;
 
-/* SessionStatus round trip (see the file comment). Never asserts: usable from any thread. */
+/* Never asserts: usable from any thread. */
 static HRESULT status_try(mb_client *c, arb_status *st)
 {
-	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
-	Membroker__V1__SessionStatus ss = MEMBROKER__V1__SESSION_STATUS__INIT;
-	mb_response *resp = NULL;
-	HRESULT hr;
-
 	memset(st, 0, sizeof(*st));
-	if ((hr = mb_client_usable(c)) != S_OK)
-		return hr;
-	req.body_case = MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS;
-	req.session_status = &ss;
-	if ((hr = mb_client_call(c, &req, &resp)) != S_OK)
-		return hr;
-	hr = (HRESULT)resp->hresult;
-	if (hr == S_OK && resp->body_case == MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS) {
-		const Membroker__V1__SessionStatusReply *s = resp->session_status;
-		st->budget = s->budget;
-		st->total_committed = s->total_committed;
-		st->committed = s->committed;
-		st->reserved = s->reserved;
-		st->reservations = s->reservations;
-		st->sessions = s->sessions;
-		st->section_allocated = s->section_allocated;
-		st->waiters = s->waiters;
-		st->pressure = s->pressure;
-		st->reclaimed = s->reclaimed;
-		st->offences = s->offences;
-	} else if (hr == S_OK) {
-		hr = E_FAIL;
-	}
-	mb_wire_free_response(resp);
-	return hr;
+	return mb_get_session_status(c, st);
 }
 
 static arb_status status(mb_client *c)
