@@ -20,11 +20,14 @@
 #include "mb_fdpass.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
+#define SEND_TIMEOUT_MS    5000
 
 atomic_uint mb_fork_generation;
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER; /* guards event_clients */
+static mb_client *event_clients;
 static mb_client *clients;
 
 static _Thread_local char last_error[MB_WIRE_MAX_DETAIL + 128];
@@ -35,6 +38,7 @@ static void on_fork_child(void)
 	/* The parent's threads do not exist here; a lock held by one of them would never be
 	 * released, so the child starts with fresh ones. */
 	pthread_mutex_init(&clients_lock, NULL);
+	pthread_mutex_init(&events_lock, NULL);
 }
 
 static void install_atfork(void)
@@ -157,15 +161,25 @@ HRESULT mb_client_call_pipe(mb_client *c, mb_call_slot *slot, mb_request *req, m
 	if ((rv = mb_wire_pack_request(req, &msg)) != 0)
 		return mb_client_error(E_OUTOFMEMORY, "cannot build the request: %s",
 				       nng_strerror(rv));
-	nng_aio_set_timeout(slot->aio, timeout_ms);
+	/* Handing a request to a live connection is immediate; a send that waits this long means
+	 * the connection is wedged (seen rarely with nng 1.5.2 under load), and a fresh one is the
+	 * cure. */
+	nng_aio_set_timeout(slot->aio, timeout_ms < SEND_TIMEOUT_MS ? timeout_ms : SEND_TIMEOUT_MS);
 	nng_aio_set_msg(slot->aio, msg);
 	nng_ctx_send(slot->ctx, slot->aio);
 	nng_aio_wait(slot->aio);
 	if ((rv = nng_aio_result(slot->aio)) != 0) {
 		nng_msg_free(nng_aio_get_msg(slot->aio));
 		nng_aio_set_msg(slot->aio, NULL);
+		if (rv == NNG_ETIMEDOUT && atomic_load(&c->pipes) > 0) {
+			nng_pipe p = NNG_PIPE_INITIALIZER;
+			p.id = atomic_load(&c->session_pipe);
+			if (p.id != 0)
+				nng_pipe_close(p); /* nng redials; the next call reconnects */
+		}
 		return transport_failure(c, rv, "sending to the broker");
 	}
+	nng_aio_set_timeout(slot->aio, timeout_ms);
 	nng_ctx_recv(slot->ctx, slot->aio);
 	nng_aio_wait(slot->aio);
 	if ((rv = nng_aio_result(slot->aio)) != 0)
@@ -357,19 +371,52 @@ static HRESULT hello(mb_client *c, bool adopt)
 	return hr;
 }
 
+/*
+ * Which client a socket's pipe events belong to. nng may deliver an event for a socket while or
+ * just after it is closed; the callback therefore finds its client here, under this lock, and a
+ * client leaves the table before its socket closes, so no event ever touches freed memory.
+ */
+
+static void events_register(mb_client *c)
+{
+	pthread_mutex_lock(&events_lock);
+	c->next_event = event_clients;
+	event_clients = c;
+	pthread_mutex_unlock(&events_lock);
+}
+
+static void events_unregister(mb_client *c)
+{
+	pthread_mutex_lock(&events_lock);
+	for (mb_client **p = &event_clients; *p != NULL; p = &(*p)->next_event)
+		if (*p == c) {
+			*p = c->next_event;
+			break;
+		}
+	pthread_mutex_unlock(&events_lock);
+}
+
 /* nng's view of the connection: it redials by itself after a loss, so a loss is only a reason
  * to say Hello again, which the next call does. */
 static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-	mb_client *c = arg;
-	if (ev == NNG_PIPE_EV_ADD_POST) {
-		atomic_fetch_add(&c->pipes, 1);
-	} else {
-		atomic_fetch_sub(&c->pipes, 1);
-		uint32_t sp = atomic_load(&c->session_pipe);
-		if (sp == 0 || sp == (uint32_t)nng_pipe_id(p))
-			atomic_store(&c->lost, true);
+	uint32_t sock_id = (uint32_t)(uintptr_t)arg;
+
+	pthread_mutex_lock(&events_lock);
+	for (mb_client *c = event_clients; c != NULL; c = c->next_event) {
+		if ((uint32_t)nng_socket_id(c->sock) != sock_id)
+			continue;
+		if (ev == NNG_PIPE_EV_ADD_POST) {
+			atomic_fetch_add(&c->pipes, 1);
+		} else {
+			atomic_fetch_sub(&c->pipes, 1);
+			uint32_t sp = atomic_load(&c->session_pipe);
+			if (sp == 0 || sp == (uint32_t)nng_pipe_id(p))
+				atomic_store(&c->lost, true);
+		}
+		break;
 	}
+	pthread_mutex_unlock(&events_lock);
 }
 
 /* Tells the new session about every reservation and commit this client holds. */
@@ -497,8 +544,10 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 		return mb_client_error(HOST_E_CLRNOTAVAILABLE, "cannot open a socket: %s",
 				       nng_strerror(rv));
 	}
-	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, pipe_event, c);
-	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_event, c);
+	events_register(c);
+	void *sock_key = (void *)(uintptr_t)(uint32_t)nng_socket_id(c->sock);
+	nng_pipe_notify(c->sock, NNG_PIPE_EV_ADD_POST, pipe_event, sock_key);
+	nng_pipe_notify(c->sock, NNG_PIPE_EV_REM_POST, pipe_event, sock_key);
 	/* Requests are not idempotent (a commit charges the budget): never resend one. */
 	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, MB_WIRE_MAX_MESSAGE);
@@ -507,6 +556,7 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	if (rv != 0) {
 		mb_client_error(HOST_E_CLRNOTAVAILABLE, "no broker at %s: %s", c->address,
 				nng_strerror(rv));
+		events_unregister(c);
 		nng_close(c->sock);
 		client_free(c);
 		return HOST_E_CLRNOTAVAILABLE;
@@ -525,6 +575,7 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 		memcpy(why, last_error, sizeof(why));
 		if (c->section_fd >= 0)
 			close(c->section_fd);
+		events_unregister(c);
 		nng_close(c->sock);
 		client_free(c);
 		memcpy(last_error, why, sizeof(why));
@@ -580,6 +631,7 @@ static void teardown(mb_client *c)
 		 * (MADV_DONTFORK): only the bookkeeping and the inherited descriptor go. */
 		if (c->section_fd >= 0)
 			close(c->section_fd);
+		events_unregister(c);
 		mb_regmap_clear(&c->map, NULL, NULL);
 		free(c);
 		return;
@@ -589,6 +641,7 @@ static void teardown(mb_client *c)
 	if (c->section_fd >= 0)
 		close(c->section_fd);
 	/* Closing the socket ends the session: the broker releases everything it held. */
+	events_unregister(c);
 	nng_close(c->sock);
 	client_free(c);
 }

@@ -53,6 +53,7 @@ struct mb_client {
 	atomic_bool disconnecting; /* mb_disconnect called; freed when refs reaches 0 */
 
 	struct mb_client *next_client; /* process-wide list, for HOST_E_NOT_OWNER answers */
+	struct mb_client *next_event;  /* process-wide list, for nng pipe events (client.c) */
 
 	pthread_mutex_t notify_lock; /* guards notify_cb, notify_ctx, watch_started */
 	mb_memory_callback notify_cb;

@@ -148,6 +148,12 @@ void mb_broker_apply_config(mb_broker *b, const mb_config *conf);
  */
 uint32_t mb_broker_abandon_all(mb_broker *b);
 
+/*
+ * Finishes every parked request whose deadline is at or before now (commits: HOST_E_TIMEOUT,
+ * watches: the current level). Returns the earliest deadline still pending, or 0 for none.
+ */
+uint64_t mb_broker_expire(mb_broker *b, uint64_t now);
+
 /* Requests still parked (waiting commits and watches). */
 uint32_t mb_broker_parked(mb_broker *b);
 

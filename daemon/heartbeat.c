@@ -19,12 +19,17 @@ void mb_heartbeat_init(mb_heartbeat *h, const char *url)
 
 	memset(h, 0, sizeof(*h));
 	snprintf(h->url, sizeof(h->url), "%s", url);
-	/* Probe every second, or at half the watchdog interval if that is shorter. */
+	/* Probe every second, or at half the watchdog interval if that is shorter. A probe may
+	 * wait long for its answer (a slow broker is not a stuck one, and giving up early would
+	 * itself hang up mid-handshake), but not so long that the watchdog fires meanwhile. */
 	h->interval_ms = 1000;
+	h->probe_timeout_ms = 10000;
 	if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
 		h->watchdog = true;
 		if (usec / 2000 < h->interval_ms)
 			h->interval_ms = usec / 2000;
+		if (usec / 2000 < h->probe_timeout_ms)
+			h->probe_timeout_ms = usec / 2000;
 	}
 	h->next_ms = mb_now_ms();
 }
@@ -34,7 +39,7 @@ uint64_t mb_heartbeat_sleep_ms(const mb_heartbeat *h, uint64_t otherwise)
 	return h->interval_ms < otherwise ? h->interval_ms : otherwise;
 }
 
-int mb_probe(const char *url, int timeout_ms)
+int mb_probe(const char *url, int timeout_ms, void (*before_close)(void *arg), void *arg)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__MemoryLoad ml = MEMBROKER__V1__MEMORY_LOAD__INIT;
@@ -71,8 +76,21 @@ int mb_probe(const char *url, int timeout_ms)
 	rv = resp != NULL && resp->request_id == 1 ? 0 : NNG_EPROTO;
 	mb_wire_free_response(resp);
 out:
+	/* Hanging up before the handshake completed is what stops an nng 1.5.2 listener
+	 * (nng #1518): after a timeout, let the caller replace the listener first. */
+	if (rv == NNG_ETIMEDOUT && before_close != NULL)
+		before_close(arg);
 	nng_close(sock);
 	return rv;
+}
+
+/* A probe timed out: nng 1.5.2 stops accepting after a peer hangs up mid-handshake (nng #1518,
+ * fixed upstream after 1.5.2); a fresh listener cures it. */
+static void relisten_now(void *arg)
+{
+	mb_heartbeat *h = arg;
+	if (h->relisten != NULL && h->relisten(h->relisten_arg) == 0)
+		h->relistened = true;
 }
 
 void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b)
@@ -93,24 +111,17 @@ void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b)
 	if (now < h->next_ms)
 		return;
 	h->next_ms = now + h->interval_ms;
-	int rv = mb_probe(h->url, (int)(h->interval_ms / 2 > 0 ? h->interval_ms / 2 : 1));
+	h->relistened = false;
+	int rv = mb_probe(h->url, (int)h->probe_timeout_ms, relisten_now, h);
 	if (rv == 0) {
-		h->failures = 0;
 		if (h->watchdog)
 			sd_notify(0, "WATCHDOG=1");
 		return;
 	}
-	h->failures++;
-	mb_log(LOG_WARNING, "a new connection to %s was not answered (%s)%s", h->url,
-	       nng_strerror(rv), h->watchdog ? "; no watchdog ping" : "");
-	/* nng 1.5.2 stops accepting after a peer hangs up mid-handshake (nng #1518, fixed
-	 * upstream after 1.5.2): a fresh listener cures it. */
-	if (h->failures >= 2 && h->relisten != NULL) {
-		mb_log(LOG_WARNING, "restarting the listener on %s (clients reconnect by themselves)",
-		       h->url);
-		if (h->relisten(h->relisten_arg) == 0)
-			h->failures = 0;
-	}
+	mb_log(LOG_WARNING, "a new connection to %s was not answered (%s)%s%s", h->url,
+	       nng_strerror(rv), h->watchdog ? "; no watchdog ping" : "",
+	       h->relistened ? "; the listener was restarted (clients reconnect by themselves)"
+			     : "");
 }
 
 void mb_heartbeat_fini(mb_heartbeat *h)

@@ -2,7 +2,7 @@
  * heartbeat.h: what membrokerd tells systemd: STATUS= with live figures and WATCHDOG=1, the latter
  * only after a request sent on a fresh connection through the broker's own socket came back, so a
  * wedged request path (stuck lock, no free context, a listener that stopped accepting) stops the
- * pings and systemd restarts the broker. Two failed probes in a row first restart the listener.
+ * pings and systemd restarts the broker. A probe that times out first restarts the listener.
  */
 #ifndef MB_HEARTBEAT_H
 #define MB_HEARTBEAT_H
@@ -19,7 +19,8 @@ typedef struct mb_heartbeat {
 	bool watchdog;        /* systemd asked for WATCHDOG=1 pings */
 	uint64_t interval_ms; /* between probes: 1 s, or half the watchdog timeout if shorter */
 	uint64_t next_ms;     /* CLOCK_MONOTONIC time of the next probe */
-	int failures;         /* probes in a row that got no answer */
+	uint64_t probe_timeout_ms; /* how long a probe waits for its answer */
+	bool relistened;      /* the last probe restarted the listener */
 	int (*relisten)(void *arg);
 	void *relisten_arg;
 } mb_heartbeat;
@@ -35,9 +36,10 @@ void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b);
 
 /*
  * Connects to url afresh and sends one request: 0 when a broker answered within timeout_ms, else
- * an nng error. Waits for the answer before closing, so it never hangs up mid-handshake.
+ * an nng error. Waits for the answer before closing, so a healthy listener never sees it hang up
+ * mid-handshake; on a timeout, before_close(arg) (may be NULL) runs before the connection closes.
  */
-int mb_probe(const char *url, int timeout_ms);
+int mb_probe(const char *url, int timeout_ms, void (*before_close)(void *arg), void *arg);
 
 void mb_heartbeat_fini(mb_heartbeat *h);
 

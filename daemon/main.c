@@ -201,7 +201,7 @@ int main(int argc, char **argv)
 	}
 	/* Asking nng to listen on a live broker's socket would make it connect and hang up, which
 	 * stops that broker's nng 1.5.2 listener (nng #1518). A full round trip is harmless. */
-	if (mb_probe(url, 2000) == 0) {
+	if (mb_probe(url, 5000, NULL, NULL) == 0) {
 		mb_log(LOG_ERR, "another membrokerd is already serving %s", url);
 		mb_broker_fini(&broker);
 		return 1;

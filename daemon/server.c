@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nng/nng.h>
@@ -37,6 +38,7 @@ typedef struct work {
 	struct mb_server *srv;
 	mb_parked park;
 	struct work *next;
+	struct work *next_ready; /* on the waker's list of parked requests with an outcome */
 } work;
 
 struct mb_server {
@@ -51,6 +53,21 @@ struct mb_server {
 	int nworks;
 	atomic_int receiving; /* contexts waiting in nng_ctx_recv */
 	atomic_int busy;      /* contexts parked or sending */
+
+	/*
+	 * The waker answers parked requests. It sleeps until the earliest deadline or until the
+	 * broker finishes a parked request, and then sends the reply with nng_ctx_send from its
+	 * own thread. Parked requests keep no nng operation pending (no timer, nothing to
+	 * cancel): nng 1.5.2 can complete an aio twice when a cancel races its timer.
+	 * Lock order: broker lock, then waker_lock.
+	 */
+	pthread_t waker;
+	pthread_mutex_t waker_lock;
+	pthread_cond_t waker_cv;
+	work *ready;              /* parked requests with an outcome, to answer */
+	uint64_t next_deadline;   /* earliest deadline the waker knows of (ms), 0 = none */
+	bool waker_stop;
+	bool waker_started;
 };
 
 static int add_work(mb_server *srv);
@@ -76,14 +93,94 @@ static void work_send(work *w, nng_msg *msg)
 static void park_arm(mb_parked *p, uint32_t ms)
 {
 	work *w = p->owner;
-	nng_sleep_aio((nng_duration)ms, w->aio);
+	mb_server *srv = w->srv;
+
+	(void)ms;
+	pthread_mutex_lock(&srv->waker_lock);
+	if (srv->next_deadline == 0 || p->deadline_ms < srv->next_deadline) {
+		srv->next_deadline = p->deadline_ms;
+		pthread_cond_signal(&srv->waker_cv);
+	}
+	pthread_mutex_unlock(&srv->waker_lock);
 }
 
 static void park_wake(mb_parked *p)
 {
 	work *w = p->owner;
-	/* Completes the sleep early; the callback runs on an nng thread, not here. */
-	nng_aio_cancel(w->aio);
+	mb_server *srv = w->srv;
+
+	pthread_mutex_lock(&srv->waker_lock);
+	w->next_ready = srv->ready;
+	srv->ready = w;
+	pthread_cond_signal(&srv->waker_cv);
+	pthread_mutex_unlock(&srv->waker_lock);
+}
+
+static void work_recv(work *w);
+static void work_send(work *w, nng_msg *msg);
+
+/* Answers one parked request whose outcome is known. */
+static void answer(work *w)
+{
+	mb_server *srv = w->srv;
+	nng_msg *msg = NULL;
+
+	if (mb_dispatch_finish(srv->broker, &w->park, true, &msg) == MB_DISPATCH_REPLY) {
+		work_send(w, msg);
+		return;
+	}
+	if (msg != NULL)
+		nng_msg_free(msg);
+	atomic_fetch_sub(&srv->busy, 1);
+	work_recv(w);
+}
+
+static void *waker_main(void *arg)
+{
+	mb_server *srv = arg;
+
+	pthread_mutex_lock(&srv->waker_lock);
+	while (!srv->waker_stop) {
+		work *ready = srv->ready;
+		srv->ready = NULL;
+		if (ready != NULL) {
+			pthread_mutex_unlock(&srv->waker_lock);
+			while (ready != NULL) {
+				work *w = ready;
+				ready = w->next_ready;
+				answer(w);
+			}
+			pthread_mutex_lock(&srv->waker_lock);
+			continue;
+		}
+		uint64_t now = mb_now_ms();
+		if (srv->next_deadline != 0 && now >= srv->next_deadline) {
+			/* Deadlines passed: the broker finishes those requests (their wake-ups
+			 * land on the ready list) and says when the next one is due. */
+			pthread_mutex_unlock(&srv->waker_lock);
+			uint64_t next = mb_broker_expire(srv->broker, now);
+			pthread_mutex_lock(&srv->waker_lock);
+			if (srv->next_deadline <= now || (next != 0 && next < srv->next_deadline))
+				srv->next_deadline = next;
+			continue;
+		}
+		if (srv->next_deadline == 0) {
+			pthread_cond_wait(&srv->waker_cv, &srv->waker_lock);
+		} else {
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			uint64_t ms = srv->next_deadline - now;
+			ts.tv_sec += (time_t)(ms / 1000);
+			ts.tv_nsec += (long)(ms % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&srv->waker_cv, &srv->waker_lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&srv->waker_lock);
+	return NULL;
 }
 
 static void close_pipe(void *arg, uint32_t pipe_id)
@@ -114,8 +211,8 @@ static void work_cb(void *arg)
 		msg = nng_aio_get_msg(w->aio);
 		nng_aio_set_msg(w->aio, NULL);
 		pipe = nng_msg_get_pipe(msg);
-		/* WAIT before dispatch: once parked, a wake-up may run this callback again on
-		 * another thread before this one returns. */
+		/* WAIT before dispatch: once parked, the waker may answer (and this aio complete
+		 * again on another thread) before this callback returns. */
 		w->state = WORK_WAIT;
 		atomic_fetch_add(&srv->busy, 1);
 		rv = mb_dispatch_park(srv->broker, (uint32_t)nng_pipe_id(pipe), nng_msg_body(msg),
@@ -133,7 +230,7 @@ static void work_cb(void *arg)
 			}
 		}
 		if (rv == MB_DISPATCH_PARKED) {
-			/* w belongs to the wake-up path now: touch only locals. */
+			/* w belongs to the waker now: touch only locals. */
 			nng_msg_free(msg);
 			if (atomic_load(&srv->receiving) < MIN_RECEIVING)
 				add_work(srv);
@@ -153,16 +250,7 @@ static void work_cb(void *arg)
 		work_send(w, msg);
 		return;
 	case WORK_WAIT:
-		/* Timer fired (0) or woken early (NNG_ECANCELED); NNG_ECLOSED at shutdown. */
-		rv = mb_dispatch_finish(srv->broker, &w->park, rv == 0, &msg);
-		if (rv == MB_DISPATCH_PARKED)
-			return;
-		if (rv == MB_DISPATCH_DROP) {
-			atomic_fetch_sub(&srv->busy, 1);
-			work_recv(w);
-			return;
-		}
-		work_send(w, msg);
+		/* No nng operation is pending while parked (the waker answers): not reached. */
 		return;
 	case WORK_SEND:
 		atomic_fetch_sub(&srv->busy, 1);
@@ -305,9 +393,19 @@ int mb_server_start(mb_broker *b, const char *url, int contexts, int mode, gid_t
 	srv->mode = mode;
 	srv->gid = gid;
 	pthread_mutex_init(&srv->lock, NULL);
-	if ((rv = nng_rep0_open(&srv->sock)) != 0) {
-		pthread_mutex_destroy(&srv->lock);
+	pthread_mutex_init(&srv->waker_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&srv->waker_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&srv->waker, NULL, waker_main, srv) != 0) {
 		free(srv);
+		return NNG_ENOMEM;
+	}
+	srv->waker_started = true;
+	if ((rv = nng_rep0_open(&srv->sock)) != 0) {
+		mb_server_stop(srv);
 		return rv;
 	}
 	snprintf(srv->url, sizeof(srv->url), "%s", url);
@@ -345,6 +443,13 @@ void mb_server_stop(mb_server *srv)
 	pthread_mutex_lock(&srv->broker->lock);
 	srv->broker->close_pipe = NULL;
 	pthread_mutex_unlock(&srv->broker->lock);
+	if (srv->waker_started) {
+		pthread_mutex_lock(&srv->waker_lock);
+		srv->waker_stop = true;
+		pthread_cond_signal(&srv->waker_cv);
+		pthread_mutex_unlock(&srv->waker_lock);
+		pthread_join(srv->waker, NULL);
+	}
 	/* Order matters (nng #1543): stop the state machines, close the socket, then free. */
 	for (w = srv->works; w != NULL; w = w->next)
 		nng_aio_stop(w->aio);
@@ -355,5 +460,7 @@ void mb_server_stop(mb_server *srv)
 		free(w);
 	}
 	pthread_mutex_destroy(&srv->lock);
+	pthread_mutex_destroy(&srv->waker_lock);
+	pthread_cond_destroy(&srv->waker_cv);
 	free(srv);
 }
