@@ -333,6 +333,10 @@ static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close, bool for
 uint64_t mb_broker_audit(mb_broker *b)
 {
 	uint64_t discarded = 0;
+	uint32_t to_close[16];
+	int nclose = 0;
+	void (*close_pipe)(void *, uint32_t);
+	void *close_arg;
 
 	pthread_mutex_lock(&b->lock);
 	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s)) {
@@ -340,15 +344,21 @@ uint64_t mb_broker_audit(mb_broker *b)
 		if (!s->hello || s->adopting)
 			continue;
 		discarded += audit_session(b, s, &close, false);
-		if (close && b->close_pipe != NULL) {
+		if (close && nclose < (int)(sizeof(to_close) / sizeof(to_close[0]))) {
 			mb_log(LOG_WARNING, "disconnecting client pid %d after repeated offences",
 			       (int)s->pid);
 			mb_broker_ban(b, s);
-			b->close_pipe(b->close_pipe_arg, s->pipe_id);
+			to_close[nclose++] = s->pipe_id;
 		}
 	}
 	mb_broker_grant_waiters(b);
+	close_pipe = b->close_pipe;
+	close_arg = b->close_pipe_arg;
 	pthread_mutex_unlock(&b->lock);
+	/* Outside the lock: nng's pipe callbacks take it (see mb_broker_process_exited). More
+	 * offenders than fit here are closed at the next audit. */
+	for (int i = 0; i < nclose && close_pipe != NULL; i++)
+		close_pipe(close_arg, to_close[i]);
 	return discarded;
 }
 

@@ -101,7 +101,8 @@ typedef struct mb_broker {
 	uint64_t group_committed[MB_MAX_GROUPS]; /* bytes, by conf.groups index */
 	uint32_t group_sessions[MB_MAX_GROUPS];
 
-	/* Closes a connection (set by the server; NULL in tests). Called with the lock held. */
+	/* Closes a connection (set by the server; NULL in tests). Never called with the lock held:
+	 * nng runs the pipe callbacks, which take the lock, while holding its own locks. */
 	void (*close_pipe)(void *arg, uint32_t pipe_id);
 	void *close_pipe_arg;
 } mb_broker;

@@ -285,10 +285,11 @@ int main(int argc, char **argv)
 	if (mb_broker_abandon_all(&broker) > 0)
 		for (int i = 0; i < 200 && mb_server_busy(server) > 0; i++)
 			usleep(5000);
+	/* The death watch first: it closes connections, which must not race the sockets' close. */
+	mb_deathwatch_stop(deathwatch);
 	mb_admin_stop(admin);
 	mb_fdserver_stop(fdserver);
 	mb_server_stop(server);
-	mb_deathwatch_stop(deathwatch);
 	mb_broker_fini(&broker);
 	mb_log(LOG_INFO, "stopped");
 	return 0;
