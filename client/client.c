@@ -20,7 +20,7 @@
 #include "mb_fdpass.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
-#define SEND_TIMEOUT_MS    5000
+#define SEND_TIMEOUT_MS	   5000
 
 atomic_uint mb_fork_generation;
 
@@ -199,7 +199,8 @@ HRESULT mb_client_call_pipe(mb_client *c, mb_call_slot *slot, mb_request *req, m
 	if ((HRESULT)r->hresult == HOST_E_CLRNOTAVAILABLE)
 		atomic_store(&c->lost, true); /* the broker has no session for us: connect again */
 	else if ((HRESULT)r->hresult == E_FAIL)
-		atomic_store(&c->disabled, true); /* E_FAIL disables the client, as the contract says */
+		atomic_store(&c->disabled,
+			     true); /* E_FAIL disables the client, as the contract says */
 	*resp = r;
 	return S_OK;
 }
@@ -439,7 +440,8 @@ static HRESULT readopt(mb_client *c)
 		for (size_t i = mb_region_find(r, 0, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
 		     i < pages && hr == S_OK;
 		     i = mb_region_find(r, i, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED)) {
-			size_t j = mb_region_run_end(r, i, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
+			size_t j =
+			    mb_region_run_end(r, i, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
 			/* Levels are not kept per page; adopted memory is booked as process
 			 * critical, the level the CLR uses for what it cannot lose. */
 			com.address = r->base + i * MB_PAGE_SIZE;

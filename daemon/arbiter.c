@@ -224,8 +224,9 @@ uint64_t mb_broker_expire(mb_broker *b, uint64_t now)
 					     s ? (unsigned)s->uid : 0, p->level,
 					     (unsigned long long)p->size, (unsigned)HOST_E_TIMEOUT,
 					     "waiting commit timed out");
-				mb_broker_finish_parked(b, p, HOST_E_TIMEOUT,
-							"waited for memory until the level's deadline");
+				mb_broker_finish_parked(
+				    b, p, HOST_E_TIMEOUT,
+				    "waited for memory until the level's deadline");
 				timed_out = true;
 			} else if (next == 0 || p->deadline_ms < next) {
 				next = p->deadline_ms;
@@ -312,8 +313,9 @@ static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close, bool for
 		pos = hole;
 	}
 	if (offending > 0 && forgive) {
-		mb_log(LOG_INFO, "client pid %d: dropped %" PRIu64 " KiB its previous broker had not "
-				 "seen decommitted",
+		mb_log(LOG_INFO,
+		       "client pid %d: dropped %" PRIu64 " KiB its previous broker had not "
+		       "seen decommitted",
 		       (int)s->pid, offending >> 10);
 	} else if (offending > 0) {
 		s->offences++;
@@ -425,7 +427,8 @@ void mb_broker_ban(mb_broker *b, const mb_session *s)
 	if (b->nbanned == (int)(sizeof(b->banned) / sizeof(b->banned[0]))) {
 		/* Full: the oldest ban gives way. */
 		close(b->banned[0].pidfd);
-		memmove(&b->banned[0], &b->banned[1], sizeof(b->banned[0]) * (size_t)(b->nbanned - 1));
+		memmove(&b->banned[0], &b->banned[1],
+			sizeof(b->banned[0]) * (size_t)(b->nbanned - 1));
 		b->nbanned--;
 	}
 	fd = fcntl(s->pidfd, F_DUPFD_CLOEXEC, 3);

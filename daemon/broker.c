@@ -180,22 +180,16 @@ void mb_broker_process_exited(mb_broker *b, uint32_t pipe_id)
 	mb_session key = {.pipe_id = pipe_id};
 	mb_session *s;
 
-	void (*close_pipe)(void *, uint32_t) = NULL;
-	void *close_arg = NULL;
-
+	/* The session ends now; its connection is left to close by itself (when the last
+	 * process holding the socket exits). Closing it from here raced nng 1.5.2's own close of
+	 * a dead peer's pipe and could wedge nng's reaper. */
 	pthread_mutex_lock(&b->lock);
 	s = RB_FIND(mb_session_pipe_tree, &b->by_pipe, &key);
 	if (s != NULL) {
 		mb_log(LOG_DEBUG, "client pid %d exited; ending its session", (int)s->pid);
-		close_pipe = b->close_pipe;
-		close_arg = b->close_pipe_arg;
 		end_session(b, s);
 	}
 	pthread_mutex_unlock(&b->lock);
-	/* Never call into nng with the broker lock held: nng's reaper runs our pipe callbacks,
-	 * which take that lock, while it holds nng locks of its own. */
-	if (close_pipe != NULL)
-		close_pipe(close_arg, pipe_id);
 }
 
 /* Compares tokens in constant time, so a timing probe learns nothing about a guessed prefix. */

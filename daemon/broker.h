@@ -120,8 +120,8 @@ void mb_broker_fini(mb_broker *b);
  * -EMFILE when the uid holds its limit of connections (root has none). */
 int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid);
 
-/* The process behind connection pipe_id exited (its pidfd fired): the session ends now and its
- * connection is closed, even if a forked child still holds the socket. */
+/* The process behind connection pipe_id exited (its pidfd fired): the session ends now, even if a
+ * forked child still holds the socket (the connection itself closes when the socket does). */
 void mb_broker_process_exited(mb_broker *b, uint32_t pipe_id);
 
 /* A connection is gone: the session and everything it held are released at once. No-op if unknown.

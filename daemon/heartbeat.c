@@ -31,7 +31,14 @@ void mb_heartbeat_init(mb_heartbeat *h, const char *url)
 		if (usec / 2000 < h->probe_timeout_ms)
 			h->probe_timeout_ms = usec / 2000;
 	}
-	h->next_ms = mb_now_ms();
+	h->next_ping_ms = mb_now_ms();
+	atomic_init(&h->last_ok_ms, 0);
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cv, &ca);
+	pthread_condattr_destroy(&ca);
 }
 
 uint64_t mb_heartbeat_sleep_ms(const mb_heartbeat *h, uint64_t otherwise)
@@ -93,6 +100,48 @@ static void relisten_now(void *arg)
 		h->relistened = true;
 }
 
+static void *probe_main(void *arg)
+{
+	mb_heartbeat *h = arg;
+
+	pthread_mutex_lock(&h->lock);
+	while (!h->stop) {
+		pthread_mutex_unlock(&h->lock);
+		h->relistened = false;
+		int rv = mb_probe(h->url, (int)h->probe_timeout_ms, relisten_now, h);
+		if (rv == 0)
+			atomic_store(&h->last_ok_ms, mb_now_ms());
+		else
+			mb_log(LOG_WARNING, "a new connection to %s was not answered (%s)%s",
+			       h->url, nng_strerror(rv),
+			       h->relistened ? "; the listener was restarted (clients reconnect "
+					       "by themselves)"
+					     : "");
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t)(h->interval_ms / 1000);
+		ts.tv_nsec += (long)(h->interval_ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_mutex_lock(&h->lock);
+		if (!h->stop)
+			pthread_cond_timedwait(&h->cv, &h->lock, &ts);
+	}
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+int mb_heartbeat_start(mb_heartbeat *h)
+{
+	int rv = pthread_create(&h->thread, NULL, probe_main, h);
+	if (rv != 0)
+		return -rv;
+	h->started = true;
+	return 0;
+}
+
 void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b)
 {
 	uint64_t now = mb_now_ms();
@@ -108,23 +157,30 @@ void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b)
 	sd_notifyf(0, "STATUS=%u clients, %" PRIu64 " of %" PRIu64 " MiB committed, %u waiting",
 		   sessions, committed >> 20, budget >> 20, waiters);
 
-	if (now < h->next_ms)
+	if (!h->watchdog || now < h->next_ping_ms)
 		return;
-	h->next_ms = now + h->interval_ms;
-	h->relistened = false;
-	int rv = mb_probe(h->url, (int)h->probe_timeout_ms, relisten_now, h);
-	if (rv == 0) {
-		if (h->watchdog)
-			sd_notify(0, "WATCHDOG=1");
-		return;
-	}
-	mb_log(LOG_WARNING, "a new connection to %s was not answered (%s)%s%s", h->url,
-	       nng_strerror(rv), h->watchdog ? "; no watchdog ping" : "",
-	       h->relistened ? "; the listener was restarted (clients reconnect by themselves)"
-			     : "");
+	h->next_ping_ms = now + h->interval_ms;
+	/* Only while probes succeed: a broker that stopped answering new connections is
+	 * restarted by systemd. */
+	uint64_t ok = atomic_load(&h->last_ok_ms);
+	if (ok != 0 && now - ok <= 2 * h->interval_ms + h->probe_timeout_ms)
+		sd_notify(0, "WATCHDOG=1");
 }
 
 void mb_heartbeat_fini(mb_heartbeat *h)
 {
-	(void)h;
+	struct timespec ts;
+
+	if (!h->started)
+		return;
+	pthread_mutex_lock(&h->lock);
+	h->stop = true;
+	pthread_cond_signal(&h->cv);
+	pthread_mutex_unlock(&h->lock);
+	/* A probe stuck inside nng must not hold up the shutdown. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 2;
+	if (pthread_timedjoin_np(h->thread, NULL, &ts) != 0)
+		pthread_detach(h->thread);
+	h->started = false;
 }

@@ -8,6 +8,8 @@
 #define MB_HEARTBEAT_H
 
 #include <stdbool.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <nng/nng.h>
@@ -16,22 +18,33 @@
 
 typedef struct mb_heartbeat {
 	char url[512];
-	bool watchdog;        /* systemd asked for WATCHDOG=1 pings */
+	bool watchdog;	      /* systemd asked for WATCHDOG=1 pings */
 	uint64_t interval_ms; /* between probes: 1 s, or half the watchdog timeout if shorter */
-	uint64_t next_ms;     /* CLOCK_MONOTONIC time of the next probe */
-	uint64_t probe_timeout_ms; /* how long a probe waits for its answer */
-	bool relistened;      /* the last probe restarted the listener */
+	uint64_t probe_timeout_ms;	 /* how long a probe waits for its answer */
+	uint64_t next_ping_ms;		 /* CLOCK_MONOTONIC time of the next watchdog ping */
+	atomic_uint_fast64_t last_ok_ms; /* when a probe last succeeded */
+	bool relistened;		 /* the last probe restarted the listener */
 	int (*relisten)(void *arg);
 	void *relisten_arg;
+	/* Probes run on their own thread, so that an nng call that never returns cannot stop
+	 * the main loop from handling signals; the watchdog then simply stops being pinged. */
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	bool stop;
 } mb_heartbeat;
 
 /* Reads the watchdog settings ($WATCHDOG_USEC); url is the broker's RPC address. */
 void mb_heartbeat_init(mb_heartbeat *h, const char *url);
 
+/* Starts the probe thread (relisten and relisten_arg set first). 0 or -errno. */
+int mb_heartbeat_start(mb_heartbeat *h);
+
 /* Longest the main loop may sleep before calling mb_heartbeat_tick again. */
 uint64_t mb_heartbeat_sleep_ms(const mb_heartbeat *h, uint64_t otherwise);
 
-/* Sends STATUS=, and WATCHDOG=1 when a ping is due and succeeds. */
+/* Sends STATUS=, and WATCHDOG=1 when a ping is due and a probe succeeded recently. */
 void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b);
 
 /*

@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <grp.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +146,31 @@ static int apply(const mb_options *o, const mb_config *conf, mb_broker *b)
 	return 0;
 }
 
+struct teardown {
+	mb_admin *admin;
+	mb_fdserver *fdserver;
+	mb_server *server;
+	mb_broker *broker;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	bool done;
+};
+
+static void *teardown_main(void *arg)
+{
+	struct teardown *td = arg;
+
+	mb_admin_stop(td->admin);
+	mb_fdserver_stop(td->fdserver);
+	mb_server_stop(td->server);
+	mb_broker_fini(td->broker);
+	pthread_mutex_lock(&td->lock);
+	td->done = true;
+	pthread_cond_signal(&td->cv);
+	pthread_mutex_unlock(&td->lock);
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	mb_options opts;
@@ -233,8 +260,8 @@ int main(int argc, char **argv)
 	}
 	rv = mb_admin_start(&broker, url, admin_gids, mb_admin_default_gids(admin_gids, 1), &admin);
 	if (rv != 0)
-		mb_log(LOG_WARNING, "no admin channel beside %s (%s): membrokerctl will not work", url,
-		       nng_strerror(rv));
+		mb_log(LOG_WARNING, "no admin channel beside %s (%s): membrokerctl will not work",
+		       url, nng_strerror(rv));
 	rv = mb_deathwatch_start(&broker, &deathwatch);
 	if (rv != 0)
 		mb_log(LOG_WARNING,
@@ -248,6 +275,8 @@ int main(int argc, char **argv)
 	mb_heartbeat_init(&heartbeat, url);
 	heartbeat.relisten = mb_server_relisten;
 	heartbeat.relisten_arg = server;
+	if (mb_heartbeat_start(&heartbeat) != 0)
+		mb_log(LOG_WARNING, "cannot start the self-probe: no watchdog pings");
 	mb_heartbeat_tick(&heartbeat, &broker);
 	next_audit = mb_now_ms() + audit_ms;
 	for (;;) {
@@ -287,10 +316,32 @@ int main(int argc, char **argv)
 			usleep(5000);
 	/* The death watch first: it closes connections, which must not race the sockets' close. */
 	mb_deathwatch_stop(deathwatch);
-	mb_admin_stop(admin);
-	mb_fdserver_stop(fdserver);
-	mb_server_stop(server);
-	mb_broker_fini(&broker);
+	struct teardown td = {
+	    .admin = admin, .fdserver = fdserver, .server = server, .broker = &broker};
+	pthread_mutex_init(&td.lock, NULL);
+	pthread_cond_init(&td.cv, NULL);
+	pthread_t t;
+	if (pthread_create(&t, NULL, teardown_main, &td) != 0) {
+		teardown_main(&td);
+	} else {
+		/* nng 1.5.2 can deadlock in nng_close (nng #1543 and later fixes): a stop must
+		 * not hang, and everything that matters (answers, the clients' memory) is done. */
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 5;
+		pthread_mutex_lock(&td.lock);
+		while (!td.done)
+			if (pthread_cond_timedwait(&td.cv, &td.lock, &until) != 0)
+				break;
+		bool done = td.done;
+		pthread_mutex_unlock(&td.lock);
+		if (!done) {
+			mb_log(LOG_WARNING,
+			       "closing nng's sockets did not finish in 5 s; exiting anyway");
+			_exit(0);
+		}
+		pthread_join(t, NULL);
+	}
 	mb_log(LOG_INFO, "stopped");
 	return 0;
 }

@@ -64,8 +64,8 @@ struct mb_server {
 	pthread_t waker;
 	pthread_mutex_t waker_lock;
 	pthread_cond_t waker_cv;
-	work *ready;              /* parked requests with an outcome, to answer */
-	uint64_t next_deadline;   /* earliest deadline the waker knows of (ms), 0 = none */
+	work *ready;		/* parked requests with an outcome, to answer */
+	uint64_t next_deadline; /* earliest deadline the waker knows of (ms), 0 = none */
 	bool waker_stop;
 	bool waker_started;
 };
@@ -260,9 +260,10 @@ static void work_cb(void *arg)
 				pipe = nng_msg_get_pipe(msg);
 				nng_msg_free(msg);
 				if (rv == NNG_ETIMEDOUT && nng_pipe_id(pipe) > 0) {
-					mb_log(LOG_NOTICE,
-					       "pipe %d did not read its reply in %d ms; closing it",
-					       nng_pipe_id(pipe), SEND_TIMEOUT_MS);
+					mb_log(
+					    LOG_NOTICE,
+					    "pipe %d did not read its reply in %d ms; closing it",
+					    nng_pipe_id(pipe), SEND_TIMEOUT_MS);
 					nng_pipe_close(pipe);
 				}
 			}
