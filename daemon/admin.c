@@ -672,20 +672,20 @@ int mb_admin_peer_allowed(const mb_admin *a, pid_t pid, uid_t uid, gid_t gid)
 /* Whether the peer behind pipe may administer; logs a refusal. */
 static bool pipe_allowed(const mb_admin *a, nng_pipe p)
 {
-	uint64_t pid = 0, uid = 0, gid = 0;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
 
-	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 ||
-	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0 ||
-	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_GID, &gid) != 0) {
+	if (mb_pipe_peer(p, &pid, &uid, &gid) != 0) {
 		mb_log(LOG_WARNING, "admin: a request without peer credentials; refused");
 		return false;
 	}
-	if (mb_admin_peer_allowed(a, (pid_t)pid, (uid_t)uid, (gid_t)gid))
+	if (mb_admin_peer_allowed(a, pid, uid, gid))
 		return true;
-	mb_log(LOG_NOTICE,
-	       "admin: refused pid %" PRIu64 " uid %" PRIu64 " gid %" PRIu64
-	       " (not root, the broker's user or an admin group)",
-	       pid, uid, gid);
+	mb_log(
+	    LOG_NOTICE,
+	    "admin: refused pid %d uid %u gid %u (not root, the broker's user or an admin group)",
+	    (int)pid, (unsigned)uid, (unsigned)gid);
 	return false;
 }
 

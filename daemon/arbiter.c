@@ -73,6 +73,18 @@ void mb_broker_update_pressure(mb_broker *b)
 	}
 }
 
+long mb_broker_commit_pages(mb_broker *b, mb_session *s, const mb_page_range *pr, int level)
+{
+	long gained = mb_region_commit(&s->map, pr->region, pr->first, pr->count, 0);
+
+	if (gained < 0)
+		return -1;
+	mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
+	if (level > s->max_level)
+		s->max_level = level;
+	return gained;
+}
+
 /* Tries one waiting commit. Returns true when it finished (granted or failed for good). */
 static bool try_grant(mb_broker *b, mb_parked *p)
 {
@@ -102,14 +114,10 @@ static bool try_grant(mb_broker *b, mb_parked *p)
 		mb_broker_finish_parked(b, p, E_OUTOFMEMORY, "over the client's or group's limit");
 		return true;
 	}
-	long gained = mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
-	if (gained < 0) {
+	if (mb_broker_commit_pages(b, s, &pr, p->level) < 0) {
 		mb_broker_finish_parked(b, p, E_OUTOFMEMORY, "no memory for page state");
 		return true;
 	}
-	mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
-	if (p->level > s->max_level)
-		s->max_level = p->level;
 	b->waits_granted++;
 	mb_broker_finish_parked(b, p, S_OK, NULL);
 	return true;

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "ledger.h"
 #include "membroker.h"
+#include "mb_win32.h"
 #include "session.h"
 
 RB_HEAD(mb_session_pipe_tree, mb_session);
@@ -196,6 +197,9 @@ void mb_broker_ban(mb_broker *b, const mb_session *s);
 bool mb_broker_banned(mb_broker *b, pid_t pid);
 /* Quota-aware fit of bytes more for session s at level. */
 mb_fit mb_broker_fits(mb_broker *b, const mb_session *s, int level, uint64_t bytes);
+/* Commits pr's pages for s at level and charges what was not committed yet. Returns the pages
+ * newly committed, or -1 (nothing changed) without memory for page state. */
+long mb_broker_commit_pages(mb_broker *b, mb_session *s, const mb_page_range *pr, int level);
 /* Books bytes to (charge) or from (credit) a session, its group and the ledger together. */
 void mb_broker_charge(mb_broker *b, mb_session *s, uint64_t bytes);
 void mb_broker_credit(mb_broker *b, mb_session *s, uint64_t bytes);

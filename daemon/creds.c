@@ -38,3 +38,18 @@ int mb_proc_groups(pid_t pid, uid_t uid, gid_t *groups, int max)
 	fclose(f);
 	return uid_ok ? n : -1;
 }
+
+int mb_pipe_peer(nng_pipe p, pid_t *pid, uid_t *uid, gid_t *gid)
+{
+	uint64_t v_pid = 0, v_uid = 0, v_gid = 0;
+	int rv;
+
+	if ((rv = nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &v_pid)) != 0 ||
+	    (rv = nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &v_uid)) != 0 ||
+	    (rv = nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_GID, &v_gid)) != 0)
+		return rv;
+	*pid = (pid_t)v_pid;
+	*uid = (uid_t)v_uid;
+	*gid = (gid_t)v_gid;
+	return 0;
+}

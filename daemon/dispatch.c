@@ -125,12 +125,14 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 	if (s->hello)
 		return fail(r, E_FAIL, "hello sent twice on one connection");
 	if (!access_allowed(b, s))
-		return fail(r, E_ACCESSDENIED, "uid %u is not allowed to use this broker ([access])",
+		return fail(r, E_ACCESSDENIED,
+			    "uid %u is not allowed to use this broker ([access])",
 			    (unsigned)s->uid);
 	if (mb_broker_banned(b, s->pid))
-		return fail(r, HOST_E_CLRNOTAVAILABLE,
-			    "this process was disconnected for writing memory it had not committed; "
-			    "it may connect again only after a restart");
+		return fail(
+		    r, HOST_E_CLRNOTAVAILABLE,
+		    "this process was disconnected for writing memory it had not committed; "
+		    "it may connect again only after a restart");
 	if (m->protocol_version != MB_PROTOCOL_VERSION)
 		return fail(r, HOST_E_CLRNOTAVAILABLE,
 			    "protocol version %u is not supported; this broker speaks version %d",
@@ -242,6 +244,14 @@ static void park(mb_broker *b, mb_parked *p, uint32_t pipe_id, uint64_t request_
 	p->arm(p, ms);
 }
 
+static HRESULT grant(mb_broker *b, mb_session *s, const mb_page_range *pr, int level, reply *r)
+{
+	if (mb_broker_commit_pages(b, s, pr, level) < 0)
+		return fail(r, E_OUTOFMEMORY, "no memory for page state");
+	mb_broker_update_pressure(b);
+	return S_OK;
+}
+
 static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 			 const Membroker__V1__Commit *m, reply *r)
 {
@@ -263,14 +273,7 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		 * at that level are refused. Only for a section taken back by adoption. */
 		if (!s->adopted)
 			return fail(r, E_INVALIDARG, "adopt is only valid on an adopted section");
-		long gained = mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
-		if (gained < 0)
-			return fail(r, E_OUTOFMEMORY, "no memory for page state");
-		mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
-		if (level > s->max_level)
-			s->max_level = level;
-		mb_broker_update_pressure(b);
-		return S_OK;
+		return grant(b, s, &pr, level, r);
 	}
 	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, level, bytes) : MB_FIT_OK;
 	if (fit == MB_FIT_CEILING && mb_broker_reclaim(b, s, bytes, level) > 0)
@@ -313,14 +316,7 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 			    b->ledger.committed, b->ledger.budget, level,
 			    mb_ledger_ceiling(&b->ledger, level));
 	}
-	long gained = mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
-	if (gained < 0)
-		return fail(r, E_OUTOFMEMORY, "no memory for page state");
-	mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
-	if (level > s->max_level)
-		s->max_level = level;
-	mb_broker_update_pressure(b);
-	return S_OK;
+	return grant(b, s, &pr, level, r);
 }
 
 /* Most MEM_RESET ranges one session may have queued for reclaim; later ones stay reset but are
@@ -386,10 +382,9 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 			    "MEM_RESET_UNDO: the broker discarded %zu of these pages under memory "
 			    "pressure and cannot commit them again now",
 			    lost);
-		long gained = mb_region_update(&s->map, pr.region, pr.first, pr.count,
-					       MB_PAGE_DISCARDED, MB_PAGE_DISCARDED,
-					       MB_PAGE_RESET | MB_PAGE_DISCARDED, MB_PAGE_COMMITTED,
-					       -1, NULL);
+		long gained = mb_region_update(
+		    &s->map, pr.region, pr.first, pr.count, MB_PAGE_DISCARDED, MB_PAGE_DISCARDED,
+		    MB_PAGE_RESET | MB_PAGE_DISCARDED, MB_PAGE_COMMITTED, -1, NULL);
 		if (gained < 0)
 			return fail(r, E_OUTOFMEMORY, "no memory for page state");
 		mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);

@@ -17,6 +17,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "creds.h"
 #include "dispatch.h"
 #include "log.h"
 #include "mb_address.h"
@@ -314,19 +315,17 @@ static int add_work(mb_server *srv)
 /* Creates the session of a new connection from its peer credentials. 0, or -1 (pipe closed). */
 static int open_session(mb_server *srv, nng_pipe p)
 {
-	uint64_t pid = 0, uid = 0, gid = 0;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
 	int rv;
 
-	/* Peer credentials are uint64 options; get_int fails with NNG_EBADTYPE. */
-	if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_PID, &pid) != 0 ||
-	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0 ||
-	    nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_GID, &gid) != 0) {
+	if (mb_pipe_peer(p, &pid, &uid, &gid) != 0) {
 		mb_log(LOG_WARNING, "pipe %d: no peer credentials; closing it", nng_pipe_id(p));
 		nng_pipe_close(p);
 		return -1;
 	}
-	rv = mb_broker_connect(srv->broker, (uint32_t)nng_pipe_id(p), (pid_t)pid, (uid_t)uid,
-			       (gid_t)gid);
+	rv = mb_broker_connect(srv->broker, (uint32_t)nng_pipe_id(p), pid, uid, gid);
 	if (rv != 0 && rv != -EEXIST) {
 		nng_pipe_close(p);
 		return -1;
