@@ -1,6 +1,11 @@
 /*
  * harness.c: runs the real membrokerd binary for system tests.
  */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
 #include "harness.h"
 
 #include <errno.h>
@@ -186,4 +191,14 @@ int mb_test_in_child(void (*fn)(void *arg), void *arg)
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	return status;
+}
+
+void mb_test_fail_hr(const char *expr, int32_t got, int32_t want, const char *file, int line)
+{
+	char why[300];
+	snprintf(why, sizeof(why), "%s", mb_last_error());
+	print_error("%s:%d: %s\n    expected %s (0x%08X), got %s (0x%08X)%s%s\n", file, line, expr,
+		    mb_hresult_name(want), (unsigned)want, mb_hresult_name(got), (unsigned)got,
+		    why[0] ? ": " : "", why);
+	_fail(file, line);
 }

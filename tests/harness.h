@@ -5,6 +5,7 @@
 #define MB_TEST_HARNESS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 typedef struct mb_test_broker {
@@ -36,5 +37,19 @@ bool mb_test_wait_for(bool (*cond)(void *arg), void *arg, int timeout_ms);
 
 /* Runs fn(arg) in a forked child and returns its wait status (for fault and fork tests). */
 int mb_test_in_child(void (*fn)(void *arg), void *arg);
+
+/*
+ * assert_hr(expr, want): fails the current cmocka test when expr's HRESULT is not want, naming
+ * both and the library's last error text. Include <cmocka.h> before this header.
+ */
+void mb_test_fail_hr(const char *expr, int32_t got, int32_t want, const char *file, int line);
+
+#define assert_hr(expr, want)                                                                      \
+	do {                                                                                       \
+		int32_t got_ = (int32_t)(expr);                                                    \
+		int32_t want_ = (int32_t)(want);                                                   \
+		if (got_ != want_)                                                                 \
+			mb_test_fail_hr(#expr, got_, want_, __FILE__, __LINE__);                   \
+	} while (0)
 
 #endif

@@ -53,23 +53,6 @@
 
 /* ---- assertion helpers ---- */
 
-static void fail_hr(const char *expr, HRESULT got, HRESULT want, const char *file, int line)
-{
-	char why[300];
-	snprintf(why, sizeof(why), "%s", mb_last_error());
-	print_error("%s:%d: %s\n    expected %s (0x%08" PRIX32 "), got %s (0x%08" PRIX32 ")%s%s\n",
-		    file, line, expr, mb_hresult_name(want), (uint32_t)want, mb_hresult_name(got),
-		    (uint32_t)got, why[0] ? ": " : "", why);
-	_fail(file, line);
-}
-
-#define assert_hr(expr, want)                                                                      \
-	do {                                                                                       \
-		HRESULT got_ = (expr);                                                             \
-		HRESULT want_ = (want);                                                            \
-		if (got_ != want_)                                                                 \
-			fail_hr(#expr, got_, want_, __FILE__, __LINE__);                           \
-	} while (0)
 
 #define assert_u64(got, want)                                                                      \
 	do {                                                                                       \

@@ -65,14 +65,6 @@ static void fail_hr(const char *expr, HRESULT got, const HRESULT *want, size_t n
 	_fail(file, line);
 }
 
-#define assert_hr(expr, want)                                                                      \
-	do {                                                                                       \
-		HRESULT got_ = (expr);                                                             \
-		HRESULT want_[1] = {(want)};                                                       \
-		if (got_ != want_[0])                                                              \
-			fail_hr(#expr, got_, want_, 1, __FILE__, __LINE__);                        \
-	} while (0)
-
 /* The result must be one of two values. */
 #define assert_hr2(expr, want1, want2)                                                             \
 	do {                                                                                       \

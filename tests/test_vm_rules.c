@@ -35,23 +35,6 @@ static mb_client *g_c;
 
 /* ---- assertion helpers ---- */
 
-static void fail_hr(const char *expr, HRESULT got, HRESULT want, const char *file, int line)
-{
-	char why[256];
-	snprintf(why, sizeof(why), "%s", mb_last_error());
-	print_error("%s:%d: %s\n    expected %s (0x%08" PRIX32 "), got %s (0x%08" PRIX32 ")%s%s\n",
-		    file, line, expr, mb_hresult_name(want), (uint32_t)want, mb_hresult_name(got),
-		    (uint32_t)got, why[0] ? ": " : "", why);
-	_fail(file, line);
-}
-
-#define assert_hr(expr, want)                                                                      \
-	do {                                                                                       \
-		HRESULT got_ = (expr);                                                             \
-		HRESULT want_ = (want);                                                            \
-		if (got_ != want_)                                                                 \
-			fail_hr(#expr, got_, want_, __FILE__, __LINE__);                           \
-	} while (0)
 
 #define assert_ptr(got, want)                                                                      \
 	do {                                                                                       \
@@ -116,7 +99,7 @@ static void alloc_fails(void *address, size_t size, DWORD type, DWORD protect, i
 			 "mb_virtual_alloc(%p, 0x%zx, type 0x%" PRIX32 ", protect 0x%" PRIX32
 			 ", level %d)",
 			 address, size, (uint32_t)type, (uint32_t)protect, level);
-		fail_hr(expr, hr, want, file, line);
+		mb_test_fail_hr(expr, hr, want, file, line);
 	}
 	if (mem != NULL) {
 		print_error("%s:%d: failed mb_virtual_alloc left *mem = %p, expected NULL\n", file,
