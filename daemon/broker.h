@@ -26,9 +26,10 @@ RB_HEAD(mb_session_id_tree, mb_session);
 /*
  * A request the broker answers later: a commit waiting for memory, or a Watch long poll. The
  * storage belongs to the caller (the server's context state machine), which supplies two hooks the
- * broker calls with its lock held: arm() starts a timer of ms milliseconds after which the caller
- * calls mb_dispatch_finish(); wake() makes the caller call mb_dispatch_finish() soon (the outcome
- * is ready). Neither hook may call back into the broker.
+ * broker calls with its lock held: arm() tells the caller that a request now waits until
+ * p->deadline_ms (the caller must then make sure mb_broker_expire() runs by then); wake() tells it
+ * that the outcome is ready and mb_dispatch_finish() should be called soon. Neither hook may call
+ * back into the broker or into nng.
  */
 enum mb_park_kind { MB_PARK_COMMIT, MB_PARK_WATCH };
 enum mb_park_state { MB_PARK_IDLE, MB_PARK_WAITING, MB_PARK_DONE };

@@ -36,9 +36,10 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 		     mb_parked *park);
 
 /*
- * Called by the owner of a parked request when its timer fired (expired = true) or it was woken.
- * Returns MB_DISPATCH_REPLY with *reply packed (park is then idle again), or MB_DISPATCH_PARKED if
- * it still waits (a spurious wake-up; the timer was re-armed).
+ * Called by the owner of a parked request once woken (its outcome is ready). With expired = true a
+ * request that still waits is ended as if its deadline had passed; with expired = false it is
+ * re-armed and MB_DISPATCH_PARKED returned (a spurious wake-up). Otherwise returns
+ * MB_DISPATCH_REPLY with *reply packed, and park is idle again.
  */
 int mb_dispatch_finish(mb_broker *b, mb_parked *park, bool expired, nng_msg **reply);
 
