@@ -296,7 +296,10 @@ typedef void (*mb_memory_callback)(EMemoryAvailable level, void *context);
 /*
  * Registers a callback for memory-pressure notifications (one per client; a later call replaces it,
  * NULL unregisters). The callback runs on a thread of the library, never under a library lock, and
- * must not block.
+ * must not block. It first receives the broker's current level, then every change (Low from 90% of
+ * the budget committed or while anything waits, until below 80%; High below 50%, until 60%). When
+ * this returns, the previous callback is not running and will not be called again (unless called
+ * from inside that callback). The same thread reconnects an idle client after a broker restart.
  */
 MB_API HRESULT mb_register_memory_notification(mb_client *client, mb_memory_callback callback,
 					       void *context);
