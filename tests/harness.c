@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -89,6 +90,8 @@ static int spawn(mb_test_broker *b, const char *const *extra_args)
 			close(fd);
 		}
 		unsetenv("NOTIFY_SOCKET");
+		/* A broker must not outlive a test that crashed before stopping it. */
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
