@@ -20,11 +20,6 @@
 #include "client_internal.h"
 #include "mb_win32.h"
 
-static size_t span_of(size_t size)
-{
-	return (size + MB_GRANULARITY - 1) & ~(MB_GRANULARITY - 1);
-}
-
 /* The answer for an address this client does not hold: HOST_E_NOT_OWNER if a sibling client of
  * this process holds it, else `otherwise`. */
 static HRESULT not_mine(mb_client *c, uintptr_t addr, HRESULT otherwise)
@@ -91,14 +86,15 @@ static HRESULT call_range(mb_client *c, int op, uintptr_t addr, size_t len, int 
 	 * or decommit is then already done (the map no longer had those pages, and the broker
 	 * dropped what no commit covers); anything else is sent again, once.
 	 */
-	if (op == MEMBROKER__V1__REQUEST__BODY_RELEASE || op == MEMBROKER__V1__REQUEST__BODY_DECOMMIT)
+	if (op == MEMBROKER__V1__REQUEST__BODY_RELEASE ||
+	    op == MEMBROKER__V1__REQUEST__BODY_DECOMMIT)
 		return S_OK;
 	return mb_client_call_simple(c, &req);
 }
 
 static HRESULT reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect, uintptr_t *out)
 {
-	size_t span = span_of(size);
+	size_t span = mb_span_of(size);
 	uintptr_t base = 0;
 	mb_region *region;
 	HRESULT hr;

@@ -113,7 +113,7 @@ int mb_regmap_insert(mb_regmap *map, uintptr_t base, size_t size, uint32_t alloc
 		return -EINVAL;
 	if (size > SIZE_MAX - (MB_GRANULARITY - 1))
 		return -EINVAL;
-	span = (size + MB_GRANULARITY - 1) & ~(MB_GRANULARITY - 1);
+	span = mb_span_of(size);
 	/* The span's last byte must be addressable: base + span may not wrap (not even to 0). */
 	if (span > UINTPTR_MAX - base)
 		return -EINVAL;

@@ -37,20 +37,20 @@ typedef struct mb_page_chunk {
 	uint32_t nonzero;   /* pages whose state is not 0 */
 	uint32_t committed; /* pages with MB_PAGE_COMMITTED */
 	uint8_t state[MB_CHUNK_PAGES];
-	uint8_t prot[];     /* MB_CHUNK_PAGES more when the map tracks protections */
+	uint8_t prot[]; /* MB_CHUNK_PAGES more when the map tracks protections */
 } mb_page_chunk;
 
 typedef struct mb_region {
 	RB_ENTRY(mb_region) link;
-	uintptr_t base;         /* 64 KiB aligned */
-	size_t size;            /* page multiple: what VirtualQuery reports for the whole region */
-	size_t span;            /* size rounded up to 64 KiB: address space the region blocks */
+	uintptr_t base;		/* 64 KiB aligned */
+	size_t size;		/* page multiple: what VirtualQuery reports for the whole region */
+	size_t span;		/* size rounded up to 64 KiB: address space the region blocks */
 	uint32_t alloc_protect; /* protection given at reserve time (AllocationProtect) */
 	size_t committed_pages; /* count of pages with MB_PAGE_COMMITTED */
-	bool track_protect;     /* chunks carry a mb_win32 protection code per page */
+	bool track_protect;	/* chunks carry a mb_win32 protection code per page */
 	size_t nchunks;
 	mb_page_chunk **chunks; /* NULL entries: every page of that chunk has state 0 */
-	void *user;             /* owner's data */
+	void *user;		/* owner's data */
 } mb_region;
 
 RB_HEAD(mb_region_tree, mb_region);
@@ -140,10 +140,10 @@ long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t co
 		      uint8_t want, uint8_t clear, uint8_t set, int prot, size_t *lost);
 
 /*
- * Marks pages [first, first+count) committed with protection code prot (ignored when the region does
- * not track protections), clears their reset and discarded bits, updates the counters of region and
- * map. Returns the number of pages that were not committed before, or -1 (nothing changed) when
- * there is no memory for the page state.
+ * Marks pages [first, first+count) committed with protection code prot (ignored when the region
+ * does not track protections), clears their reset and discarded bits, updates the counters of
+ * region and map. Returns the number of pages that were not committed before, or -1 (nothing
+ * changed) when there is no memory for the page state.
  */
 long mb_region_commit(mb_regmap *map, mb_region *region, size_t first, size_t count, uint8_t prot);
 
@@ -152,6 +152,13 @@ size_t mb_region_decommit(mb_regmap *map, mb_region *region, size_t first, size_
 
 /* Sets the protection code of pages (region must track protections; pages must be committed). */
 void mb_region_set_prot(mb_region *region, size_t first, size_t count, uint8_t prot);
+
+/* Address space a region of size bytes blocks: size rounded up to the 64 KiB granularity. The
+ * caller makes sure size <= SIZE_MAX - (MB_GRANULARITY - 1). */
+static inline size_t mb_span_of(size_t size)
+{
+	return (size + MB_GRANULARITY - 1) & ~(MB_GRANULARITY - 1);
+}
 
 /* Page index of addr in region (addr must lie inside region). */
 static inline size_t mb_region_page(const mb_region *region, uintptr_t addr)

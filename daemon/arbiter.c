@@ -215,40 +215,45 @@ uint32_t mb_broker_abandon_all(mb_broker *b)
 	return n;
 }
 
+void mb_broker_expire_parked(mb_broker *b, mb_parked *p)
+{
+	if (p->state != MB_PARK_WAITING)
+		return;
+	if (p->kind == MB_PARK_WATCH) {
+		mb_broker_finish_parked(b, p, S_OK, NULL); /* answered with the current level */
+		return;
+	}
+	mb_session *s = mb_broker_find_pipe(b, p->pipe_id);
+	b->waits_timed_out++;
+	mb_log_event(LOG_NOTICE, MB_MSGID_TIMEOUT, s ? (int)s->pid : 0, s ? (unsigned)s->uid : 0,
+		     p->level, (unsigned long long)p->size, (unsigned)HOST_E_TIMEOUT,
+		     "waiting commit timed out");
+	mb_broker_finish_parked(b, p, HOST_E_TIMEOUT,
+				"waited for memory until the level's deadline");
+	mb_broker_update_pressure(b);
+}
+
 uint64_t mb_broker_expire(mb_broker *b, uint64_t now)
 {
 	uint64_t next = 0;
 	mb_parked *p, *tmp;
-	bool timed_out = false;
 
 	pthread_mutex_lock(&b->lock);
 	for (int level = 0; level < MB_LEVELS; level++)
 		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, tmp)
 		{
-			if (p->deadline_ms <= now) {
-				mb_session *s = mb_broker_find_pipe(b, p->pipe_id);
-				b->waits_timed_out++;
-				mb_log_event(LOG_NOTICE, MB_MSGID_TIMEOUT, s ? (int)s->pid : 0,
-					     s ? (unsigned)s->uid : 0, p->level,
-					     (unsigned long long)p->size, (unsigned)HOST_E_TIMEOUT,
-					     "waiting commit timed out");
-				mb_broker_finish_parked(
-				    b, p, HOST_E_TIMEOUT,
-				    "waited for memory until the level's deadline");
-				timed_out = true;
-			} else if (next == 0 || p->deadline_ms < next) {
+			if (p->deadline_ms <= now)
+				mb_broker_expire_parked(b, p);
+			else if (next == 0 || p->deadline_ms < next)
 				next = p->deadline_ms;
-			}
 		}
 	TAILQ_FOREACH_SAFE(p, &b->watchers, link, tmp)
 	{
 		if (p->deadline_ms <= now)
-			mb_broker_finish_parked(b, p, S_OK, NULL);
+			mb_broker_expire_parked(b, p);
 		else if (next == 0 || p->deadline_ms < next)
 			next = p->deadline_ms;
 	}
-	if (timed_out)
-		mb_broker_update_pressure(b);
 	pthread_mutex_unlock(&b->lock);
 	return next;
 }

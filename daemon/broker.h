@@ -157,6 +157,10 @@ uint32_t mb_broker_abandon_all(mb_broker *b);
  */
 uint64_t mb_broker_expire(mb_broker *b, uint64_t now);
 
+/* Ends one parked request as its deadline does (a commit: HOST_E_TIMEOUT, counted and logged; a
+ * watch: answered with the current level). No-op unless it waits. Caller holds the lock. */
+void mb_broker_expire_parked(mb_broker *b, mb_parked *p);
+
 /* Requests still parked (waiting commits and watches). */
 uint32_t mb_broker_parked(mb_broker *b);
 

@@ -175,7 +175,7 @@ static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Rese
 	if (m->size > b->section_size || m->address < MB_ADDRESS_MIN ||
 	    m->address > b->section_size - m->size)
 		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
-	span = (m->size + MB_GRANULARITY - 1) & ~(uint64_t)(MB_GRANULARITY - 1);
+	span = mb_span_of((size_t)m->size);
 	if (m->address > b->section_size - span)
 		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
 	uint32_t max_res =
@@ -650,19 +650,7 @@ int mb_dispatch_finish(mb_broker *b, mb_parked *p, bool expired, nng_msg **reply
 			pthread_mutex_unlock(&b->lock);
 			return MB_DISPATCH_PARKED;
 		}
-		if (p->kind == MB_PARK_COMMIT) {
-			b->waits_timed_out++;
-			mb_session *ts = mb_broker_find_pipe(b, p->pipe_id);
-			mb_log_event(LOG_NOTICE, MB_MSGID_TIMEOUT, ts ? (int)ts->pid : 0,
-				     ts ? (unsigned)ts->uid : 0, p->level,
-				     (unsigned long long)p->size, (unsigned)HOST_E_TIMEOUT,
-				     "waiting commit timed out");
-			mb_broker_finish_parked(b, p, HOST_E_TIMEOUT,
-						"waited for memory until the level's deadline");
-			mb_broker_update_pressure(b);
-		} else {
-			mb_broker_finish_parked(b, p, S_OK, NULL);
-		}
+		mb_broker_expire_parked(b, p);
 	}
 	if (p->kind == MB_PARK_WATCH) {
 		r.watch.level = (uint32_t)b->pressure;
