@@ -75,6 +75,13 @@ static int request_ok(const mb_request *r)
 		return r->address_space != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
 		return r->adopt_done != NULL;
+	case MEMBROKER__V1__REQUEST__BODY_SYNC:
+		if (r->sync == NULL || r->sync->n_commits > MB_WIRE_MAX_SYNC)
+			return 0;
+		for (size_t i = 0; i < r->sync->n_commits; i++)
+			if (r->sync->commits[i] == NULL)
+				return 0;
+		return 1;
 	default:
 		return 0;
 	}
@@ -114,6 +121,8 @@ static int response_ok(const mb_response *r)
 		return r->session_status != NULL;
 	case MEMBROKER__V1__RESPONSE__BODY_WATCH:
 		return r->watch != NULL;
+	case MEMBROKER__V1__RESPONSE__BODY_SYNC:
+		return r->sync != NULL;
 	default:
 		return 0;
 	}
@@ -176,6 +185,8 @@ const char *mb_wire_op_name(int body_case)
 		return "address_space";
 	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
 		return "adopt_done";
+	case MEMBROKER__V1__REQUEST__BODY_SYNC:
+		return "sync";
 	default:
 		return "invalid";
 	}

@@ -20,7 +20,8 @@
 typedef Membroker__V1__Request mb_request;
 typedef Membroker__V1__Response mb_response;
 
-/* Largest message either side accepts (NNG_OPT_RECVMAXSZ); real messages are under 200 bytes. */
+/* Largest message either side accepts (NNG_OPT_RECVMAXSZ); real messages are under 200 bytes
+ * (a full Sync is under 2 KiB). */
 #define MB_WIRE_MAX_MESSAGE 4096
 /* Longest client name kept, in bytes. */
 #define MB_WIRE_MAX_NAME 255
@@ -28,6 +29,8 @@ typedef Membroker__V1__Response mb_response;
 #define MB_WIRE_TOKEN_LEN 16
 /* Longest detail text in a response. */
 #define MB_WIRE_MAX_DETAIL 512
+/* Most local commits one Sync reports: 64 entries pack to under 2 KiB. */
+#define MB_WIRE_MAX_SYNC 64
 
 /*
  * Packs msg into the body of *out (a fresh nng message when *out is NULL, else cleared and reused).
