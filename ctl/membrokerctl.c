@@ -313,6 +313,9 @@ static void status_json(const Membroker__Admin__V1__StatusReply *s)
 	}
 	json_object_object_add(o, "levels", levels);
 	add_u64(o, "reclaimed", s->reclaimed);
+	add_u64(o, "credit", s->credit);
+	add_u64(o, "credit_revoked", s->credit_revoked);
+	add_u64(o, "commit_credit", s->commit_credit);
 	add_u64(o, "offences", s->offences);
 	add_u64(o, "refusals", s->refusals);
 	add_u64(waits, "granted", s->waits_granted);
@@ -376,6 +379,9 @@ static void status_text(const Membroker__Admin__V1__StatusReply *s)
 	printf("waits       %" PRIu64 " granted, %" PRIu64 " timed out, %" PRIu64 " abandoned\n",
 	       s->waits_granted, s->waits_timed_out, s->waits_abandoned);
 	printf("reclaimed   %s\n", human(s->reclaimed, a, sizeof(a)));
+	printf("credit      %s unused (%s per client), %s taken back\n",
+	       human(s->credit, a, sizeof(a)), human(s->commit_credit, b, sizeof(b)),
+	       human(s->credit_revoked, c, sizeof(c)));
 	printf("offences    %" PRIu64 "\n", s->offences);
 	printf("requests    %" PRIu64 " (%" PRIu64 " protocol errors)\n", s->requests,
 	       s->protocol_errors);
@@ -401,6 +407,7 @@ static void clients_json(const Membroker__Admin__V1__ClientsReply *r)
 		add_u64(co, "max_level", c->max_level);
 		add_u64(co, "age_seconds", c->age_seconds);
 		add_u64(co, "offences", c->offences);
+		add_u64(co, "credit", c->credit);
 		json_object_array_add(arr, co);
 	}
 	json_object_object_add(o, "clients", arr);

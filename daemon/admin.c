@@ -6,6 +6,7 @@
  * the lock is released, so a large `clients` or `metrics` answer does not hold up the request path.
  */
 #include "admin.h"
+#include "credit.h"
 #include "creds.h"
 
 #include <errno.h>
@@ -64,7 +65,7 @@ typedef struct snap_client {
 	gid_t gid;
 	char name[MB_WIRE_MAX_NAME + 1];
 	char group[64];
-	uint64_t reserved, committed, reservations, age;
+	uint64_t reserved, committed, reservations, age, credit;
 	int max_level;
 	uint32_t offences;
 } snap_client;
@@ -81,6 +82,7 @@ typedef struct snap {
 	int pressure;
 	uint64_t reclaimed, offences, refusals, waits_granted, waits_timed_out, waits_abandoned;
 	uint64_t requests, protocol_errors, client_max;
+	uint64_t credit, credit_revoked, commit_credit;
 	uint64_t by_level[MB_LEVELS];
 	uint32_t sessions_by_level[MB_LEVELS];
 	int ngroups;
@@ -109,6 +111,11 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&b->lock);
 	sn->ledger = b->ledger;
+	/* Committed means in use: unused commit credit is reported on its own. */
+	sn->credit = mb_broker_credit_unused_total(b);
+	sn->ledger.committed -= sn->credit;
+	sn->credit_revoked = b->credit_revoked_bytes;
+	sn->commit_credit = b->conf.commit_credit;
 	sn->sessions = b->clients; /* connections that said Hello: not the broker's own probes */
 	sn->nwaiters = b->nwaiters;
 	for (int i = 0; i < MB_LEVELS; i++)
@@ -142,7 +149,8 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 	}
 	for (s = mb_broker_first(b); s != NULL; s = mb_broker_next(s)) {
 		int lvl = s->max_level >= 0 && s->max_level < MB_LEVELS ? s->max_level : 0;
-		uint64_t committed = mb_session_committed(s);
+		uint64_t unused = mb_broker_credit_unused(s);
+		uint64_t committed = mb_session_charged(s) - unused;
 
 		sn->by_level[lvl] += committed;
 		sn->sessions_by_level[lvl]++;
@@ -164,6 +172,7 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 		c->max_level = s->max_level;
 		c->age = now.tv_sec > s->connected ? (uint64_t)(now.tv_sec - s->connected) : 0;
 		c->offences = s->offences;
+		c->credit = unused;
 	}
 	pthread_mutex_unlock(&b->lock);
 	return 0;
@@ -346,6 +355,11 @@ static char *format_metrics(const snap *sn)
 	metric(&t, "membroker_offences_total", "counter",
 	       "Writes by clients to memory they had not committed.", sn->offences);
 	metric(&t, "membroker_requests_total", "counter", "Client requests handled.", sn->requests);
+	metric(&t, "membroker_credit_bytes", "gauge",
+	       "Commit credit granted to clients and not used yet (not counted as committed).",
+	       sn->credit);
+	metric(&t, "membroker_credit_revoked_bytes_total", "counter",
+	       "Unused commit credit taken back under memory pressure.", sn->credit_revoked);
 	metric(&t, "membroker_protocol_errors_total", "counter",
 	       "Undecodable client requests (their connections were closed).", sn->protocol_errors);
 	metric(&t, "membroker_uptime_seconds", "gauge", "Seconds since the broker started.",
@@ -457,6 +471,9 @@ static int handle_status(mb_broker *b, void **reply, size_t *reply_len)
 	st.levels = plevels;
 	st.reclaimed = sn.reclaimed;
 	st.offences = sn.offences;
+	st.credit = sn.credit;
+	st.credit_revoked = sn.credit_revoked;
+	st.commit_credit = sn.commit_credit;
 	st.refusals = sn.refusals;
 	st.waits_granted = sn.waits_granted;
 	st.waits_timed_out = sn.waits_timed_out;
@@ -530,6 +547,7 @@ static int handle_clients(mb_broker *b, void **reply, size_t *reply_len)
 		ci.reservations = c->reservations;
 		ci.max_level = (uint32_t)(c->max_level < 0 ? 0 : c->max_level);
 		ci.age_seconds = c->age;
+		ci.credit = c->credit;
 		ci.offences = c->offences;
 		infos[i] = ci;
 		pinfos[i] = &infos[i];

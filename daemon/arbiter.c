@@ -15,8 +15,10 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "credit.h"
 #include "log.h"
 #include "mb_win32.h"
+#include "mb_credit.h"
 #include "section.h"
 
 /* Offences after which a client that writes to memory it never committed is disconnected. */
@@ -47,11 +49,17 @@ void mb_broker_finish_parked(mb_broker *b, mb_parked *p, HRESULT hr, const char 
 
 void mb_broker_update_pressure(mb_broker *b)
 {
-	int next = mb_pressure_next(b->pressure, &b->ledger, b->nwaiters > 0);
+	/* Pressure is about memory in use: outstanding commit credit is held, not used (and it is
+	 * taken back when memory runs short), so it does not count here. */
+	mb_ledger used = b->ledger;
+	used.committed -= b->credit_total < used.committed ? b->credit_total : used.committed;
+	int next = mb_pressure_next(b->pressure, &used, b->nwaiters > 0);
 	mb_parked *p, *tmp;
 
 	if (next == b->pressure)
 		return;
+	if (next == 1)
+		mb_broker_credit_revoke_all(b);
 	mb_log(LOG_INFO,
 	       "memory pressure %s: %" PRIu64 " of %" PRIu64 " bytes committed, %u waiting",
 	       next == 1   ? "low memory"
@@ -106,6 +114,8 @@ static bool try_grant(mb_broker *b, mb_parked *p)
 	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
 		MB_PAGE_SIZE;
 	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, p->level, bytes) : MB_FIT_OK;
+	if (fit != MB_FIT_OK && mb_broker_credit_revoke_all(b) > 0)
+		fit = mb_broker_fits(b, s, p->level, bytes);
 	if (fit == MB_FIT_CEILING)
 		return false;
 	if (fit != MB_FIT_OK) {
@@ -277,12 +287,19 @@ uint32_t mb_broker_parked(mb_broker *b)
  */
 static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close, bool forgive)
 {
-	uint64_t allocated = mb_section_allocated(s->section_fd);
+	/* Read before the credit word: a client takes credit before it writes a local commit and
+	 * gives it back only after punching the pages out, so nothing allocated here is missed. */
+	uint64_t allocated = mb_session_allocated(s);
 	uint64_t discarded = 0, offending = 0;
 	off_t pos = 0;
+	/* Pages the client committed by itself against its credit are not in the map until it
+	 * reports them: that many written, uncommitted pages of its reservations are those local
+	 * commits, not offences. */
+	uint64_t tolerated = 0, local = mb_broker_credit_used(s);
+	const bool credit_page = s->credit_word != NULL;
 
 	/* The common case costs one fstat: no more pages than commits means nothing to look at. */
-	if (allocated <= mb_session_committed(s))
+	if (allocated <= mb_session_committed(s) + local)
 		return 0;
 	for (;;) {
 		off_t data = lseek(s->section_fd, pos, SEEK_DATA);
@@ -296,12 +313,21 @@ static uint64_t audit_session(mb_broker *b, mb_session *s, bool *close, bool for
 		for (uint64_t a = (uint64_t)data & ~(uint64_t)(MB_PAGE_SIZE - 1); a <= end;
 		     a += MB_PAGE_SIZE) {
 			bool drop = false;
-			if (a < end) {
+			if (a < end && a == MB_CREDIT_OFFSET && credit_page) {
+				drop = false; /* the credit word */
+			} else if (a < end) {
 				mb_region *region = mb_regmap_find(&s->map, (uintptr_t)a);
 				size_t pg = region ? mb_region_page(region, (uintptr_t)a) : 0;
 				uint8_t st = region ? mb_region_state(region, pg) : 0;
 				if (region != NULL && (st & MB_PAGE_COMMITTED)) {
 					drop = false;
+				} else if (region != NULL && st == 0 &&
+					   (tolerated + MB_PAGE_SIZE <= local ||
+					    tolerated + MB_PAGE_SIZE <=
+						(local = mb_broker_credit_used(s)))) {
+					/* A local commit (the word is read again before calling it
+					 * an offence: the client may have made one since). */
+					tolerated += MB_PAGE_SIZE;
 				} else if (region != NULL && (st & MB_PAGE_DISCARDED) &&
 					   mb_broker_fits(b, s, MB_LEVELS - 1, MB_PAGE_SIZE) ==
 					       MB_FIT_OK &&
@@ -379,7 +405,7 @@ uint64_t mb_broker_audit(mb_broker *b)
 
 mb_fit mb_broker_fits(mb_broker *b, const mb_session *s, int level, uint64_t bytes)
 {
-	mb_quota_view q = {.client_committed = mb_session_committed(s),
+	mb_quota_view q = {.client_committed = mb_session_charged(s),
 			   .client_max = b->conf.client_max};
 
 	for (int i = 0; i < b->conf.ngroups; i++) {
@@ -413,7 +439,7 @@ void mb_broker_assign_group(mb_broker *b, mb_session *s)
 {
 	s->group = mb_config_match_group(&b->conf, s->uid, s->gid, s->name);
 	if (s->group >= 0) {
-		b->group_committed[s->group] += mb_session_committed(s);
+		b->group_committed[s->group] += mb_session_charged(s);
 		b->group_sessions[s->group]++;
 	}
 }
@@ -421,6 +447,9 @@ void mb_broker_assign_group(mb_broker *b, mb_session *s)
 void mb_broker_apply_config(mb_broker *b, const mb_config *conf)
 {
 	pthread_mutex_lock(&b->lock);
+	/* Take all credit back first: a smaller amount or none may be configured now, and the
+	 * groups are recomputed from the sessions' charges below. */
+	mb_broker_credit_revoke_all(b);
 	b->conf = *conf;
 	memset(b->group_committed, 0, sizeof(b->group_committed));
 	memset(b->group_sessions, 0, sizeof(b->group_sessions));

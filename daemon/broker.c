@@ -12,8 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "credit.h"
 #include "log.h"
 #include "mb_win32.h"
+#include "section.h"
 
 static int cmp_pipe(const mb_session *a, const mb_session *b)
 {
@@ -85,7 +87,8 @@ static void end_session(mb_broker *b, mb_session *s)
 		b->clients--;
 	}
 	b->sessions--;
-	mb_broker_credit(b, s, mb_session_committed(s));
+	b->credit_total -= s->credit;
+	mb_broker_credit(b, s, mb_session_charged(s));
 	if (s->group >= 0 && b->group_sessions[s->group] > 0)
 		b->group_sessions[s->group]--;
 	/* At shutdown clients keep their memory: it stays mapped and readable in them. */
@@ -254,8 +257,16 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 	pthread_mutex_lock(&b->lock);
 	s = claim_token(b, session_id, token, token_len, uid, pid);
 	if (s != NULL && s->map.count == 0) {
+		/* Credit granted on the section being replaced is void; the adopted one's word is
+		 * reset (a previous broker's grant means nothing here). */
+		mb_broker_credit_revoke(b, s);
+		mb_broker_credit(b, s, s->credit); /* used without reservations: impossible */
+		b->credit_total -= s->credit;
+		s->credit = 0;
+		mb_section_unmap_credit(s->credit_word);
 		close(s->section_fd);
 		s->section_fd = fd;
+		s->credit_word = mb_section_map_credit(fd);
 		s->adopted = true;
 		s->adopting = true;
 		rv = 0;
@@ -271,7 +282,7 @@ uint64_t mb_broker_sum_sessions(mb_broker *b)
 
 	pthread_mutex_lock(&b->lock);
 	RB_FOREACH(s, mb_session_pipe_tree, &b->by_pipe)
-	sum += mb_session_committed(s);
+	sum += mb_session_charged(s);
 	pthread_mutex_unlock(&b->lock);
 	return sum;
 }

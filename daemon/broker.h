@@ -90,6 +90,10 @@ typedef struct mb_broker {
 	uint64_t waits_granted, waits_timed_out, waits_abandoned, refusals;
 	uint64_t offences; /* writes to memory that was not committed, all sessions */
 
+	/* Commit credit (credit.c): the sum of the sessions' credit, and what was taken back. */
+	uint64_t credit_total;
+	uint64_t credit_revocations, credit_revoked_bytes;
+
 	int death_epfd; /* epoll set of the sessions' pidfds (deathwatch.c) */
 
 	/* Processes disconnected for repeated offences: refused until they exit (pidfds). */

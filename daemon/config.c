@@ -25,6 +25,7 @@ void mb_config_defaults(mb_config *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->log_level = -1;
+	c->commit_credit = MB_DEFAULT_COMMIT_CREDIT;
 }
 
 bool mb_id_list_has(const mb_id_list *l, uint32_t id)
@@ -163,7 +164,8 @@ static int handler(void *user, const char *section, const char *k, const char *v
 			char *end;
 			unsigned long m = strtoul(v, &end, 8);
 			if (*v == '\0' || *end != '\0' || m == 0 || m > 0777)
-				return fail(x, "socket_mode: '%s' is not an octal mode like 0660%s", v, "");
+				return fail(x, "socket_mode: '%s' is not an octal mode like 0660%s",
+					    v, "");
 			c->socket_mode = (uint32_t)m;
 			return 1;
 		}
@@ -199,6 +201,13 @@ static int handler(void *user, const char *section, const char *k, const char *v
 				return fail(x, "audit_interval_ms: '%s' is not 10..3600000%s", v,
 					    "");
 			c->audit_ms = (uint32_t)n;
+			return 1;
+		}
+		if (strcmp(k, "commit_credit") == 0) {
+			if (mb_parse_size(v, 0, &n) != 0 || n > MB_MAX_COMMIT_CREDIT)
+				return fail(x, "commit_credit: '%s' is not a size up to 1G%s", v,
+					    "");
+			c->commit_credit = n & ~(uint64_t)4095;
 			return 1;
 		}
 		if (strcmp(k, "log_level") == 0) {

@@ -4,7 +4,7 @@
  * See systemd/membroker.conf for the documented example.
  *
  *   [broker]        listen, socket_mode, socket_group, budget, ceilings, waits,
- *                   audit_interval_ms, log_level
+ *                   audit_interval_ms, log_level, commit_credit
  *   [access]        uids, gids: who may use the broker (empty: whoever can open the socket)
  *   [limits]        client_max, client_max_reservations, client_max_reserved,
  *                   sessions_per_uid, client_max_mapped
@@ -25,6 +25,11 @@
 #define MB_MAX_IDS	  32
 #define MB_MAX_PATTERNS	  16
 #define MB_DEFAULT_CONFIG "/etc/membroker/membroker.conf"
+/* Commit credit per client when nothing says otherwise: 64 commits of 64 KiB without a round trip.
+ */
+#define MB_DEFAULT_COMMIT_CREDIT ((uint64_t)4 << 20)
+/* Most commit credit one client may be granted (a bound on what the budget can hold unused). */
+#define MB_MAX_COMMIT_CREDIT ((uint64_t)1 << 30)
 
 typedef struct mb_id_range {
 	uint32_t lo, hi; /* inclusive */
@@ -48,16 +53,17 @@ typedef struct mb_group_conf {
 
 typedef struct mb_config {
 	char listen[512];
-	uint32_t socket_mode;  /* 0 = default (0660) */
-	char socket_group[64]; /* empty = the daemon's group */
+	uint32_t socket_mode;	/* 0 = default (0660) */
+	char socket_group[64];	/* empty = the daemon's group */
 	mb_id_list access_uids; /* may connect (root always may); both empty: no check */
 	mb_id_list access_gids; /* primary or supplementary group */
-	char budget[64]; /* as written (a size or a percentage); empty = default */
+	char budget[64];	/* as written (a size or a percentage); empty = default */
 	bool ceilings_set, waits_set;
 	uint32_t ceiling_permille[3];
 	uint32_t wait_ms[3];
 	uint32_t audit_ms;		  /* 0 = default */
 	int log_level;			  /* -1 = default */
+	uint64_t commit_credit;		  /* bytes per client; 0 = none (see credit.h) */
 	uint64_t client_max;		  /* bytes one client may commit; 0 = no limit */
 	uint32_t client_max_reservations; /* 0 = default */
 	uint32_t sessions_per_uid;	  /* connections one uid may hold; 0 = default */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "credit.h"
 #include "creds.h"
 #include "log.h"
 #include "mb_win32.h"
@@ -34,6 +35,7 @@ typedef struct reply {
 	Membroker__V1__MemoryLoadReply load;
 	Membroker__V1__SessionStatusReply status;
 	Membroker__V1__WatchReply watch;
+	Membroker__V1__SyncReply sync;
 	mb_parked *park; /* where a request that must wait is parked, or NULL */
 	char detail[MB_WIRE_MAX_DETAIL + 1];
 	uint8_t token[MB_WIRE_TOKEN_LEN];
@@ -144,6 +146,7 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 	if (fd < 0)
 		return fail(r, E_OUTOFMEMORY, "cannot create a section: %s", strerror(-fd));
 	s->section_fd = fd;
+	s->credit_word = mb_section_map_credit(fd);
 	snprintf(s->name, sizeof(s->name), "%s", m->name);
 	s->hello = true;
 	b->clients++;
@@ -159,6 +162,7 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 	r->hello.fd_token.len = sizeof(r->token);
 	r->hello.budget = b->ledger.budget;
 	r->hello.section_size = b->section_size;
+	r->hello.commit_credit = s->credit_word != NULL ? b->conf.commit_credit : 0;
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_HELLO;
 	r->resp.hello = &r->hello;
 	return S_OK;
@@ -248,6 +252,8 @@ static HRESULT grant(mb_broker *b, mb_session *s, const mb_page_range *pr, int l
 {
 	if (mb_broker_commit_pages(b, s, pr, level) < 0)
 		return fail(r, E_OUTOFMEMORY, "no memory for page state");
+	/* A client that had to ask is out of credit: top it up with the same round trip. */
+	mb_broker_credit_topup(b, s);
 	mb_broker_update_pressure(b);
 	return S_OK;
 }
@@ -276,6 +282,10 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		return grant(b, s, &pr, level, r);
 	}
 	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, level, bytes) : MB_FIT_OK;
+	/* Unused credit goes back before anyone is refused, made to wait or has MEM_RESET pages
+	 * discarded for them: it costs nobody any data. */
+	if (fit != MB_FIT_OK && mb_broker_credit_revoke_all(b) > 0)
+		fit = mb_broker_fits(b, s, level, bytes);
 	if (fit == MB_FIT_CEILING && mb_broker_reclaim(b, s, bytes, level) > 0)
 		fit = mb_broker_fits(b, s, level, bytes);
 	if (fit == MB_FIT_CLIENT_MAX || fit == MB_FIT_GROUP_MAX) {
@@ -287,7 +297,7 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		if (fit == MB_FIT_CLIENT_MAX)
 			return fail(r, E_OUTOFMEMORY,
 				    "client limit: %" PRIu64 " bytes committed, limit %" PRIu64,
-				    mb_session_committed(s), b->conf.client_max);
+				    mb_session_charged(s), b->conf.client_max);
 		return fail(r, E_OUTOFMEMORY, "group '%s' limit: %" PRIu64 " of %" PRIu64 " bytes",
 			    b->conf.groups[s->group].name, b->group_committed[s->group],
 			    b->conf.groups[s->group].max);
@@ -399,6 +409,29 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 	return S_OK;
 }
 
+/* Local commits made against credit become ordinary commits; then the credit is topped up. */
+static HRESULT do_sync(mb_broker *b, mb_session *s, const Membroker__V1__Sync *m, reply *r)
+{
+	for (size_t i = 0; i < m->n_commits; i++) {
+		const Membroker__V1__LocalCommit *lc = m->commits[i];
+		HRESULT hr = mb_broker_credit_report(b, s, lc->address, lc->size, lc->level,
+						     r->detail, sizeof(r->detail));
+		if (hr != S_OK) {
+			/* Entries before this one are booked; the client's books and ours now
+			 * differ, which only a broken or hostile client causes. The audit still
+			 * bounds what it can use. */
+			r->resp.detail = r->detail;
+			return hr;
+		}
+	}
+	mb_broker_credit_topup(b, s);
+	mb_broker_update_pressure(b);
+	r->sync.credit = mb_broker_credit_unused(s);
+	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_SYNC;
+	r->resp.sync = &r->sync;
+	return S_OK;
+}
+
 static HRESULT do_watch(mb_broker *b, mb_session *s, uint64_t request_id,
 			const Membroker__V1__Watch *m, reply *r)
 {
@@ -436,8 +469,13 @@ static uint64_t available_for(mb_broker *b, const mb_session *s)
 
 static HRESULT do_memory_load(mb_broker *b, const mb_session *s, reply *r)
 {
+	/* Unused credit is held, not used, and would be taken back for a commit that needs it:
+	 * both figures leave it out (the lock is held throughout, so nobody sees the change). */
+	uint64_t unused = mb_broker_credit_unused_total(b);
+	b->ledger.committed -= unused;
 	r->load.memory_load = mb_ledger_load(&b->ledger);
 	r->load.available_bytes = available_for(b, s);
+	b->ledger.committed += unused;
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_MEMORY_LOAD;
 	r->resp.memory_load = &r->load;
 	return S_OK;
@@ -446,12 +484,18 @@ static HRESULT do_memory_load(mb_broker *b, const mb_session *s, reply *r)
 static HRESULT do_session_status(mb_broker *b, mb_session *s, reply *r)
 {
 	r->status.budget = b->ledger.budget;
-	r->status.total_committed = b->ledger.committed;
-	r->status.committed = mb_session_committed(s);
+	uint64_t unused = mb_broker_credit_unused(s),
+		 total_unused = mb_broker_credit_unused_total(b);
+	/* Committed figures count pages in use: local commits not yet reported are (the credit
+	 * they used), unused credit is not. */
+	r->status.total_committed = b->ledger.committed - total_unused;
+	r->status.committed = mb_session_charged(s) - unused;
+	r->status.credit = unused;
+	r->status.total_credit = total_unused;
 	r->status.reserved = s->map.reserved_bytes;
 	r->status.reservations = s->map.count;
 	r->status.sessions = b->clients;
-	r->status.section_allocated = mb_section_allocated(s->section_fd);
+	r->status.section_allocated = mb_session_allocated(s);
 	r->status.waiters = b->nwaiters;
 	r->status.pressure = (uint32_t)b->pressure;
 	r->status.reclaimed = b->reclaimed_bytes;
@@ -563,6 +607,8 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 		return do_watch(b, s, req->request_id, req->watch, r);
 	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
 		return do_address_space(b, s, req->address_space, r);
+	case MEMBROKER__V1__REQUEST__BODY_SYNC:
+		return do_sync(b, s, req->sync, r);
 	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
 		if (!s->adopted)
 			return fail(r, E_INVALIDARG, "adopt_done without an adopted section");
@@ -581,6 +627,7 @@ static void reply_init(reply *r, uint64_t request_id, mb_parked *park)
 	membroker__v1__memory_load_reply__init(&r->load);
 	membroker__v1__session_status_reply__init(&r->status);
 	membroker__v1__watch_reply__init(&r->watch);
+	membroker__v1__sync_reply__init(&r->sync);
 	r->resp.request_id = request_id;
 	r->park = park;
 }

@@ -102,3 +102,23 @@ mb_fit mb_ledger_check(const mb_ledger *l, int level, uint64_t bytes, const mb_q
 		return MB_FIT_CEILING;
 	return mb_ledger_fits(l, level, bytes + held) ? MB_FIT_OK : MB_FIT_CEILING;
 }
+
+uint64_t mb_ledger_credit_grant(const mb_ledger *l, uint64_t held, uint64_t target, bool waiters)
+{
+	const uint64_t page = 4096;
+	uint64_t limit = l->budget / 1000 * MB_CREDIT_LIMIT_PERMILLE +
+			 l->budget % 1000 * MB_CREDIT_LIMIT_PERMILLE / 1000;
+	uint64_t task = mb_ledger_ceiling(l, 0);
+	uint64_t want;
+
+	if (waiters || target == 0 || held >= target)
+		return 0;
+	if (task < limit)
+		limit = task;
+	if (l->committed >= limit)
+		return 0;
+	want = target - held;
+	if (want > limit - l->committed)
+		want = limit - l->committed;
+	return want & ~(page - 1);
+}

@@ -67,4 +67,16 @@ uint64_t mb_ledger_available(const mb_ledger *l, int level);
  */
 int mb_pressure_next(int current, const mb_ledger *l, bool waiters);
 
+/* Commit credit is granted only while the total (credit included) stays under this share of the
+ * budget, and under the task ceiling: well before Low, so credit is never what causes pressure. */
+#define MB_CREDIT_LIMIT_PERMILLE 800
+
+/*
+ * Commit credit to add for a session that holds `held` bytes of credit (unused or not yet reported)
+ * when the broker grants up to `target` per session: the difference, rounded down to whole pages
+ * and cut to what keeps the total under MB_CREDIT_LIMIT_PERMILLE of the budget and under the task
+ * ceiling. 0 while anything waits for memory (credit would compete with it) or target is 0.
+ */
+uint64_t mb_ledger_credit_grant(const mb_ledger *l, uint64_t held, uint64_t target, bool waiters);
+
 #endif

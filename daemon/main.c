@@ -142,7 +142,13 @@ static int apply(const mb_options *o, const mb_config *conf, mb_broker *b)
 	memcpy(b->ledger.ceiling_permille, l.ceiling_permille, sizeof(l.ceiling_permille));
 	memcpy(b->ledger.wait_ms, l.wait_ms, sizeof(l.wait_ms));
 	pthread_mutex_unlock(&b->lock);
-	mb_broker_apply_config(b, conf);
+	mb_config effective = *conf;
+	if (o->commit_credit != NULL) {
+		uint64_t n = 0;
+		mb_parse_size(o->commit_credit, 0, &n); /* checked by mb_options_parse */
+		effective.commit_credit = n & ~(uint64_t)4095;
+	}
+	mb_broker_apply_config(b, &effective);
 	return 0;
 }
 

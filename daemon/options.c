@@ -36,6 +36,8 @@ static void usage(FILE *f)
 	    "                        (default 0,250,2000)\n"
 	    "      --audit-interval MS  how often sections are checked against commits (1000)\n"
 	    "      --contexts N      requests handled concurrently (default 64)\n"
+	    "      --commit-credit SIZE  memory a client may commit without asking, granted\n"
+	    "                        ahead and taken back under pressure (default 4M; 0: off)\n"
 	    "  -h, --help            show this help\n"
 	    "  -V, --version         show the version\n");
 }
@@ -77,7 +79,7 @@ int mb_parse_triple(const char *s, bool percent, uint32_t out[3])
 
 int mb_options_parse(int argc, char **argv, mb_options *o)
 {
-	enum { OPT_LOG_LEVEL = 256, OPT_CONTEXTS, OPT_CEILINGS, OPT_WAITS, OPT_AUDIT };
+	enum { OPT_LOG_LEVEL = 256, OPT_CONTEXTS, OPT_CEILINGS, OPT_WAITS, OPT_AUDIT, OPT_CREDIT };
 	static const struct option longopts[] = {
 	    {"listen", required_argument, NULL, 'l'},
 	    {"budget", required_argument, NULL, 'b'},
@@ -87,6 +89,7 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 	    {"ceilings", required_argument, NULL, OPT_CEILINGS},
 	    {"waits", required_argument, NULL, OPT_WAITS},
 	    {"audit-interval", required_argument, NULL, OPT_AUDIT},
+	    {"commit-credit", required_argument, NULL, OPT_CREDIT},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -150,6 +153,16 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 				return -1;
 			}
 			o->audit_ms = (uint32_t)n;
+			break;
+		}
+		case OPT_CREDIT: {
+			uint64_t n;
+			if (mb_parse_size(optarg, 0, &n) != 0 || n > ((uint64_t)1 << 30)) {
+				fprintf(stderr, "membrokerd: --commit-credit wants a size up to 1G "
+						"(0 turns credit off)\n");
+				return -1;
+			}
+			o->commit_credit = optarg;
 			break;
 		}
 		case 'h':

@@ -20,6 +20,7 @@ typedef struct mb_options {
 	bool waits_set;
 	uint32_t wait_ms[3]; /* --waits T,A,P in milliseconds */
 	uint32_t audit_ms;   /* --audit-interval; 0 = not given */
+	const char *commit_credit; /* --commit-credit SIZE as given, or NULL */
 } mb_options;
 
 /* Parses "a,b,c" into three values; percent=true reads percentages (0 < v <= 100, one decimal,

@@ -3,6 +3,8 @@
  */
 #include "section.h"
 
+#include "mb_credit.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -48,4 +50,21 @@ uint64_t mb_section_allocated(int fd)
 	if (fstat(fd, &st) != 0)
 		return 0;
 	return (uint64_t)st.st_blocks * 512;
+}
+
+struct mb_credit_word *mb_section_map_credit(int fd)
+{
+	void *p =
+	    mmap(NULL, MB_CREDIT_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, MB_CREDIT_OFFSET);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	__atomic_store_n(&((mb_credit_word *)p)->credit, 0, __ATOMIC_RELEASE);
+	return p;
+}
+
+void mb_section_unmap_credit(struct mb_credit_word *w)
+{
+	if (w != NULL)
+		munmap(w, MB_CREDIT_PAGE);
 }

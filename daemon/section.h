@@ -21,4 +21,14 @@ int mb_section_discard(int fd, uint64_t offset, uint64_t len);
 /* Bytes the kernel has allocated for the section (from st_blocks), or 0 on error. */
 uint64_t mb_section_allocated(int fd);
 
+struct mb_credit_word;
+
+/*
+ * Maps the section's credit page (mb_credit.h) and sets the word to zero: a new section has no
+ * credit, and an adopted one must not keep what a previous broker granted. NULL on failure (the
+ * session then simply gets no credit). Unmap with mb_section_unmap_credit.
+ */
+struct mb_credit_word *mb_section_map_credit(int fd);
+void mb_section_unmap_credit(struct mb_credit_word *w);
+
 #endif

@@ -36,13 +36,14 @@ uint64_t mb_session_free(mb_session *s, bool discard)
 
 	if (s == NULL)
 		return 0;
-	committed = mb_session_committed(s);
+	committed = mb_session_charged(s);
 	if (s->section_fd >= 0 && discard) {
 		int rv = mb_section_discard(s->section_fd, 0, MB_ADDRESS_LIMIT);
 		if (rv < 0)
 			mb_log(LOG_WARNING, "session %llu: cannot discard its section: %d",
 			       (unsigned long long)s->id, rv);
 	}
+	mb_section_unmap_credit(s->credit_word);
 	if (s->section_fd >= 0)
 		close(s->section_fd);
 	if (s->pidfd >= 0)

@@ -39,7 +39,7 @@ typedef struct mb_session {
 	uint8_t token[MB_WIRE_TOKEN_LEN];
 	bool token_used;   /* the section was handed over (tokens are one-time) */
 	bool adopted;	   /* the section is the client's own from before a broker restart */
-	bool adopting;     /* ... and the client is still re-registering: no audit yet */
+	bool adopting;	   /* ... and the client is still re-registering: no audit yet */
 	mb_regmap map;	   /* reservations and commit state, the broker's authority */
 	time_t connected;  /* CLOCK_MONOTONIC seconds */
 	int max_level;	   /* highest critical level it committed at (reclaim order) */
@@ -49,6 +49,11 @@ typedef struct mb_session {
 	mb_mapped *mapped; /* sorted by address */
 	uint32_t nmapped, mapped_cap;
 	uint64_t mapped_bytes;
+	/* Commit credit (credit.c): bytes charged to the budget for commits the client may make
+	 * by itself, unused or used but not yet reported; and the shared word (page 0 of the
+	 * section, mapped here), NULL when none is mapped. */
+	uint64_t credit;
+	struct mb_credit_word *credit_word;
 } mb_session;
 
 /* A session for a new connection (no section yet). NULL on allocation failure. */
@@ -58,14 +63,21 @@ mb_session *mb_session_new(uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid);
  * Frees a session: closes its memfd and frees the map. With discard, every page of the section is
  * punched out first, so the memory returns at once even if some process (a forked child of the
  * client) still holds the memfd; without it (broker shutdown) a live client keeps its mapped
- * memory intact. Returns the bytes that were committed, for the caller to credit.
+ * memory intact. Returns the bytes that were charged (commits and credit), for the caller to
+ * credit.
  */
 uint64_t mb_session_free(mb_session *s, bool discard);
 
-/* Bytes committed by the session. */
+/* Bytes the broker knows the session committed (its region map). */
 static inline uint64_t mb_session_committed(const mb_session *s)
 {
 	return (uint64_t)s->map.committed_pages * MB_PAGE_SIZE;
+}
+
+/* Bytes charged to the budget for the session: its commits and its commit credit. */
+static inline uint64_t mb_session_charged(const mb_session *s)
+{
+	return mb_session_committed(s) + s->credit;
 }
 
 #endif

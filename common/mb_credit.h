@@ -1,0 +1,65 @@
+/*
+ * mb_credit.h: the commit credit word, shared by the broker and one client through the first page
+ * of the client's section.
+ *
+ * The broker may grant a session commit credit: bytes it has already charged to the budget on the
+ * session's behalf. The client then commits pages of its reservations by itself (mprotect, no round
+ * trip) while the word allows, and reports those commits later in a Sync, which turns them into
+ * ordinary commits. Under memory pressure the broker takes whatever is unused back in one atomic
+ * exchange, without asking the client.
+ *
+ * The word lives at file offset 0 of the section. No reservation can cover that page (addresses
+ * start at MB_ADDRESS_MIN), so it never aliases client memory; both sides map it MAP_SHARED.
+ *
+ * Trust: the client can write the word. The broker therefore never believes it beyond what it
+ * granted (every read is clamped to the session's outstanding credit), and the audit still checks
+ * the section's real size against the session's charge, so a client that raises its own credit
+ * gains at most what it can write before the next audit, as with any other uncommitted write.
+ */
+#ifndef MB_CREDIT_H
+#define MB_CREDIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* File offset and length of the credit page in every section. */
+#define MB_CREDIT_OFFSET 0
+#define MB_CREDIT_PAGE	 4096
+
+/* The page's layout; the rest of the page is reserved and zero. */
+typedef struct mb_credit_word {
+	uint64_t credit; /* bytes the client may still commit without a round trip */
+} mb_credit_word;
+
+/* Client: takes bytes of credit if that much is left. Lock-free; safe against the broker. */
+static inline bool mb_credit_take(mb_credit_word *w, uint64_t bytes)
+{
+	uint64_t have = __atomic_load_n(&w->credit, __ATOMIC_ACQUIRE);
+
+	do {
+		if (have < bytes)
+			return false;
+	} while (!__atomic_compare_exchange_n(&w->credit, &have, have - bytes, true,
+					      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE));
+	return true;
+}
+
+/* Both sides: adds bytes (a local decommit gives its credit back; the broker grants more). */
+static inline void mb_credit_give(mb_credit_word *w, uint64_t bytes)
+{
+	__atomic_fetch_add(&w->credit, bytes, __ATOMIC_ACQ_REL);
+}
+
+/* Broker: takes all unused credit back; returns what was there (unclamped: the caller clamps). */
+static inline uint64_t mb_credit_revoke(mb_credit_word *w)
+{
+	return __atomic_exchange_n(&w->credit, 0, __ATOMIC_ACQ_REL);
+}
+
+/* Either side: the unused credit now (unclamped). */
+static inline uint64_t mb_credit_peek(const mb_credit_word *w)
+{
+	return __atomic_load_n(&w->credit, __ATOMIC_ACQUIRE);
+}
+
+#endif

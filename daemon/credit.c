@@ -1,0 +1,147 @@
+/*
+ * credit.c: commit credit, granted ahead so that most commits need no round trip, and taken back
+ * under pressure.
+ */
+#include "credit.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "log.h"
+#include "mb_credit.h"
+#include "mb_win32.h"
+#include "section.h"
+
+uint64_t mb_broker_credit_unused(const mb_session *s)
+{
+	uint64_t w;
+
+	if (s->credit_word == NULL)
+		return 0;
+	w = mb_credit_peek(s->credit_word);
+	return w < s->credit ? w : s->credit;
+}
+
+uint64_t mb_broker_credit_used(const mb_session *s)
+{
+	return s->credit - mb_broker_credit_unused(s);
+}
+
+uint64_t mb_session_allocated(const mb_session *s)
+{
+	uint64_t a = mb_section_allocated(s->section_fd);
+
+	if (s->credit_word == NULL)
+		return a;
+	return a > MB_CREDIT_PAGE ? a - MB_CREDIT_PAGE : 0;
+}
+
+uint64_t mb_broker_credit_unused_total(mb_broker *b)
+{
+	uint64_t sum = 0;
+
+	if (b->credit_total == 0)
+		return 0;
+	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s))
+		sum += mb_broker_credit_unused(s);
+	return sum;
+}
+
+uint64_t mb_broker_credit_topup(mb_broker *b, mb_session *s)
+{
+	uint64_t add;
+
+	if (s->credit_word == NULL || b->conf.commit_credit == 0 || b->stopping || s->adopting)
+		return 0;
+	add = mb_ledger_credit_grant(&b->ledger, s->credit, b->conf.commit_credit, b->nwaiters > 0);
+	/* Quotas as for a task-level commit: credit must not let a client past its own or its
+	 * group's limit, nor into other groups' reserves. */
+	if (add == 0 || mb_broker_fits(b, s, 0, add) != MB_FIT_OK)
+		return 0;
+	mb_broker_charge(b, s, add);
+	s->credit += add;
+	b->credit_total += add;
+	mb_credit_give(s->credit_word, add);
+	return add;
+}
+
+uint64_t mb_broker_credit_revoke(mb_broker *b, mb_session *s)
+{
+	uint64_t taken;
+
+	if (s->credit_word == NULL)
+		return 0;
+	/* Zero the word even when the books say nothing is left: a client that wrote its own
+	 * credit keeps none of it. */
+	taken = mb_credit_revoke(s->credit_word);
+	if (taken > s->credit)
+		taken = s->credit;
+	if (taken == 0)
+		return 0;
+	s->credit -= taken;
+	b->credit_total -= taken;
+	mb_broker_credit(b, s, taken);
+	b->credit_revoked_bytes += taken;
+	return taken;
+}
+
+uint64_t mb_broker_credit_revoke_all(mb_broker *b)
+{
+	uint64_t taken = 0;
+
+	if (b->credit_total == 0)
+		return 0;
+	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s))
+		taken += mb_broker_credit_revoke(b, s);
+	if (taken > 0) {
+		b->credit_revocations++;
+		mb_log(LOG_DEBUG, "took back %" PRIu64 " KiB of unused commit credit", taken >> 10);
+	}
+	return taken;
+}
+
+HRESULT mb_broker_credit_report(mb_broker *b, mb_session *s, uint64_t address, uint64_t size,
+				uint32_t level, char *why, size_t whylen)
+{
+	mb_page_range pr;
+	long gained;
+
+	if ((address & (MB_PAGE_SIZE - 1)) != 0 || (size & (MB_PAGE_SIZE - 1)) != 0 || size == 0) {
+		snprintf(why, whylen, "local commit at 0x%" PRIx64 ": not whole pages", address);
+		return E_INVALIDARG;
+	}
+	if (level >= MB_LEVELS) {
+		snprintf(why, whylen, "local commit at 0x%" PRIx64 ": level %u is not 0, 1 or 2",
+			 address, level);
+		return E_INVALIDARG;
+	}
+	if (size > s->credit) {
+		snprintf(why, whylen,
+			 "local commit at 0x%" PRIx64 " of %" PRIu64
+			 " bytes exceeds the session's credit (%" PRIu64 ")",
+			 address, size, s->credit);
+		return E_INVALIDARG;
+	}
+	if (mb_win32_plan_range(&s->map, (uintptr_t)address, (size_t)size, &pr) != S_OK) {
+		snprintf(why, whylen,
+			 "local commit at 0x%" PRIx64
+			 " is not inside one reservation of this client",
+			 address);
+		return MB_E_INVALID_ADDRESS;
+	}
+	gained = mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
+	if (gained < 0) {
+		snprintf(why, whylen, "no memory for page state");
+		return E_OUTOFMEMORY;
+	}
+	/* The credit was charged when granted; the pages now carry that charge. Pages the broker
+	 * already counted as committed (a round-trip commit overtook this report) are not charged
+	 * twice: their share of the credit goes back to the budget. */
+	s->credit -= size;
+	b->credit_total -= size;
+	if (size > (uint64_t)gained * MB_PAGE_SIZE)
+		mb_broker_credit(b, s, size - (uint64_t)gained * MB_PAGE_SIZE);
+	if ((int)level > s->max_level)
+		s->max_level = (int)level;
+	return S_OK;
+}
