@@ -16,10 +16,13 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "credit.h"
 #include "dispatch.h"
+#include "mb_credit.h"
 #include "mb_regmap.h"
 #include "mb_win32.h"
 #include "mb_wire.h"
+#include "section.h"
 
 #define MIB    (1024ULL * 1024ULL)
 #define BUDGET (64 * MIB)
@@ -27,7 +30,7 @@
 #define GR     ((uint64_t)MB_GRANULARITY)
 #define BASE   ((uint64_t)0x10000000)
 
-/* The answer to any request but Hello before Hello: no session on this connection, connect again. */
+/* The answer to any request but Hello before Hello: no session here, connect again. */
 #define BEFORE_HELLO_HR HOST_E_CLRNOTAVAILABLE
 
 /* What a client could commit now at eTaskCritical: whole pages under the 90% ceiling. */
@@ -46,6 +49,26 @@ static int setup(void **state)
 
 	if (b == NULL || mb_broker_init(b, BUDGET) != 0)
 		return -1;
+	/* These tests count exact commits: credit granted ahead would be in every total. */
+	b->conf.commit_credit = 0;
+	*state = b;
+	return 0;
+}
+
+/* Commit credit per session in the credit tests: small against the budget, so that the 80% limit
+ * and revocation are reached with a few commits. */
+#define CREDIT MIB
+
+static int setup_credit(void **state)
+{
+	mb_broker *b = calloc(1, sizeof(*b));
+
+	if (b == NULL || mb_broker_init(b, BUDGET) != 0)
+		return -1;
+	/* The broker grants credit unless configured otherwise. */
+	if (b->conf.commit_credit != MB_DEFAULT_COMMIT_CREDIT || MB_DEFAULT_COMMIT_CREDIT == 0)
+		return -1;
+	b->conf.commit_credit = CREDIT;
 	*state = b;
 	return 0;
 }
@@ -224,6 +247,7 @@ static HRESULT memory_load(mb_broker *b, uint32_t pipe, uint32_t *load, uint64_t
 
 typedef struct status {
 	uint64_t budget, total_committed, committed, reserved, reservations;
+	uint64_t credit, total_credit;
 	uint32_t sessions;
 } status;
 
@@ -246,9 +270,113 @@ static HRESULT session_status(mb_broker *b, uint32_t pipe, status *st)
 		st->reserved = r->session_status->reserved;
 		st->reservations = r->session_status->reservations;
 		st->sessions = r->session_status->sessions;
+		st->credit = r->session_status->credit;
+		st->total_credit = r->session_status->total_credit;
 	}
 	mb_wire_free_response(r);
 	return hr;
+}
+
+/* A local commit as a client reports it in a Sync. */
+typedef struct local_commit {
+	uint64_t address, size;
+	uint32_t level;
+} local_commit;
+
+static void pack_sync(mb_request *req, Membroker__V1__Sync *m, Membroker__V1__LocalCommit *lc,
+		      Membroker__V1__LocalCommit **ptrs, const local_commit *e, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		membroker__v1__local_commit__init(&lc[i]);
+		lc[i].address = e[i].address;
+		lc[i].size = e[i].size;
+		lc[i].level = e[i].level;
+		ptrs[i] = &lc[i];
+	}
+	m->n_commits = n;
+	m->commits = ptrs;
+	req->body_case = MEMBROKER__V1__REQUEST__BODY_SYNC;
+	req->sync = m;
+}
+
+/* Reports n local commits; *credit (may be NULL) gets the unused credit the reply carries. */
+static HRESULT sync_req(mb_broker *b, uint32_t pipe, const local_commit *e, size_t n,
+			uint64_t *credit)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
+	Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalCommit *ptrs[MB_WIRE_MAX_SYNC];
+	mb_response *r;
+	HRESULT hr;
+
+	assert_true(n <= MB_WIRE_MAX_SYNC);
+	pack_sync(&req, &m, lc, ptrs, e, n);
+	r = call(b, pipe, &req);
+	hr = (HRESULT)r->hresult;
+	if (hr == S_OK) {
+		assert_int_equal(r->body_case, MEMBROKER__V1__RESPONSE__BODY_SYNC);
+		if (credit != NULL)
+			*credit = r->sync->credit;
+	} else {
+		assert_int_equal(r->body_case, MEMBROKER__V1__RESPONSE__BODY__NOT_SET);
+	}
+	mb_wire_free_response(r);
+	return hr;
+}
+
+static HRESULT sync1(mb_broker *b, uint32_t pipe, uint64_t address, uint64_t size, uint32_t level)
+{
+	local_commit e = {address, size, level};
+
+	return sync_req(b, pipe, &e, 1, NULL);
+}
+
+/* The session behind pipe, as the broker holds it (the tests are single-threaded: no lock). */
+static mb_session *sess(mb_broker *b, uint32_t pipe)
+{
+	mb_session *s = mb_broker_find_pipe(b, pipe);
+
+	assert_non_null(s);
+	return s;
+}
+
+/* The client's side of the credit word: what it may still commit by itself. */
+static uint64_t word(mb_broker *b, uint32_t pipe)
+{
+	mb_session *s = sess(b, pipe);
+
+	assert_non_null(s->credit_word);
+	return mb_credit_peek(s->credit_word);
+}
+
+/* A client committing pages by itself: takes their credit from the word, as libmembroker does. */
+static bool take(mb_broker *b, uint32_t pipe, uint64_t bytes)
+{
+	mb_session *s = sess(b, pipe);
+
+	assert_non_null(s->credit_word);
+	return mb_credit_take(s->credit_word, bytes);
+}
+
+/* A client writing its own word, which nothing stops it from doing. */
+static void forge(mb_broker *b, uint32_t pipe, uint64_t value)
+{
+	__atomic_store_n(&sess(b, pipe)->credit_word->credit, value, __ATOMIC_RELEASE);
+}
+
+/* Applies the broker's configuration with another commit credit (as a reload does). */
+static void reload_credit(mb_broker *b, uint64_t credit)
+{
+	/* mb_config is large (every group's patterns): not for the stack. */
+	mb_config *c = malloc(sizeof(*c));
+
+	assert_non_null(c);
+	*c = b->conf;
+	c->commit_credit = credit;
+	mb_broker_apply_config(b, c);
+	free(c);
+	check_ledger(b);
 }
 
 /* ---- Hello ---- */
@@ -311,6 +439,7 @@ static void test_hello_ok(void **state)
 	assert_int_equal(r->hello->budget, BUDGET);
 	assert_int_equal(r->hello->section_size, b->section_size);
 	assert_true(r->hello->section_size > MB_ADDRESS_MIN);
+	assert_int_equal(r->hello->commit_credit, 0); /* the fixture grants none */
 	id1 = r->hello->session_id;
 	memcpy(t1, r->hello->fd_token.data, MB_WIRE_TOKEN_LEN);
 	mb_wire_free_response(r);
@@ -849,7 +978,697 @@ static void test_handover_wrong_peer_burns(void **state)
 	}
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+/* ---- commit credit ---- */
+
+/* What the broker may bring the total to with credit: 80% of the budget (under the task ceiling).
+ */
+#define CREDIT_LIMIT (BUDGET * MB_CREDIT_LIMIT_PERMILLE / 1000)
+/* Pages a task-level commit may bring the total to. */
+#define C0 (BUDGET * 900 / 1000 / PG)
+
+static void test_credit_hello(void **state)
+{
+	mb_broker *b = *state;
+	mb_response *r;
+
+	assert_int_equal(mb_broker_connect(b, 1, getpid(), getuid(), getgid()), 0);
+	r = hello_v(b, 1, MB_PROTOCOL_VERSION);
+	assert_int_equal((HRESULT)r->hresult, S_OK);
+	assert_int_equal(r->hello->commit_credit, CREDIT);
+	mb_wire_free_response(r);
+	/* Announced, not granted: credit comes with the first commit, so an idle client holds
+	 * none of the budget. */
+	assert_non_null(sess(b, 1)->credit_word);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(b->ledger.committed, 0);
+}
+
+static void test_credit_first_commit_tops_up(void **state)
+{
+	mb_broker *b = *state;
+	uint32_t load;
+	uint64_t avail;
+	status st;
+
+	open_session(b, 1, NULL);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.credit, 0);
+	assert_int_equal(st.total_credit, 0);
+
+	assert_int_equal(commit(b, 1, BASE, 4 * PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+	assert_int_equal(b->credit_total, CREDIT);
+	/* The credit is charged like a commit: the budget can never be overdrawn by it. */
+	assert_int_equal(b->ledger.committed, 4 * PG + CREDIT);
+
+	/* What clients see leaves unused credit out: it is held, not used. */
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, 4 * PG);
+	assert_int_equal(st.total_committed, 4 * PG);
+	assert_int_equal(st.credit, CREDIT);
+	assert_int_equal(st.total_credit, CREDIT);
+	assert_int_equal(memory_load(b, 1, &load, &avail), S_OK);
+	assert_int_equal(load, 1);
+	assert_int_equal(avail, avail0(4 * PG));
+
+	/* Full credit: the next commit adds nothing to it. */
+	assert_int_equal(commit(b, 1, BASE + 4 * PG, 4 * PG, 1), S_OK);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+	assert_int_equal(b->ledger.committed, 8 * PG + CREDIT);
+
+	/* Credit per session; totals over all of them. */
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 2, BASE, MIB), S_OK);
+	assert_int_equal(commit(b, 2, BASE, 2 * PG, 0), S_OK);
+	assert_int_equal(sess(b, 2)->credit, CREDIT);
+	assert_int_equal(b->ledger.committed, 10 * PG + 2 * CREDIT);
+	assert_int_equal(session_status(b, 2, &st), S_OK);
+	assert_int_equal(st.committed, 2 * PG);
+	assert_int_equal(st.total_committed, 10 * PG);
+	assert_int_equal(st.credit, CREDIT);
+	assert_int_equal(st.total_credit, 2 * CREDIT);
+	assert_int_equal(memory_load(b, 2, &load, &avail), S_OK);
+	assert_int_equal(avail, avail0(10 * PG));
+
+	/* Credit a client has used but not reported yet is memory in use: it counts. */
+	assert_true(take(b, 1, 16 * PG));
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, 8 * PG + 16 * PG);
+	assert_int_equal(st.credit, CREDIT - 16 * PG);
+	assert_int_equal(st.total_committed, 10 * PG + 16 * PG);
+	assert_int_equal(st.total_credit, 2 * CREDIT - 16 * PG);
+	assert_int_equal(memory_load(b, 1, &load, &avail), S_OK);
+	assert_int_equal(avail, avail0(26 * PG));
+	assert_int_equal(b->ledger.committed, 10 * PG + 2 * CREDIT);
+}
+
+static void test_credit_sync_books_local_commits(void **state)
+{
+	mb_broker *b = *state;
+	uint64_t credit = 0;
+	status st;
+
+	open_session(b, 1, NULL);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+
+	/* 16 pages committed by the client alone, then reported. */
+	assert_true(take(b, 1, 16 * PG));
+	assert_int_equal(b->ledger.committed, PG + CREDIT);
+	{
+		local_commit e = {BASE + PG, 16 * PG, 2};
+		assert_int_equal(sync_req(b, 1, &e, 1, &credit), S_OK);
+	}
+	assert_int_equal(credit, CREDIT); /* topped up again in the same round trip */
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+	assert_int_equal(mb_session_committed(sess(b, 1)), 17 * PG);
+	assert_int_equal(sess(b, 1)->max_level, 2); /* reclaim order follows reported levels */
+	assert_int_equal(b->ledger.committed, 17 * PG + CREDIT);
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, 17 * PG);
+	assert_int_equal(st.credit, CREDIT);
+
+	/* A round-trip commit overtook the report of the same pages: charged once, not twice. */
+	assert_true(take(b, 1, 4 * PG));
+	assert_int_equal(commit(b, 1, BASE + 32 * PG, 4 * PG, 0), S_OK);
+	assert_int_equal(b->ledger.committed, 21 * PG + CREDIT);
+	assert_int_equal(sync1(b, 1, BASE + 32 * PG, 4 * PG, 0), S_OK);
+	assert_int_equal(b->ledger.committed, 21 * PG + CREDIT);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+
+	/* Half overlapping: only the new half is charged. */
+	assert_true(take(b, 1, 4 * PG));
+	assert_int_equal(sync1(b, 1, BASE + 34 * PG, 4 * PG, 0), S_OK);
+	assert_int_equal(b->ledger.committed, 23 * PG + CREDIT);
+	assert_int_equal(mb_session_committed(sess(b, 1)), 23 * PG);
+
+	/* Several commits in one Sync, in two reservations. */
+	assert_int_equal(reserve(b, 1, BASE + 16 * MIB, MIB), S_OK);
+	assert_true(take(b, 1, 3 * PG));
+	{
+		local_commit e[] = {
+		    {BASE + 100 * PG, PG, 0},
+		    {BASE + 16 * MIB, PG, 1},
+		    {BASE + 16 * MIB + MIB - PG, PG, 0},
+		};
+		assert_int_equal(sync_req(b, 1, e, 3, &credit), S_OK);
+	}
+	assert_int_equal(credit, CREDIT);
+	assert_int_equal(b->ledger.committed, 26 * PG + CREDIT);
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, 26 * PG);
+	assert_int_equal(st.total_committed, 26 * PG);
+
+	/* The pages are ordinary commits now: a decommit credits them like any other. */
+	assert_int_equal(decommit(b, 1, BASE + PG, 16 * PG), S_OK);
+	assert_int_equal(b->ledger.committed, 10 * PG + CREDIT);
+
+	/* An empty Sync only asks for credit. */
+	assert_true(take(b, 1, CREDIT));
+	assert_int_equal(sync_req(b, 1, NULL, 0, &credit), S_OK);
+	assert_int_equal(credit, 0); /* all of it used, not reported: nothing to top up */
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+}
+
+static void test_credit_sync_refusals(void **state)
+{
+	mb_broker *b = *state;
+	const local_commit good = {BASE + PG, PG, 0};
+	uint64_t ledger, credit, pages;
+
+	/* No session, or one that has not said Hello. */
+	assert_int_equal(sync_req(b, 77, &good, 1, NULL), HOST_E_CLRNOTAVAILABLE);
+	assert_int_equal(mb_broker_connect(b, 1, getpid(), getuid(), getgid()), 0);
+	assert_int_equal(sync_req(b, 1, &good, 1, NULL), BEFORE_HELLO_HR);
+	assert_int_equal(sync_req(b, 1, NULL, 0, NULL), BEFORE_HELLO_HR);
+	assert_int_equal(b->ledger.committed, 0);
+
+	/* No credit granted yet: nothing can have been committed locally. */
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 2, BASE, 8 * MIB), S_OK);
+	assert_int_equal(sync_req(b, 2, &good, 1, NULL), E_INVALIDARG);
+	assert_non_null(strstr(last_detail, "credit"));
+	assert_int_equal(b->ledger.committed, 0);
+
+	assert_int_equal(commit(b, 2, BASE, PG, 0), S_OK);
+	assert_true(take(b, 2, 8 * PG));
+	ledger = b->ledger.committed;
+	credit = sess(b, 2)->credit;
+	pages = mb_session_committed(sess(b, 2));
+	{
+		static const struct {
+			local_commit e;
+			HRESULT hr;
+			const char *why;
+		} bad[] = {
+		    {{BASE + PG + 1, PG, 0}, E_INVALIDARG, "whole pages"},
+		    {{BASE + PG, PG + 1, 0}, E_INVALIDARG, "whole pages"},
+		    {{BASE + PG, PG - 1, 0}, E_INVALIDARG, "whole pages"},
+		    {{BASE + PG, 0, 0}, E_INVALIDARG, "whole pages"},
+		    {{BASE + PG, PG, 3}, E_INVALIDARG, "level 3"},
+		    {{BASE + PG, PG, UINT32_MAX}, E_INVALIDARG, "level"},
+		    {{BASE + PG, CREDIT + PG, 0}, E_INVALIDARG, "credit"},
+		    {{BASE + PG, UINT64_MAX & ~(PG - 1), 0}, E_INVALIDARG, "credit"},
+		    {{BASE + 64 * MIB, PG, 0}, MB_E_INVALID_ADDRESS, "reservation"},
+		    {{BASE + 8 * MIB - PG, 2 * PG, 0}, MB_E_INVALID_ADDRESS, "reservation"},
+		    /* The credit page itself, and the addresses no reservation can have. */
+		    {{0, PG, 0}, MB_E_INVALID_ADDRESS, "reservation"},
+		    {{MB_ADDRESS_MIN, PG, 0}, MB_E_INVALID_ADDRESS, "reservation"},
+		    {{UINT64_MAX & ~(PG - 1), PG, 0}, MB_E_INVALID_ADDRESS, "reservation"},
+		};
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			assert_int_equal(sync_req(b, 2, &bad[i].e, 1, NULL), bad[i].hr);
+			assert_non_null(strstr(last_detail, bad[i].why));
+			assert_int_equal(b->ledger.committed, ledger);
+			assert_int_equal(sess(b, 2)->credit, credit);
+			assert_int_equal(mb_session_committed(sess(b, 2)), pages);
+			assert_int_equal(word(b, 2), CREDIT - 8 * PG);
+		}
+	}
+
+	/* A bad entry after good ones: those are booked, the rest is refused, the books agree. */
+	{
+		local_commit e[] = {{BASE + PG, 4 * PG, 0}, {BASE + 5 * PG, PG, 9}};
+		assert_int_equal(sync_req(b, 2, e, 2, NULL), E_INVALIDARG);
+	}
+	assert_int_equal(b->ledger.committed, ledger);
+	assert_int_equal(sess(b, 2)->credit, credit - 4 * PG);
+	assert_int_equal(mb_session_committed(sess(b, 2)), pages + 4 * PG);
+	assert_int_equal(word(b, 2), CREDIT - 8 * PG); /* no top-up after a refusal */
+	assert_int_equal(sync1(b, 2, BASE + 5 * PG, 4 * PG, 0), S_OK);
+	assert_int_equal(sess(b, 2)->credit, CREDIT);
+	assert_int_equal(b->ledger.committed, 9 * PG + CREDIT);
+
+	/* Together more than the credit: booked while it lasts, then refused. */
+	{
+		local_commit e[] = {{BASE + 16 * PG, CREDIT / 2, 0},
+				    {BASE + 16 * PG + CREDIT / 2, CREDIT / 2, 0},
+				    {BASE + 16 * PG + CREDIT, PG, 0}};
+		assert_int_equal(sync_req(b, 2, e, 3, NULL), E_INVALIDARG);
+	}
+	assert_int_equal(sess(b, 2)->credit, 0);
+	assert_int_equal(b->ledger.committed, 9 * PG + CREDIT);
+	assert_int_equal(mb_session_committed(sess(b, 2)), 9 * PG + CREDIT);
+
+	/* More entries than a Sync may carry is a protocol violation, not a refusal. */
+	{
+		mb_request req = MEMBROKER__V1__REQUEST__INIT;
+		Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
+		Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC + 1];
+		Membroker__V1__LocalCommit *ptrs[MB_WIRE_MAX_SYNC + 1];
+		local_commit e[MB_WIRE_MAX_SYNC + 1];
+		nng_msg *in = NULL, *out = NULL;
+		uint64_t errors = b->protocol_errors;
+
+		for (size_t i = 0; i < MB_WIRE_MAX_SYNC + 1; i++)
+			e[i] = (local_commit){BASE + 512 * PG + i * PG, PG, 0};
+		pack_sync(&req, &m, lc, ptrs, e, MB_WIRE_MAX_SYNC + 1);
+		assert_int_equal(mb_wire_pack_request(&req, &in), 0);
+		assert_int_equal(mb_dispatch(b, 2, nng_msg_body(in), nng_msg_len(in), &out),
+				 MB_DISPATCH_DROP);
+		assert_null(out);
+		assert_int_equal(b->protocol_errors, errors + 1);
+		nng_msg_free(in);
+	}
+	check_ledger(b);
+	assert_int_equal(b->ledger.committed, 9 * PG + CREDIT);
+}
+
+static void test_credit_revoked_for_commit(void **state)
+{
+	mb_broker *b = *state;
+	uint64_t credit = 1;
+	status st;
+
+	open_session(b, 1, NULL);
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	assert_int_equal(reserve(b, 2, BASE, BUDGET), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_true(take(b, 1, 16 * PG)); /* used, not reported */
+
+	/* Fits at task level only if session 1's unused credit goes back to the budget. */
+	assert_true(PG + CREDIT + (C0 - 17) * PG > C0 * PG);
+	assert_int_equal(commit(b, 2, BASE, (C0 - 17) * PG, 0), S_OK);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(sess(b, 1)->credit, 16 * PG); /* what it used stays charged */
+	assert_int_equal(b->credit_total, 16 * PG);
+	assert_int_equal(b->credit_revoked_bytes, CREDIT - 16 * PG);
+	assert_int_equal(b->credit_revocations, 1);
+	assert_int_equal(sess(b, 2)->credit, 0); /* over 80%: no credit for anyone */
+	assert_int_equal(b->ledger.committed, C0 * PG);
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, 17 * PG);
+	assert_int_equal(st.credit, 0);
+	assert_int_equal(st.total_committed, C0 * PG);
+
+	/* Its local commits are still booked when reported. */
+	{
+		local_commit e = {BASE + PG, 16 * PG, 0};
+		assert_int_equal(sync_req(b, 1, &e, 1, &credit), S_OK);
+	}
+	assert_int_equal(credit, 0);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	assert_int_equal(b->credit_total, 0);
+	assert_int_equal(b->ledger.committed, C0 * PG);
+
+	/* Nothing left to take back: a commit that does not fit is refused, no revocation. */
+	assert_int_equal(commit(b, 2, BASE + (C0 - 17) * PG, PG, 0), E_OUTOFMEMORY);
+	assert_int_equal(b->credit_revocations, 1);
+	assert_int_equal(b->ledger.committed, C0 * PG);
+}
+
+static void test_credit_revoked_on_low(void **state)
+{
+	mb_broker *b = *state;
+
+	open_session(b, 1, NULL);
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(reserve(b, 2, BASE, BUDGET), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_int_equal(b->pressure, 3);
+
+	/* Fits at AppDomain level with the credit still out, and brings use to 90%: Low. */
+	assert_int_equal(commit(b, 2, BASE, C0 * PG, 1), S_OK);
+	assert_int_equal(b->pressure, 1);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	assert_int_equal(b->credit_total, 0);
+	assert_int_equal(b->credit_revoked_bytes, CREDIT);
+	assert_int_equal(b->ledger.committed, PG + C0 * PG);
+}
+
+static void test_credit_limit_80_percent(void **state)
+{
+	mb_broker *b = *state;
+	const uint64_t x = 51 * MIB;
+	const uint64_t room = (CREDIT_LIMIT - x) / PG * PG;
+
+	assert_true(room > 0 && room < CREDIT);
+	open_session(b, 1, NULL);
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 1, BASE, BUDGET), S_OK);
+	assert_int_equal(reserve(b, 2, BASE, MIB), S_OK);
+
+	/* Cut to what keeps the total under 80%, in whole pages. */
+	assert_int_equal(commit(b, 1, BASE, x, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, room);
+	assert_int_equal(word(b, 1), room);
+	assert_int_equal(b->ledger.committed, x + room);
+	assert_true(b->ledger.committed <= CREDIT_LIMIT);
+
+	/* Less than a page left under the limit: none for the next session. */
+	assert_true(CREDIT_LIMIT - (x + room) < PG);
+	assert_int_equal(commit(b, 2, BASE, PG, 0), S_OK);
+	assert_int_equal(sess(b, 2)->credit, 0);
+	assert_int_equal(word(b, 2), 0);
+	/* And none once past it; what is held is not taken back for that. */
+	assert_int_equal(commit(b, 1, BASE + x, MIB, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, room);
+	assert_int_equal(sess(b, 2)->credit, 0);
+	assert_int_equal(b->ledger.committed, x + MIB + room + PG);
+
+	/* Room again after a decommit: the next grant tops up to the full amount. */
+	assert_int_equal(decommit(b, 1, BASE, 16 * MIB), S_OK);
+	assert_int_equal(commit(b, 2, BASE + PG, PG, 0), S_OK);
+	assert_int_equal(sess(b, 2)->credit, CREDIT);
+	assert_int_equal(sync_req(b, 1, NULL, 0, NULL), S_OK);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+}
+
+static int parked_wakes;
+
+static void park_arm(mb_parked *p, uint32_t ms)
+{
+	(void)p;
+	(void)ms;
+}
+
+static void park_wake(mb_parked *p)
+{
+	(void)p;
+	parked_wakes++;
+}
+
+static void test_credit_none_while_waiting(void **state)
+{
+	mb_broker *b = *state;
+	const uint64_t big = 62 * MIB; /* within level 1's ceiling, but not with anything else */
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Commit m = MEMBROKER__V1__COMMIT__INIT;
+	nng_msg *in = NULL, *out = NULL;
+	mb_parked p;
+	uint64_t credit = 1;
+
+	open_session(b, 1, NULL);
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(reserve(b, 2, BASE, BUDGET), S_OK);
+	assert_int_equal(commit(b, 1, BASE, 32 * PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+
+	/* Session 2's commit cannot fit even with session 1's credit back: it waits. */
+	assert_true(big <= mb_ledger_ceiling(&b->ledger, 1));
+	assert_true(32 * PG + big > mb_ledger_ceiling(&b->ledger, 1));
+	memset(&p, 0, sizeof(p));
+	p.arm = park_arm;
+	p.wake = park_wake;
+	parked_wakes = 0;
+	m.address = BASE;
+	m.size = big;
+	m.level = 1;
+	req.request_id = ++next_request_id;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
+	req.commit = &m;
+	assert_int_equal(mb_wire_pack_request(&req, &in), 0);
+	assert_int_equal(mb_dispatch_park(b, 2, nng_msg_body(in), nng_msg_len(in), &out, &p),
+			 MB_DISPATCH_PARKED);
+	nng_msg_free(in);
+	check_ledger(b);
+	assert_int_equal(b->nwaiters, 1);
+	/* Unused credit went back before the commit was made to wait. */
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	assert_int_equal(b->credit_revoked_bytes, CREDIT);
+	assert_int_equal(b->ledger.committed, 32 * PG);
+
+	/* Far under 80%, but credit would compete with the waiter. */
+	assert_int_equal(commit(b, 1, BASE + 32 * PG, PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(sync_req(b, 1, NULL, 0, &credit), S_OK);
+	assert_int_equal(credit, 0);
+	assert_int_equal(b->credit_total, 0);
+
+	/* Session 1 gives its pages back: the waiter is served. */
+	assert_int_equal(decommit(b, 1, BASE, 33 * PG), S_OK);
+	assert_int_equal(parked_wakes, 1);
+	assert_int_equal(p.state, MB_PARK_DONE);
+	assert_int_equal((HRESULT)p.result, S_OK);
+	assert_int_equal(b->nwaiters, 0);
+	assert_int_equal(b->ledger.committed, big);
+	assert_int_equal(mb_dispatch_finish(b, &p, false, &out), MB_DISPATCH_REPLY);
+	{
+		mb_response *r = mb_wire_unpack_response(nng_msg_body(out), nng_msg_len(out));
+		assert_non_null(r);
+		assert_int_equal(r->request_id, req.request_id);
+		assert_int_equal((HRESULT)r->hresult, S_OK);
+		mb_wire_free_response(r);
+	}
+	nng_msg_free(out);
+	check_ledger(b);
+}
+
+static void test_credit_forged_word(void **state)
+{
+	mb_broker *b = *state;
+	uint64_t revoked;
+	uint32_t load;
+	uint64_t avail;
+	status st;
+
+	open_session(b, 1, NULL);
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	assert_int_equal(reserve(b, 2, BASE, BUDGET), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+
+	/* The client raises its own word: the broker believes no more than it granted. */
+	forge(b, 1, UINT64_MAX - PG);
+	assert_int_equal(mb_broker_credit_unused(sess(b, 1)), CREDIT);
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, PG);
+	assert_int_equal(st.credit, CREDIT);
+	assert_int_equal(st.total_committed, PG);
+	assert_int_equal(st.total_credit, CREDIT);
+	assert_int_equal(memory_load(b, 1, &load, &avail), S_OK);
+	assert_int_equal(avail, avail0(PG));
+	/* ... and books no local commit beyond it. */
+	assert_true(take(b, 1, 4 * CREDIT));
+	assert_int_equal(sync1(b, 1, BASE + PG, 4 * CREDIT, 0), E_INVALIDARG);
+	assert_int_equal(b->ledger.committed, PG + CREDIT);
+
+	/* Revocation returns what was granted, not what the word says. */
+	revoked = b->credit_revoked_bytes;
+	assert_int_equal(commit(b, 2, BASE, (C0 - 1) * PG, 0), S_OK);
+	assert_int_equal(b->credit_revoked_bytes, revoked + CREDIT);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	assert_int_equal(b->credit_total, 0);
+	assert_int_equal(b->ledger.committed, C0 * PG);
+
+	/* With nothing granted, a forged word is worth nothing. */
+	forge(b, 1, UINT64_MAX);
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, PG);
+	assert_int_equal(st.credit, 0);
+	assert_int_equal(st.total_committed, C0 * PG);
+	assert_int_equal(sync1(b, 1, BASE + PG, PG, 0), E_INVALIDARG);
+	reload_credit(b, CREDIT);
+	assert_int_equal(b->credit_revoked_bytes, revoked + CREDIT);
+	assert_int_equal(b->ledger.committed, C0 * PG);
+
+	/* Credit granted on top of a forged word: still only the grant comes back. */
+	assert_int_equal(decommit(b, 2, BASE, 32 * MIB), S_OK);
+	forge(b, 1, UINT64_MAX);
+	assert_int_equal(commit(b, 1, BASE + PG, PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	revoked = b->credit_revoked_bytes;
+	reload_credit(b, CREDIT);
+	assert_true(b->credit_revoked_bytes - revoked <= CREDIT);
+	assert_int_equal(sess(b, 1)->credit + (b->credit_revoked_bytes - revoked), CREDIT);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(b->ledger.committed, mb_session_committed(sess(b, 1)) +
+						  sess(b, 1)->credit +
+						  mb_session_committed(sess(b, 2)));
+}
+
+/* The opposite lie: a word lowered to nothing claims all the credit used. */
+static void test_credit_word_lowered(void **state)
+{
+	mb_broker *b = *state;
+	uint64_t revoked;
+	status st;
+
+	open_session(b, 1, NULL);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+	forge(b, 1, 0);
+	/* Counted as in use, which it may be: still within what was charged. */
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, PG + CREDIT);
+	assert_int_equal(st.credit, 0);
+	assert_int_equal(b->ledger.committed, PG + CREDIT);
+	/* Nothing unused to take back. */
+	revoked = b->credit_revoked_bytes;
+	reload_credit(b, CREDIT);
+	assert_int_equal(b->credit_revoked_bytes, revoked);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	/* Reported, the credit becomes commits and is granted afresh. */
+	assert_int_equal(sync1(b, 1, BASE + PG, CREDIT, 0), S_OK);
+	assert_int_equal(mb_session_committed(sess(b, 1)), PG + CREDIT);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+	assert_int_equal(b->ledger.committed, PG + 2 * CREDIT);
+}
+
+static void test_credit_disconnect(void **state)
+{
+	mb_broker *b = *state;
+
+	open_session(b, 1, NULL);
+	open_session(b, 2, NULL);
+	open_session(b, 3, NULL);
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(reserve(b, 2, BASE, MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, 4 * PG, 0), S_OK);
+	assert_int_equal(commit(b, 2, BASE, 2 * PG, 0), S_OK);
+	assert_true(take(b, 1, 8 * PG)); /* local commits it will never report */
+	assert_int_equal(b->ledger.committed, 6 * PG + 2 * CREDIT);
+
+	mb_broker_disconnect(b, 1);
+	check_ledger(b);
+	assert_int_equal(b->ledger.committed, 2 * PG + CREDIT);
+	assert_int_equal(b->credit_total, CREDIT);
+	mb_broker_disconnect(b, 3); /* held no credit */
+	assert_int_equal(b->ledger.committed, 2 * PG + CREDIT);
+	mb_broker_disconnect(b, 2);
+	check_ledger(b);
+	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->credit_total, 0);
+	/* Ending a session is not a revocation. */
+	assert_int_equal(b->credit_revocations, 0);
+}
+
+static void test_credit_reload_to_zero(void **state)
+{
+	mb_broker *b = *state;
+	mb_response *r;
+	uint64_t credit = 1;
+
+	open_session(b, 1, NULL);
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(reserve(b, 2, BASE, MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+	assert_int_equal(commit(b, 2, BASE, PG, 0), S_OK);
+	assert_true(take(b, 1, 8 * PG));
+
+	reload_credit(b, 0);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(word(b, 2), 0);
+	assert_int_equal(sess(b, 1)->credit, 8 * PG); /* used: charged until reported */
+	assert_int_equal(sess(b, 2)->credit, 0);
+	assert_int_equal(b->credit_total, 8 * PG);
+	assert_int_equal(b->credit_revoked_bytes, 2 * CREDIT - 8 * PG);
+	assert_int_equal(b->credit_revocations, 1);
+	assert_int_equal(b->ledger.committed, 10 * PG);
+
+	/* No credit announced or granted any more; reported local commits are still booked. */
+	assert_int_equal(mb_broker_connect(b, 3, getpid(), getuid(), getgid()), 0);
+	r = hello_v(b, 3, MB_PROTOCOL_VERSION);
+	assert_int_equal((HRESULT)r->hresult, S_OK);
+	assert_int_equal(r->hello->commit_credit, 0);
+	mb_wire_free_response(r);
+	assert_int_equal(commit(b, 1, BASE + PG, PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, 8 * PG);
+	{
+		local_commit e = {BASE + 2 * PG, 8 * PG, 0};
+		assert_int_equal(sync_req(b, 1, &e, 1, &credit), S_OK);
+	}
+	assert_int_equal(credit, 0);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	assert_int_equal(b->credit_total, 0);
+	assert_int_equal(b->ledger.committed, 11 * PG);
+
+	/* Configured again: granted again with the next commit. */
+	reload_credit(b, CREDIT);
+	assert_int_equal(commit(b, 2, BASE + PG, PG, 0), S_OK);
+	assert_int_equal(sess(b, 2)->credit, CREDIT);
+	assert_int_equal(word(b, 2), CREDIT);
+}
+
+static void test_credit_audit_tolerates_local_commits(void **state)
+{
+	mb_broker *b = *state;
+	static const char page[4096] = "written";
+	mb_session *s;
+
+	open_session(b, 1, NULL);
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+	s = sess(b, 1);
+
+	/* Two pages committed and written by the client alone, not reported yet. */
+	assert_true(take(b, 1, 2 * PG));
+	for (uint64_t a = BASE; a < BASE + 3 * PG; a += PG)
+		assert_int_equal(pwrite(s->section_fd, page, PG, (off_t)a), (ssize_t)PG);
+	assert_int_equal(mb_broker_audit(b), 0);
+	assert_int_equal(s->offences, 0);
+
+	/* One page more than the credit used: that one is an offence. */
+	assert_int_equal(pwrite(s->section_fd, page, PG, (off_t)(BASE + 3 * PG)), (ssize_t)PG);
+	assert_int_equal(mb_broker_audit(b), PG);
+	assert_int_equal(s->offences, 1);
+
+	/* Reported, they are commits like any other. */
+	assert_int_equal(sync1(b, 1, BASE + PG, 2 * PG, 0), S_OK);
+	assert_int_equal(mb_broker_audit(b), 0);
+	assert_int_equal(s->offences, 1);
+	check_ledger(b);
+}
+
+static void test_credit_adopted_section(void **state)
+{
+	mb_broker *b = *state;
+	uint8_t token[MB_WIRE_TOKEN_LEN];
+	uint64_t id = open_session(b, 1, token);
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__AdoptDone m = MEMBROKER__V1__ADOPT_DONE__INIT;
+	int fd;
+
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+	assert_int_equal(release(b, 1, BASE), S_OK);
+	assert_int_equal(b->ledger.committed, CREDIT); /* a release leaves the credit */
+
+	/* The section a client brings back replaces this one: credit on the old one is void. */
+	fd = mb_section_create("unit_dispatch", b->section_size);
+	assert_true(fd >= 0);
+	assert_int_equal(
+	    mb_broker_adopt_section(b, id, token, MB_WIRE_TOKEN_LEN, getuid(), getpid(), fd), 0);
+	check_ledger(b);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	assert_int_equal(b->credit_total, 0);
+	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(word(b, 1), 0);
+
+	/* None while the client re-registers what it holds... */
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, 0);
+	/* ... and the usual amount once it is done. */
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE;
+	req.adopt_done = &m;
+	assert_int_equal(call_hr(b, 1, &req), S_OK);
+	assert_int_equal(commit(b, 1, BASE + PG, PG, 0), S_OK);
+	assert_int_equal(sess(b, 1)->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+	assert_int_equal(b->ledger.committed, 2 * PG + CREDIT);
+}
+
+#define T(fn)  cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define TC(fn) cmocka_unit_test_setup_teardown(fn, setup_credit, teardown)
 
 int main(void)
 {
@@ -875,6 +1694,20 @@ int main(void)
 	    T(test_handover),
 	    T(test_handover_wrong_token_burns),
 	    T(test_handover_wrong_peer_burns),
+	    TC(test_credit_hello),
+	    TC(test_credit_first_commit_tops_up),
+	    TC(test_credit_sync_books_local_commits),
+	    TC(test_credit_sync_refusals),
+	    TC(test_credit_revoked_for_commit),
+	    TC(test_credit_revoked_on_low),
+	    TC(test_credit_limit_80_percent),
+	    TC(test_credit_none_while_waiting),
+	    TC(test_credit_forged_word),
+	    TC(test_credit_word_lowered),
+	    TC(test_credit_disconnect),
+	    TC(test_credit_reload_to_zero),
+	    TC(test_credit_audit_tolerates_local_commits),
+	    TC(test_credit_adopted_section),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,6 @@
 /*
- * unit_ledger.c: budget arithmetic (daemon/ledger.c) and membrokerd's command line
- * (daemon/options.c).
+ * unit_ledger.c: budget arithmetic and the commit credit policy (daemon/ledger.c), and membrokerd's
+ * command line (daemon/options.c).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -367,6 +367,218 @@ static void test_available_per_level(void **state)
 	}
 }
 
+/* ---- commit credit ---- */
+
+#define KIB4 4096ULL
+
+/* What credit may bring the total to: 80% of the budget, or the task ceiling if that is lower. */
+static uint64_t credit_limit(const mb_ledger *l)
+{
+	uint64_t limit = exact_ceiling(l->budget, MB_CREDIT_LIMIT_PERMILLE);
+	uint64_t task = exact_ceiling(l->budget, l->ceiling_permille[0]);
+
+	return task < limit ? task : limit;
+}
+
+/* The grant as mb_ledger_credit_grant documents it, computed wide. */
+static uint64_t expected_grant(const mb_ledger *l, uint64_t held, uint64_t target, bool waiters)
+{
+	uint64_t limit = credit_limit(l);
+	unsigned __int128 want;
+
+	if (waiters || target == 0 || held >= target || l->committed >= limit)
+		return 0;
+	want = (unsigned __int128)target - held;
+	if (want > (unsigned __int128)limit - l->committed)
+		want = (unsigned __int128)limit - l->committed;
+	return (uint64_t)want & ~(KIB4 - 1);
+}
+
+static void test_credit_grant_target_and_held(void **state)
+{
+	mb_ledger l;
+
+	(void)state;
+	mb_ledger_init(&l, 64ULL << 20);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 4ULL << 20);
+	assert_int_equal(mb_ledger_credit_grant(&l, 1ULL << 20, 4ULL << 20, false), 3ULL << 20);
+	assert_int_equal(mb_ledger_credit_grant(&l, (4ULL << 20) - KIB4, 4ULL << 20, false), KIB4);
+	/* Nothing configured, or already held (a lowered target takes nothing back here). */
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 0, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, KIB4, 0, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 4ULL << 20, 4ULL << 20, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 8ULL << 20, 4ULL << 20, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, UINT64_MAX, 4ULL << 20, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, UINT64_MAX, UINT64_MAX, false), 0);
+	/* Pure: the ledger is not charged. */
+	assert_int_equal(l.committed, 0);
+}
+
+static void test_credit_grant_waiters(void **state)
+{
+	mb_ledger l;
+
+	(void)state;
+	mb_ledger_init(&l, 64ULL << 20);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, true), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, KIB4, true), 0);
+	mb_ledger_charge(&l, 1ULL << 20);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, true), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 4ULL << 20);
+}
+
+static void test_credit_grant_cut_at_80_percent(void **state)
+{
+	const uint64_t budget = 64ULL << 20;
+	const uint64_t limit = 53687091; /* floor(0.8 * 64 MiB) */
+	mb_ledger l;
+
+	(void)state;
+	mb_ledger_init(&l, budget);
+	/* 10 pages and a bit under the limit: the whole pages. */
+	l.committed = limit - 10 * KIB4 - 123;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 10 * KIB4);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 3 * KIB4, false), 3 * KIB4);
+	/* Less than a page, none, or past it. */
+	l.committed = limit - KIB4 + 1;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 0);
+	l.committed = limit - KIB4;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), KIB4);
+	l.committed = limit;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 0);
+	l.committed = limit + 1;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 0);
+	/* Above the task ceiling or even the budget (adopted memory): no underflow. */
+	l.committed = budget;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 0);
+	l.committed = UINT64_MAX;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, UINT64_MAX, false), 0);
+
+	/* Granting repeatedly never takes the total past the limit. */
+	l.committed = 0;
+	for (int i = 0; i < 100; i++) {
+		uint64_t g = mb_ledger_credit_grant(&l, 0, 4ULL << 20, false);
+		if (g == 0)
+			break;
+		assert_int_equal(g % KIB4, 0);
+		mb_ledger_charge(&l, g);
+		l.committed += 777; /* an odd commit in between */
+	}
+	assert_true(l.committed <= limit);
+	assert_true(limit - l.committed < KIB4);
+}
+
+static void test_credit_grant_task_ceiling(void **state)
+{
+	const uint64_t budget = 64ULL << 20;
+	mb_ledger l;
+
+	(void)state;
+	mb_ledger_init(&l, budget);
+	/* A task ceiling under 80% is where credit stops. */
+	l.ceiling_permille[0] = 500;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, budget, false), budget / 2);
+	l.committed = budget / 2 - 5 * KIB4;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, budget, false), 5 * KIB4);
+	l.committed = budget / 2;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, budget, false), 0);
+	l.ceiling_permille[0] = 0;
+	l.committed = 0;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, budget, false), 0);
+	/* One above 80% does not raise the limit. */
+	l.ceiling_permille[0] = 1000;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, budget, false),
+			 exact_ceiling(budget, 800) & ~(KIB4 - 1));
+	/* The other levels' ceilings play no part. */
+	l.ceiling_permille[0] = 900;
+	l.ceiling_permille[1] = 100;
+	l.ceiling_permille[2] = 100;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, budget, false),
+			 exact_ceiling(budget, 800) & ~(KIB4 - 1));
+}
+
+static void test_credit_grant_page_rounding(void **state)
+{
+	mb_ledger l;
+
+	(void)state;
+	mb_ledger_init(&l, 64ULL << 20);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, (1ULL << 20) + 100, false), 1ULL << 20);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, KIB4, false), KIB4);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, KIB4 - 1, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 1, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 100, 2 * KIB4, false), KIB4);
+	assert_int_equal(mb_ledger_credit_grant(&l, 1, KIB4 + 1, false), KIB4);
+	/* A budget too small for one page under 80%: nothing. */
+	mb_ledger_init(&l, 5119); /* 80% = 4095 */
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 1ULL << 20, false), 0);
+	mb_ledger_init(&l, 5120); /* 80% = 4096 */
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 1ULL << 20, false), KIB4);
+}
+
+static void test_credit_grant_budget_zero(void **state)
+{
+	mb_ledger l;
+
+	(void)state;
+	mb_ledger_init(&l, 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, UINT64_MAX, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, KIB4, false), 0);
+}
+
+static void test_credit_grant_near_uint64_max(void **state)
+{
+	mb_ledger l;
+
+	(void)state;
+	/* 80% of 2^64 - 1 is exact (it is a multiple of 5); then whole pages. */
+	mb_ledger_init(&l, UINT64_MAX);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, UINT64_MAX, false), 0xccccccccccccc000ULL);
+	assert_int_equal(mb_ledger_credit_grant(&l, UINT64_MAX - 1, UINT64_MAX, false), 0);
+	assert_int_equal(mb_ledger_credit_grant(&l, 1, UINT64_MAX, false), 0xccccccccccccc000ULL);
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, 4ULL << 20, false), 4ULL << 20);
+	l.committed = 0xccccccccccccc000ULL;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, UINT64_MAX, false), 0);
+	l.committed = 0xccccccccccccc000ULL - KIB4;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, UINT64_MAX, false), KIB4);
+	l.committed = UINT64_MAX;
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, UINT64_MAX, false), 0);
+}
+
+/* Every budget, against the wide reference, at totals around the limit. */
+static void test_credit_grant_every_budget(void **state)
+{
+	static const uint64_t helds[] = {0, 1, KIB4, 4ULL << 20, UINT64_MAX - 1, UINT64_MAX};
+	static const uint64_t targets[] = {0, 1, KIB4, (4ULL << 20) + 5, 1ULL << 40, UINT64_MAX};
+	mb_ledger l;
+
+	(void)state;
+	for (size_t i = 0; i < NBUDGETS; i++) {
+		mb_ledger_init(&l, budgets[i]);
+		uint64_t limit = credit_limit(&l);
+		const uint64_t totals[] = {0,	      1,     limit / 2, limit - KIB4 - 1,
+					   limit - 1, limit, limit + 1, budgets[i],
+					   UINT64_MAX};
+		for (size_t t = 0; t < sizeof(totals) / sizeof(totals[0]); t++) {
+			l.committed = totals[t];
+			for (size_t h = 0; h < sizeof(helds) / sizeof(helds[0]); h++)
+				for (size_t g = 0; g < sizeof(targets) / sizeof(targets[0]); g++) {
+					uint64_t got =
+					    mb_ledger_credit_grant(&l, helds[h], targets[g], false);
+					assert_int_equal(
+					    got, expected_grant(&l, helds[h], targets[g], false));
+					assert_int_equal(got % KIB4, 0);
+					assert_true(got == 0 ||
+						    (unsigned __int128)l.committed + got <= limit);
+					assert_int_equal(
+					    mb_ledger_credit_grant(&l, helds[h], targets[g], true),
+					    0);
+				}
+		}
+	}
+}
+
 /* ---- mb_parse_size ---- */
 
 static void expect_size(const char *s, uint64_t total, uint64_t want)
@@ -612,6 +824,14 @@ int main(void)
 	    cmocka_unit_test(test_load_rounding),
 	    cmocka_unit_test(test_load_every_budget),
 	    cmocka_unit_test(test_available_per_level),
+	    cmocka_unit_test(test_credit_grant_target_and_held),
+	    cmocka_unit_test(test_credit_grant_waiters),
+	    cmocka_unit_test(test_credit_grant_cut_at_80_percent),
+	    cmocka_unit_test(test_credit_grant_task_ceiling),
+	    cmocka_unit_test(test_credit_grant_page_rounding),
+	    cmocka_unit_test(test_credit_grant_budget_zero),
+	    cmocka_unit_test(test_credit_grant_near_uint64_max),
+	    cmocka_unit_test(test_credit_grant_every_budget),
 	    cmocka_unit_test(test_parse_size_bytes_and_suffixes),
 	    cmocka_unit_test(test_parse_size_percent),
 	    cmocka_unit_test(test_parse_size_refused),
