@@ -303,6 +303,7 @@ static void client_free(mb_client *c)
 	mb_regmap_clear(&c->map, NULL, NULL);
 	pthread_rwlock_destroy(&c->map_lock);
 	pthread_mutex_destroy(&c->slot_lock);
+	pthread_mutex_destroy(&c->sync_lock);
 	pthread_mutex_destroy(&c->notify_lock);
 	pthread_cond_destroy(&c->notify_done);
 	pthread_mutex_destroy(&c->reconnect_lock);
@@ -364,8 +365,10 @@ static HRESULT hello(mb_client *c, bool adopt)
 				    HOST_E_CLRNOTAVAILABLE,
 				    "cannot receive the section from the broker: %s",
 				    strerror(-c->section_fd));
-			else
+			else {
 				mb_vaspace_init(&c->va, c->section_fd, c->section_size);
+				mb_credit_attach(c);
+			}
 		}
 	}
 	mb_wire_free_response(resp);
@@ -483,8 +486,11 @@ static HRESULT reconnect(mb_client *c)
 	}
 	atomic_store(&c->lost, false);
 	hr = hello(c, true);
-	if (hr == S_OK)
+	if (hr == S_OK) {
+		/* The new broker has no record of local commits: re-registration covers them. */
+		mb_credit_reset(c);
 		hr = readopt(c);
+	}
 	if (hr != S_OK) {
 		atomic_store(&c->lost, true);
 		hr = HOST_E_CLRNOTAVAILABLE;
@@ -536,6 +542,7 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	atomic_init(&c->refs, 1);
 	pthread_rwlock_init(&c->map_lock, NULL);
 	pthread_mutex_init(&c->slot_lock, NULL);
+	pthread_mutex_init(&c->sync_lock, NULL);
 	pthread_mutex_init(&c->notify_lock, NULL);
 	pthread_cond_init(&c->notify_done, NULL);
 	mb_regmap_init(&c->map, true);
@@ -575,6 +582,7 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	if (hr != S_OK) {
 		char why[sizeof(last_error)];
 		memcpy(why, last_error, sizeof(why));
+		mb_credit_detach(c);
 		if (c->section_fd >= 0)
 			close(c->section_fd);
 		events_unregister(c);
@@ -640,6 +648,7 @@ static void teardown(mb_client *c)
 	}
 	mb_notify_stop(c);
 	mb_vm_unmap_all(c);
+	mb_credit_detach(c);
 	if (c->section_fd >= 0)
 		close(c->section_fd);
 	/* Closing the socket ends the session: the broker releases everything it held. */

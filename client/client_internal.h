@@ -12,6 +12,8 @@
 
 #include <nng/nng.h>
 
+#include "credit.h"
+#include "mb_credit.h"
 #include "mb_regmap.h"
 #include "vaspace.h"
 #include "mb_wire.h"
@@ -39,12 +41,22 @@ struct mb_client {
 	mb_regmap map;
 	mb_vaspace va; /* where reservations are placed (valid once section_fd is) */
 
+	/* Commit credit (credit.c). The word is NULL when it could not be mapped. pending and
+	 * inflight are guarded by map_lock; sync_lock is held across a Sync's round trip. */
+	mb_credit_word *credit_word;
+	mb_local_commit pending[MB_WIRE_MAX_SYNC];
+	int npending;
+	mb_local_commit inflight[MB_WIRE_MAX_SYNC];
+	int ninflight;
+	pthread_mutex_t sync_lock;
+	atomic_uint_fast64_t local_commits, local_decommits, syncs;
+
 	pthread_mutex_t slot_lock;
 	mb_call_slot *free_slots;
 
-	atomic_bool disabled; /* E_FAIL seen: every later call fails (the contract) */
-	atomic_bool lost;     /* connection lost: the next call tries to reconnect */
-	atomic_int pipes;     /* live connections of the socket (nng redials by itself) */
+	atomic_bool disabled;	  /* E_FAIL seen: every later call fails (the contract) */
+	atomic_bool lost;	  /* connection lost: the next call tries to reconnect */
+	atomic_int pipes;	  /* live connections of the socket (nng redials by itself) */
 	atomic_uint session_pipe; /* nng pipe id our session lives on (0: not known yet) */
 	pthread_mutex_t reconnect_lock;
 	uint32_t reconnects; /* successful reconnections, for tests and tools */
@@ -59,8 +71,8 @@ struct mb_client {
 	mb_memory_callback notify_cb;
 	void *notify_ctx;
 	bool watch_started;
-	bool in_callback;            /* the notification thread is inside notify_cb */
-	pthread_cond_t notify_done;  /* signalled when it leaves */
+	bool in_callback;	    /* the notification thread is inside notify_cb */
+	pthread_cond_t notify_done; /* signalled when it leaves */
 	atomic_bool watch_stop;
 	pthread_t watch_thread;
 	mb_call_slot *watch_slot; /* the watch thread's own context, stopped at teardown */

@@ -4,7 +4,8 @@
  * Reserve claims address space with an anonymous PROT_NONE placeholder (MAP_FIXED_NOREPLACE when an
  * address is given, so nothing the process already maps is ever replaced), registers the range with
  * the broker, then maps the session's section over it at file offset == address. Commit asks the
- * broker (the budget is charged there) and then opens the pages with mprotect. Decommit closes the
+ * broker (the budget is charged there) and then opens the pages with mprotect; when the commit
+ * credit covers it, no round trip is made (credit.c). Decommit closes the
  * pages and the broker punches them out of the section, so a later commit reads zero. Query and
  * Protect never leave the process.
  *
@@ -144,7 +145,14 @@ static HRESULT commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code, i
 	if (hr != S_OK)
 		return inside ? mb_client_error(hr, "range crosses the end of its reservation")
 			      : not_mine(c, addr, MB_E_INVALID_ADDRESS);
+	/* Most commits are served from the commit credit, without a round trip. */
+	hr = mb_credit_commit(c, addr, size, code, level, out);
+	if (hr != MB_CREDIT_REMOTE)
+		return hr;
 	size_t len = pr.count * MB_PAGE_SIZE;
+	/* The broker must know which of these pages are committed already, or it charges them
+	 * again until they are reported. */
+	mb_credit_settle(c, pr.start, len);
 	hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_COMMIT, pr.start, len, level);
 	if (hr != S_OK)
 		return hr;
@@ -178,6 +186,7 @@ static HRESULT reset(mb_client *c, uintptr_t addr, size_t size, bool undo, uintp
 			      : not_mine(c, addr, MB_E_INVALID_ADDRESS);
 	if (!committed)
 		return mb_client_error(MB_E_INVALID_ADDRESS, "MEM_RESET needs committed pages");
+	mb_credit_settle(c, pr.start, pr.count * MB_PAGE_SIZE);
 	hr = call_range(
 	    c, undo ? MEMBROKER__V1__REQUEST__BODY_RESET_UNDO : MEMBROKER__V1__REQUEST__BODY_RESET,
 	    pr.start, pr.count * MB_PAGE_SIZE, 0);
@@ -254,6 +263,15 @@ HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_typ
 
 	if ((hr = mb_client_usable(c)) != S_OK)
 		return hr;
+	/* Pages committed locally are decommitted locally; pages the broker must handle are
+	 * reported to it first. */
+	if (free_type == MEM_DECOMMIT) {
+		hr = mb_credit_decommit(c, (uintptr_t)address, size);
+		if (hr != MB_CREDIT_REMOTE)
+			return hr;
+	} else {
+		mb_credit_settle(c, (uintptr_t)address, 0);
+	}
 	pthread_rwlock_wrlock(&c->map_lock);
 	hr = mb_win32_plan_free(&c->map, (uintptr_t)address, size, free_type, &pr);
 	if (hr != S_OK) {
@@ -397,6 +415,11 @@ HRESULT mb_get_session_status(mb_client *c, mb_session_status *status)
 		status->pressure = s->pressure;
 		status->reclaimed = s->reclaimed;
 		status->offences = s->offences;
+		status->credit = s->credit;
+		status->total_credit = s->total_credit;
+		status->local_commits = atomic_load(&c->local_commits);
+		status->local_decommits = atomic_load(&c->local_decommits);
+		status->syncs = atomic_load(&c->syncs);
 	} else if (hr == S_OK) {
 		hr = mb_client_error(E_FAIL, "malformed session status reply");
 	}

@@ -49,10 +49,12 @@ void mb_broker_finish_parked(mb_broker *b, mb_parked *p, HRESULT hr, const char 
 
 void mb_broker_update_pressure(mb_broker *b)
 {
-	/* Pressure is about memory in use: outstanding commit credit is held, not used (and it is
-	 * taken back when memory runs short), so it does not count here. */
+	/* Pressure is about memory in use: unused commit credit is held, not used (and it is taken
+	 * back when memory runs short), so it does not count here; credit used by local commits not
+	 * yet reported does. */
 	mb_ledger used = b->ledger;
-	used.committed -= b->credit_total < used.committed ? b->credit_total : used.committed;
+	uint64_t unused = mb_broker_credit_unused_total(b);
+	used.committed -= unused < used.committed ? unused : used.committed;
 	int next = mb_pressure_next(b->pressure, &used, b->nwaiters > 0);
 	mb_parked *p, *tmp;
 
@@ -114,7 +116,7 @@ static bool try_grant(mb_broker *b, mb_parked *p)
 	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
 		MB_PAGE_SIZE;
 	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, p->level, bytes) : MB_FIT_OK;
-	if (fit != MB_FIT_OK && mb_broker_credit_revoke_all(b) > 0)
+	if (fit != MB_FIT_OK && mb_broker_credit_revoke_for(b, s, fit) > 0)
 		fit = mb_broker_fits(b, s, p->level, bytes);
 	if (fit == MB_FIT_CEILING)
 		return false;

@@ -59,9 +59,15 @@ uint64_t mb_broker_credit_topup(mb_broker *b, mb_session *s)
 	if (add == 0 || mb_broker_fits(b, s, 0, add) != MB_FIT_OK)
 		return 0;
 	mb_broker_charge(b, s, add);
+	/* Rewrite the word rather than add to it: a value the client forged above what it was
+	 * granted is cut back here. A take or give racing with this is not lost: a take sees the
+	 * word briefly empty and asks the broker instead; a give lands on top. */
+	uint64_t unused = mb_credit_revoke(s->credit_word);
+	if (unused > s->credit)
+		unused = s->credit;
 	s->credit += add;
 	b->credit_total += add;
-	mb_credit_give(s->credit_word, add);
+	mb_credit_give(s->credit_word, unused + add);
 	return add;
 }
 
@@ -82,6 +88,24 @@ uint64_t mb_broker_credit_revoke(mb_broker *b, mb_session *s)
 	b->credit_total -= taken;
 	mb_broker_credit(b, s, taken);
 	b->credit_revoked_bytes += taken;
+	return taken;
+}
+
+uint64_t mb_broker_credit_revoke_for(mb_broker *b, mb_session *s, mb_fit fit)
+{
+	uint64_t taken = 0;
+
+	if (fit == MB_FIT_CEILING)
+		return mb_broker_credit_revoke_all(b);
+	/* Others' credit never helps a client past its own or its group's limit. */
+	if (fit == MB_FIT_CLIENT_MAX || s->group < 0)
+		taken = mb_broker_credit_revoke(b, s);
+	else if (fit == MB_FIT_GROUP_MAX)
+		for (mb_session *o = mb_broker_first(b); o != NULL; o = mb_broker_next(o))
+			if (o->group == s->group)
+				taken += mb_broker_credit_revoke(b, o);
+	if (taken > 0)
+		b->credit_revocations++;
 	return taken;
 }
 

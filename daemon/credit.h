@@ -36,6 +36,10 @@ uint64_t mb_broker_credit_topup(mb_broker *b, mb_session *s);
 /* Takes s's unused credit back (returned to the budget). Returns the bytes taken. */
 uint64_t mb_broker_credit_revoke(mb_broker *b, mb_session *s);
 
+/* Takes back the credit that stands between s and a commit that did not fit: everyone's for the
+ * budget's ceiling, s's own for its limit, its group's for the group's limit. Returns the total. */
+uint64_t mb_broker_credit_revoke_for(mb_broker *b, mb_session *s, mb_fit fit);
+
 /* mb_broker_credit_revoke for every session; returns the total taken. */
 uint64_t mb_broker_credit_revoke_all(mb_broker *b);
 

@@ -284,7 +284,7 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, level, bytes) : MB_FIT_OK;
 	/* Unused credit goes back before anyone is refused, made to wait or has MEM_RESET pages
 	 * discarded for them: it costs nobody any data. */
-	if (fit != MB_FIT_OK && mb_broker_credit_revoke_all(b) > 0)
+	if (fit != MB_FIT_OK && mb_broker_credit_revoke_for(b, s, fit) > 0)
 		fit = mb_broker_fits(b, s, level, bytes);
 	if (fit == MB_FIT_CEILING && mb_broker_reclaim(b, s, bytes, level) > 0)
 		fit = mb_broker_fits(b, s, level, bytes);

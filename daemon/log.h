@@ -19,8 +19,9 @@ void mb_log(int priority, const char *fmt, ...) __attribute__((format(printf, 2,
 #define MB_MSGID_REFUSED "8dab179f78ba4db487ec2ecb165e48c8" /* a commit refused: E_OUTOFMEMORY */
 #define MB_MSGID_TIMEOUT "aab4ca06b0934ffeac83a39c4656e8b9" /* a waiting commit timed out */
 #define MB_MSGID_RECLAIM "36e0a725b0374033bce292e005fb5d3c" /* MEM_RESET pages reclaimed */
-#define MB_MSGID_OFFENCE "884f1970068d4fee98d87d0a9f3c3bcb" /* a client wrote uncommitted memory   \
-							     */
+#define MB_MSGID_OFFENCE                                                                           \
+	"884f1970068d4fee98d87d0a9f3c3bcb" /* a client wrote uncommitted memory                    \
+					    */
 
 /*
  * An event about a client, with structured fields: in the journal as MESSAGE_ID,

@@ -18,8 +18,8 @@ typedef struct mb_options {
 	bool ceilings_set;
 	uint32_t ceiling_permille[3]; /* --ceilings T,A,P in percent (may have one decimal) */
 	bool waits_set;
-	uint32_t wait_ms[3]; /* --waits T,A,P in milliseconds */
-	uint32_t audit_ms;   /* --audit-interval; 0 = not given */
+	uint32_t wait_ms[3];	   /* --waits T,A,P in milliseconds */
+	uint32_t audit_ms;	   /* --audit-interval; 0 = not given */
 	const char *commit_credit; /* --commit-credit SIZE as given, or NULL */
 } mb_options;
 

@@ -318,6 +318,14 @@ typedef struct mb_session_status {
 	uint32_t pressure;	    /* EMemoryAvailable the broker reports now */
 	uint64_t reclaimed; /* bytes of MEM_RESET pages discarded since the broker started */
 	uint32_t offences;  /* this client's writes to memory it had not committed */
+	/* Commit credit: memory this client may commit without a round trip (unused, granted by
+	 * the broker and taken back under pressure), the same for all clients, and what this
+	 * client has done with it since it connected (kept by the library, not the broker). */
+	uint64_t credit;
+	uint64_t total_credit;
+	uint64_t local_commits;	  /* commits served from credit, without a round trip */
+	uint64_t local_decommits; /* decommits of such pages, without a round trip */
+	uint64_t syncs;		  /* round trips that reported local commits */
 } mb_session_status;
 
 /* Fills *status from the broker. */

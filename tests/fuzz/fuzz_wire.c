@@ -68,6 +68,11 @@ static void check_request(const mb_request *r)
 	case MEMBROKER__V1__REQUEST__BODY_WATCH:
 		CHECK(r->watch != NULL);
 		break;
+	case MEMBROKER__V1__REQUEST__BODY_SYNC:
+		CHECK(r->sync != NULL && r->sync->n_commits <= MB_WIRE_MAX_SYNC);
+		for (size_t i = 0; i < r->sync->n_commits; i++)
+			CHECK(r->sync->commits[i] != NULL);
+		break;
 	default:
 		CHECK(!"request without an operation decoded");
 	}
@@ -93,6 +98,9 @@ static void check_response(const mb_response *r)
 		break;
 	case MEMBROKER__V1__RESPONSE__BODY_WATCH:
 		CHECK(r->watch != NULL);
+		break;
+	case MEMBROKER__V1__RESPONSE__BODY_SYNC:
+		CHECK(r->sync != NULL);
 		break;
 	default:
 		CHECK(!"response with an unknown body decoded");

@@ -231,6 +231,31 @@ static void watch(buf *b, uint8_t sel, uint32_t last_level)
 	frame(b, sel, &r);
 }
 
+/* Reports n local commits of size bytes each, from address on, spaced by stride. */
+static void sync_commits(buf *b, uint8_t sel, uint64_t address, uint64_t size, uint64_t stride,
+			 int n, uint32_t level)
+{
+	mb_request r = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
+	Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalCommit *lcp[MB_WIRE_MAX_SYNC];
+
+	if (n > MB_WIRE_MAX_SYNC)
+		n = MB_WIRE_MAX_SYNC;
+	for (int i = 0; i < n; i++) {
+		membroker__v1__local_commit__init(&lc[i]);
+		lc[i].address = address + (uint64_t)i * stride;
+		lc[i].size = size;
+		lc[i].level = level;
+		lcp[i] = &lc[i];
+	}
+	m.n_commits = (size_t)n;
+	m.commits = lcp;
+	r.body_case = MEMBROKER__V1__REQUEST__BODY_SYNC;
+	r.sync = &m;
+	frame(b, sel, &r);
+}
+
 /* ---- wire corpus: one file per message ---- */
 
 static void wire_request(const char *name, void (*fn)(buf *, uint8_t))
@@ -286,6 +311,11 @@ static void w_watch(buf *b, uint8_t s)
 	watch(b, s, 2);
 }
 
+static void w_sync(buf *b, uint8_t s)
+{
+	sync_commits(b, s, BASE, 4 * KIB, 8 * KIB, 3, 1);
+}
+
 static void wire_response(const char *name, mb_response *r)
 {
 	nng_msg *m = NULL;
@@ -318,6 +348,7 @@ static void wire_corpus(void)
 	wire_request("req-memory-load", w_memory_load);
 	wire_request("req-session-status", w_status);
 	wire_request("req-watch", w_watch);
+	wire_request("req-sync", w_sync);
 
 	r.request_id = 7;
 	r.hresult = (uint32_t)S_OK;
@@ -378,6 +409,25 @@ static void s_basic(buf *b)
 	status(b, SEL_PARK(0));
 	memory_load(b, SEL_PARK(0));
 	decommit(b, SEL_PARK(0), BASE + 4 * KIB, 8 * KIB);
+	release(b, SEL_PARK(0), BASE);
+	status(b, SEL_PARK(0));
+}
+
+/* Commit credit: a commit tops it up; Syncs book local commits (good and bad ones). */
+static void s_sync(buf *b)
+{
+	reserve(b, SEL_PARK(0), BASE, 1 * MIB);
+	commit(b, SEL_PARK(0), BASE, 64 * KIB, 0);
+	sync_commits(b, SEL_PARK(0), BASE + 64 * KIB, 4 * KIB, 8 * KIB, 16, 1);
+	sync_commits(b, SEL_PARK(0), BASE + 64 * KIB, 4 * KIB, 8 * KIB, 16, 1); /* again */
+	sync_commits(b, SEL_PARK(0), BASE + 3, 4 * KIB, 8 * KIB, 1, 0);		/* misaligned */
+	sync_commits(b, SEL_PARK(0), BASE, 64 * MIB, 0, 1, 0); /* over the credit */
+	sync_commits(b, SEL_PARK(0), BASE + 2 * MIB, 4 * KIB, 0, 1, 0); /* no reservation */
+	sync_commits(b, SEL_PARK(0), BASE + 512 * KIB, 4 * KIB, 4 * KIB, 64, 2);
+	sync_commits(b, SEL_PARK(1), BASE, 4 * KIB, 0, 1, 0); /* before any reservation */
+	status(b, SEL_PARK(0));
+	memory_load(b, SEL_PARK(0));
+	decommit(b, SEL_PARK(0), BASE, 1 * MIB);
 	release(b, SEL_PARK(0), BASE);
 	status(b, SEL_PARK(0));
 }
@@ -619,6 +669,7 @@ static void dispatch_corpus(void)
 	    {"seed-many-reservations", s_many_reservations},
 	    {"seed-garbage", s_garbage},
 	    {"seed-every-slot", s_everything_every_slot},
+	    {"seed-sync", s_sync},
 	};
 	buf *b = malloc(sizeof(*b));
 

@@ -1,0 +1,258 @@
+/*
+ * credit.c: local commits against commit credit, so that most commits and decommits of a busy
+ * client need no round trip to the broker.
+ */
+#include "credit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "client_internal.h"
+#include "mb_win32.h"
+
+void mb_credit_attach(mb_client *c)
+{
+	void *p;
+
+	if (c->credit_word != NULL || c->section_fd < 0)
+		return;
+	p = mmap(NULL, MB_CREDIT_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, c->section_fd,
+		 MB_CREDIT_OFFSET);
+	if (p == MAP_FAILED)
+		return;
+	/* Like the section's other mappings: a forked child must not take credit it cannot
+	 * report (it has no connection). */
+	madvise(p, MB_CREDIT_PAGE, MADV_DONTFORK);
+	c->credit_word = p;
+}
+
+void mb_credit_detach(mb_client *c)
+{
+	if (c->credit_word != NULL)
+		munmap(c->credit_word, MB_CREDIT_PAGE);
+	c->credit_word = NULL;
+}
+
+void mb_credit_reset(mb_client *c)
+{
+	pthread_rwlock_wrlock(&c->map_lock);
+	c->npending = 0;
+	c->ninflight = 0;
+	pthread_rwlock_unlock(&c->map_lock);
+}
+
+static bool overlaps(const mb_local_commit *e, int n, uintptr_t lo, uintptr_t hi)
+{
+	for (int i = 0; i < n; i++)
+		if (e[i].address < hi && lo < e[i].address + e[i].size)
+			return true;
+	return false;
+}
+
+/* Records a local commit; map_lock held for writing. Extends the last range when contiguous, as
+ * a heap or a GC commits its way up through a reservation. false when the list is full. */
+static bool add_pending(mb_client *c, const mb_region *region, uintptr_t address, size_t size,
+			int level)
+{
+	if (c->npending > 0) {
+		mb_local_commit *last = &c->pending[c->npending - 1];
+		/* Never across reservations: the broker books a range inside one. */
+		if (last->level == level && last->address + last->size == address &&
+		    last->address >= region->base) {
+			last->size += size;
+			return true;
+		}
+	}
+	if (c->npending == MB_WIRE_MAX_SYNC)
+		return false;
+	c->pending[c->npending++] = (mb_local_commit){address, size, level};
+	return true;
+}
+
+HRESULT mb_credit_sync(mb_client *c)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Sync sync = MEMBROKER__V1__SYNC__INIT;
+	Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalCommit *lcp[MB_WIRE_MAX_SYNC];
+	HRESULT hr = S_OK;
+	int n;
+
+	pthread_mutex_lock(&c->sync_lock);
+	pthread_rwlock_wrlock(&c->map_lock);
+	n = c->npending;
+	memcpy(c->inflight, c->pending, (size_t)n * sizeof(c->pending[0]));
+	c->ninflight = n;
+	c->npending = 0;
+	pthread_rwlock_unlock(&c->map_lock);
+	if (n > 0) {
+		for (int i = 0; i < n; i++) {
+			membroker__v1__local_commit__init(&lc[i]);
+			lc[i].address = c->inflight[i].address;
+			lc[i].size = c->inflight[i].size;
+			lc[i].level = (uint32_t)c->inflight[i].level;
+			lcp[i] = &lc[i];
+		}
+		sync.n_commits = (size_t)n;
+		sync.commits = lcp;
+		req.body_case = MEMBROKER__V1__REQUEST__BODY_SYNC;
+		req.sync = &sync;
+		/* Whatever the outcome, these reports are done: on success the broker booked them;
+		 * after a lost connection, re-registration books the pages from the map; a refusal
+		 * (a broker that disagrees) leaves them to the audit, which tolerates pages up to
+		 * the credit they used. */
+		hr = mb_client_call_simple(c, &req);
+		atomic_fetch_add(&c->syncs, 1);
+	}
+	pthread_rwlock_wrlock(&c->map_lock);
+	c->ninflight = 0;
+	pthread_rwlock_unlock(&c->map_lock);
+	pthread_mutex_unlock(&c->sync_lock);
+	return hr;
+}
+
+HRESULT mb_credit_commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code, int level,
+			 uintptr_t *out)
+{
+	if (c->credit_word == NULL)
+		return MB_CREDIT_REMOTE;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		mb_page_range pr;
+		bool full, have = false;
+
+		pthread_rwlock_wrlock(&c->map_lock);
+		if (mb_win32_plan_range(&c->map, addr, size, &pr) != S_OK ||
+		    mb_region_committed_in(pr.region, pr.first, pr.count) != 0) {
+			/* Errors and recommits keep their round-trip semantics. */
+			pthread_rwlock_unlock(&c->map_lock);
+			return MB_CREDIT_REMOTE;
+		}
+		size_t len = pr.count * MB_PAGE_SIZE;
+		full = c->npending == MB_WIRE_MAX_SYNC;
+		if (!full)
+			have = mb_credit_take(c->credit_word, len);
+		if (have) {
+			if (mb_region_commit(&c->map, pr.region, pr.first, pr.count, code) < 0) {
+				pthread_rwlock_unlock(&c->map_lock);
+				mb_credit_give(c->credit_word, len);
+				return MB_CREDIT_REMOTE;
+			}
+			if (mprotect((void *)pr.start, len, mb_win32_prot_flags(code)) != 0) {
+				int err = errno;
+				mb_region_decommit(&c->map, pr.region, pr.first, pr.count);
+				pthread_rwlock_unlock(&c->map_lock);
+				mb_credit_give(c->credit_word, len);
+				return mb_client_error(E_FAIL, "mprotect failed: %s",
+						       strerror(err));
+			}
+			add_pending(c, pr.region, pr.start, len,
+				    level); /* room was checked above */
+			pthread_rwlock_unlock(&c->map_lock);
+			atomic_fetch_add(&c->local_commits, 1);
+			*out = pr.start;
+			return S_OK;
+		}
+		bool pending = c->npending > 0;
+		pthread_rwlock_unlock(&c->map_lock);
+		/* Reporting what was committed frees the credit it used, and the broker tops the
+		 * credit up in the same round trip when the budget allows. Without pending
+		 * reports a Sync would bring nothing: the commit's own round trip tops up. */
+		if (attempt > 0 || (!full && !pending))
+			break;
+		mb_credit_sync(c);
+	}
+	return MB_CREDIT_REMOTE;
+}
+
+/* Index of the pending range that contains [lo, hi), or -1. map_lock held. */
+static int containing(const mb_client *c, uintptr_t lo, uintptr_t hi)
+{
+	for (int i = 0; i < c->npending; i++)
+		if (c->pending[i].address <= lo && hi <= c->pending[i].address + c->pending[i].size)
+			return i;
+	return -1;
+}
+
+HRESULT mb_credit_decommit(mb_client *c, uintptr_t addr, size_t size)
+{
+	mb_page_range pr;
+	bool report;
+
+	if (c->credit_word == NULL)
+		return MB_CREDIT_REMOTE;
+	pthread_rwlock_wrlock(&c->map_lock);
+	if (mb_win32_plan_free(&c->map, addr, size, MEM_DECOMMIT, &pr) != S_OK) {
+		pthread_rwlock_unlock(&c->map_lock);
+		return MB_CREDIT_REMOTE; /* the round-trip path reports the error */
+	}
+	uintptr_t lo = pr.start, hi = pr.start + pr.count * MB_PAGE_SIZE;
+	int i = containing(c, lo, hi);
+	if (i >= 0) {
+		mb_local_commit *e = &c->pending[i];
+		uintptr_t end = e->address + e->size;
+		bool split = e->address < lo && hi < end;
+		if (!split || c->npending < MB_WIRE_MAX_SYNC) {
+			/* Closed before the hole punch, so nothing writes in between; the credit
+			 * goes back only after the punch (see credit.h). */
+			mprotect((void *)lo, hi - lo, PROT_NONE);
+			if (fallocate(c->section_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				      (off_t)lo, (off_t)(hi - lo)) != 0) {
+				/* The pages stay: report them as committed and let the broker
+				 * decommit them. */
+				pthread_rwlock_unlock(&c->map_lock);
+				mb_credit_sync(c);
+				return MB_CREDIT_REMOTE;
+			}
+			mb_region_decommit(&c->map, pr.region, pr.first, pr.count);
+			if (split) {
+				c->pending[c->npending++] =
+				    (mb_local_commit){hi, end - hi, e->level};
+				e->size = lo - e->address;
+			} else if (e->address == lo && hi == end) {
+				c->pending[i] = c->pending[--c->npending];
+			} else if (e->address == lo) {
+				e->address = hi;
+				e->size = end - hi;
+			} else {
+				e->size = lo - e->address;
+			}
+			pthread_rwlock_unlock(&c->map_lock);
+			mb_credit_give(c->credit_word, hi - lo);
+			atomic_fetch_add(&c->local_decommits, 1);
+			return S_OK;
+		}
+	}
+	report = overlaps(c->pending, c->npending, lo, hi) ||
+		 overlaps(c->inflight, c->ninflight, lo, hi);
+	pthread_rwlock_unlock(&c->map_lock);
+	if (report)
+		mb_credit_sync(c);
+	return MB_CREDIT_REMOTE;
+}
+
+void mb_credit_settle(mb_client *c, uintptr_t addr, size_t size)
+{
+	bool report = false;
+
+	if (c->credit_word == NULL)
+		return;
+	pthread_rwlock_rdlock(&c->map_lock);
+	if (c->npending > 0 || c->ninflight > 0) {
+		uintptr_t lo = addr, hi = addr + size;
+		mb_region *r = mb_regmap_find(&c->map, addr);
+		if (size == 0 && r != NULL) {
+			lo = r->base;
+			hi = r->base + r->size;
+		} else if (size == 0 || hi < lo) {
+			hi = UINTPTR_MAX; /* an odd request: reporting everything is always right */
+		}
+		report = overlaps(c->pending, c->npending, lo, hi) ||
+			 overlaps(c->inflight, c->ninflight, lo, hi);
+	}
+	pthread_rwlock_unlock(&c->map_lock);
+	if (report)
+		mb_credit_sync(c);
+}
