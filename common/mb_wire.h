@@ -6,6 +6,10 @@
  * strings and tokens exceed their limits is rejected (NULL), so handlers only ever see well-formed
  * envelopes. Field values (addresses, sizes, levels) are checked by the handlers, with the Win32
  * rules.
+ *
+ * An unpacked message belongs to the thread that unpacked it: only that thread may free it (see
+ * mb_wire_unpack_request). The broker's dispatch and self-probe and the library's calls all free
+ * a message on the thread that received it, before that thread waits for the next one.
  */
 #ifndef MB_WIRE_H
 #define MB_WIRE_H
@@ -43,6 +47,11 @@ int mb_wire_pack_response(const mb_response *resp, nng_msg **out);
  * Decodes and checks a body. Returns a message to free with mb_wire_free_*, or NULL when the bytes
  * are not a well-formed envelope (undecodable, no operation, over-long name or detail, wrong token
  * length, an HRESULT the protocol does not use).
+ *
+ * A message must be freed on the thread that unpacked it, and before that thread exits: the first
+ * message a thread holds lives in that thread's own buffer (no heap allocation), which the next
+ * unpack on the thread reuses once it is freed. A thread may hold several messages at once; those
+ * unpacked while another is held come from the heap, and each free releases the right one.
  */
 mb_request *mb_wire_unpack_request(const void *data, size_t len);
 mb_response *mb_wire_unpack_response(const void *data, size_t len);

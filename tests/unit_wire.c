@@ -7,6 +7,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +19,89 @@
 /* The Watch long poll is newer than the rest of the schema: covered when the schema has it. */
 #ifdef MEMBROKER__V1__WATCH__INIT
 #define HAVE_WATCH 1
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/*
+ * Heap allocations made by the calling thread, to tell an unpack that stayed in the thread's buffer
+ * from one that went to the heap. Bytes in use alone cannot: glibc counts blocks parked in its
+ * per-thread cache as in use, so a malloc served from there changes nothing. Under ASan the
+ * sanitizer's hooks count (it owns malloc); otherwise malloc is wrapped around glibc's own.
+ */
+static _Thread_local unsigned long heap_allocs;
+
+#ifdef UNDER_ASAN
+/* The runtime has these; GCC ships no header for them. */
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+					      void (*free_hook)(const volatile void *));
+size_t __sanitizer_get_current_allocated_bytes(void);
+
+static void count_malloc(const volatile void *p, size_t n)
+{
+	(void)p;
+	(void)n;
+	heap_allocs++;
+}
+
+static void count_free(const volatile void *p)
+{
+	(void)p;
+}
+
+static void heap_count_start(void)
+{
+	__sanitizer_install_malloc_and_free_hooks(count_malloc, count_free);
+}
+
+/* ASan's allocator replaces glibc's, whose mallinfo2() then sees nothing. */
+static size_t heap_in_use(void)
+{
+	return __sanitizer_get_current_allocated_bytes();
+}
+#else
+void *__libc_malloc(size_t n);
+void *__libc_calloc(size_t k, size_t n);
+void *__libc_realloc(void *p, size_t n);
+void __libc_free(void *p);
+
+void *malloc(size_t n)
+{
+	heap_allocs++;
+	return __libc_malloc(n);
+}
+
+void *calloc(size_t k, size_t n)
+{
+	heap_allocs++;
+	return __libc_calloc(k, n);
+}
+
+void *realloc(void *p, size_t n)
+{
+	heap_allocs++;
+	return __libc_realloc(p, n);
+}
+
+void free(void *p)
+{
+	__libc_free(p);
+}
+
+static void heap_count_start(void)
+{
+}
+
+static size_t heap_in_use(void)
+{
+	return mallinfo2().uordblks;
+}
 #endif
 
 /* ---- helpers ---- */
@@ -142,8 +227,16 @@ static void check_request_sane(const mb_request *r)
 #ifdef HAVE_WATCH
 	case MEMBROKER__V1__REQUEST__BODY_WATCH:
 #endif
+	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
+	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
 		/* every case's pointer shares the union: one check covers them */
 		assert_non_null(r->reserve);
+		break;
+	case MEMBROKER__V1__REQUEST__BODY_SYNC:
+		assert_non_null(r->sync);
+		assert_true(r->sync->n_commits <= MB_WIRE_MAX_SYNC);
+		for (size_t i = 0; i < r->sync->n_commits; i++)
+			assert_non_null(r->sync->commits[i]);
 		break;
 	default:
 		fail_msg("unpack let through a request with body case %d", (int)r->body_case);
@@ -174,6 +267,9 @@ static void check_response_sane(const mb_response *r)
 		assert_non_null(r->watch);
 		break;
 #endif
+	case MEMBROKER__V1__RESPONSE__BODY_SYNC:
+		assert_non_null(r->sync);
+		break;
 	default:
 		fail_msg("unpack let through a response with body case %d", (int)r->body_case);
 	}
@@ -1188,6 +1284,325 @@ static void test_op_names(void **state)
 	assert_string_equal(mb_wire_op_name(1 << 30), "invalid");
 }
 
+/* ---- the per-thread unpack buffer ---- */
+
+static uint8_t *commit_bytes(uint64_t request_id, uint64_t address, size_t *len)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Commit c = MEMBROKER__V1__COMMIT__INIT;
+
+	c.address = address;
+	c.size = 0x20000;
+	c.level = 1;
+	req.request_id = request_id;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
+	req.commit = &c;
+	return req_bytes(&req, len);
+}
+
+static uint8_t *status_bytes(uint64_t request_id, size_t *len)
+{
+	mb_response resp = MEMBROKER__V1__RESPONSE__INIT;
+	Membroker__V1__SessionStatusReply st = MEMBROKER__V1__SESSION_STATUS_REPLY__INIT;
+
+	st.budget = 1ULL << 30;
+	st.committed = 1ULL << 20;
+	st.sessions = 3;
+	resp.request_id = request_id;
+	resp.hresult = (uint32_t)HOST_E_TIMEOUT;
+	resp.detail = "a reply with a detail, so a string is decoded too";
+	resp.body_case = MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS;
+	resp.session_status = &st;
+	return resp_bytes(&resp, len);
+}
+
+static void test_unpack_cycles_stay_off_the_heap(void **state)
+{
+	size_t rq_len, rp_len, before, after;
+	uint8_t *rq = commit_bytes(41, 0x7ffe00010000ULL, &rq_len);
+	uint8_t *rp = status_bytes(42, &rp_len);
+	unsigned long allocs;
+	mb_request *q;
+	mb_response *p;
+
+	(void)state;
+	/* The first unpack on a thread may set up its thread-local storage. */
+	q = mb_wire_unpack_request(rq, rq_len);
+	assert_non_null(q);
+	mb_wire_free_request(q);
+
+	before = heap_in_use();
+	heap_allocs = 0;
+	for (int i = 0; i < 100000; i++) {
+		q = mb_wire_unpack_request(rq, rq_len);
+		assert_non_null(q);
+		assert_int_equal(q->request_id, 41);
+		assert_int_equal(q->commit->address, 0x7ffe00010000ULL);
+		mb_wire_free_request(q);
+		p = mb_wire_unpack_response(rp, rp_len);
+		assert_non_null(p);
+		assert_int_equal(p->request_id, 42);
+		assert_int_equal(p->session_status->sessions, 3);
+		mb_wire_free_response(p);
+	}
+	allocs = heap_allocs;
+	after = heap_in_use();
+	assert_int_equal(allocs, 0);
+	assert_int_equal(after, before);
+
+	/* A message held is off the heap too, not merely returned to it in time. */
+	before = heap_in_use();
+	q = mb_wire_unpack_request(rq, rq_len);
+	allocs = heap_allocs;
+	after = heap_in_use();
+	assert_non_null(q);
+	assert_int_equal(allocs, 0);
+	assert_int_equal(after, before);
+	mb_wire_free_request(q);
+	free(rq);
+	free(rp);
+}
+
+static void test_two_messages_held_at_once(void **state)
+{
+	size_t a_len, b_len, r_len;
+	uint8_t *a_bytes = commit_bytes(1, 0x10000, &a_len);
+	uint8_t *b_bytes = commit_bytes(2, 0x20000, &b_len);
+	uint8_t *r_bytes = status_bytes(3, &r_len);
+	static const uint8_t garbage[] = {0x5a, 0x7f, 0x08};
+	static const uint8_t no_op[] = {0x08, 0x05}; /* a request id alone */
+	mb_request *a, *b, *c;
+	mb_response *r;
+
+	(void)state;
+	heap_allocs = 0;
+	a = mb_wire_unpack_request(a_bytes, a_len);
+	assert_non_null(a);
+	assert_int_equal(heap_allocs, 0);
+	/* While a is held, the next ones come from the heap and must not disturb it. */
+	b = mb_wire_unpack_request(b_bytes, b_len);
+	assert_non_null(b);
+	assert_true(heap_allocs > 0);
+	r = mb_wire_unpack_response(r_bytes, r_len);
+	assert_non_null(r);
+	assert_null(mb_wire_unpack_request(garbage, sizeof(garbage)));
+	assert_null(mb_wire_unpack_request(no_op, sizeof(no_op)));
+	assert_int_equal(a->request_id, 1);
+	assert_int_equal(a->commit->address, 0x10000);
+	assert_int_equal(b->request_id, 2);
+	assert_int_equal(b->commit->address, 0x20000);
+	assert_int_equal(r->request_id, 3);
+	assert_string_equal(r->detail, "a reply with a detail, so a string is decoded too");
+
+	/* Freeing the first frees the thread's buffer, while the heap ones are still held. */
+	mb_wire_free_request(a);
+	heap_allocs = 0;
+	c = mb_wire_unpack_request(a_bytes, a_len);
+	assert_non_null(c);
+	assert_int_equal(heap_allocs, 0);
+	assert_int_equal(c->commit->address, 0x10000);
+	assert_int_equal(b->commit->address, 0x20000);
+	assert_int_equal(r->session_status->sessions, 3);
+
+	/* Any order of frees: ASan checks each went where it belonged, LeakSanitizer that none
+	 * was missed. */
+	mb_wire_free_response(r);
+	mb_wire_free_request(c);
+	mb_wire_free_request(b);
+	free(a_bytes);
+	free(b_bytes);
+	free(r_bytes);
+}
+
+/* Refused bytes leave the thread's buffer free for the next message. */
+static void test_refusals_release_the_buffer(void **state)
+{
+	static const uint8_t len_past_end[] = {0x5a, 0x7f, 0x08};
+	size_t len;
+	uint8_t *ok = commit_bytes(9, 0x30000, &len);
+	mb_request *q;
+
+	(void)state;
+	assert_null(mb_wire_unpack_request(len_past_end, sizeof(len_past_end)));
+	assert_null(mb_wire_unpack_response(len_past_end, sizeof(len_past_end)));
+	assert_null(mb_wire_unpack_request("", 0)); /* decodes, refused by the checks */
+	heap_allocs = 0;
+	q = mb_wire_unpack_request(ok, len);
+	assert_non_null(q);
+	assert_int_equal(heap_allocs, 0);
+	assert_int_equal(q->commit->address, 0x30000);
+	mb_wire_free_request(q);
+	free(ok);
+}
+
+static void test_request_sync_max_round_trip(void **state)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Sync sync = MEMBROKER__V1__SYNC__INIT;
+	Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC + 1];
+	Membroker__V1__LocalCommit *lcp[MB_WIRE_MAX_SYNC + 1];
+	uint8_t *buf;
+	size_t len;
+	mb_request *out;
+
+	(void)state;
+	for (size_t i = 0; i <= MB_WIRE_MAX_SYNC; i++) {
+		membroker__v1__local_commit__init(&lc[i]);
+		lc[i].address = UINT64_MAX - i * 0x10000;
+		lc[i].size = (i + 1) * 0x1000;
+		lc[i].level = (uint32_t)(i % 3);
+		lcp[i] = &lc[i];
+	}
+	req.request_id = UINT64_MAX;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_SYNC;
+	req.sync = &sync;
+	sync.commits = lcp;
+	sync.n_commits = MB_WIRE_MAX_SYNC;
+	buf = req_bytes(&req, &len);
+	assert_true(len <= MB_WIRE_MAX_MESSAGE);
+	heap_allocs = 0;
+	out = mb_wire_unpack_request(buf, len);
+	assert_non_null(out);
+	assert_int_equal(heap_allocs, 0); /* the largest well-formed request fits the buffer */
+	assert_int_equal(out->request_id, UINT64_MAX);
+	assert_int_equal(out->body_case, MEMBROKER__V1__REQUEST__BODY_SYNC);
+	assert_int_equal(out->sync->n_commits, MB_WIRE_MAX_SYNC);
+	for (size_t i = 0; i < MB_WIRE_MAX_SYNC; i++) {
+		assert_non_null(out->sync->commits[i]);
+		assert_int_equal(out->sync->commits[i]->address, UINT64_MAX - i * 0x10000);
+		assert_int_equal(out->sync->commits[i]->size, (i + 1) * 0x1000);
+		assert_int_equal(out->sync->commits[i]->level, i % 3);
+	}
+	mb_wire_free_request(out);
+	free(buf);
+
+	/* One more than allowed is refused; none at all is a valid (empty) report. */
+	sync.n_commits = MB_WIRE_MAX_SYNC + 1;
+	assert_null(req_trip(&req));
+	sync.n_commits = 0;
+	out = req_trip(&req);
+	assert_non_null(out);
+	assert_int_equal(out->body_case, MEMBROKER__V1__REQUEST__BODY_SYNC);
+	assert_int_equal(out->sync->n_commits, 0);
+	mb_wire_free_request(out);
+}
+
+/* Bodies whose decoded form outgrows the thread's buffer: decoded again on the heap. */
+static void test_oversized_decode_falls_back_to_heap(void **state)
+{
+	enc *e = calloc(1, sizeof(*e));
+	enc *inner = calloc(1, sizeof(*inner));
+	size_t n_unknown = 0, ok_len;
+	uint8_t *ok = commit_bytes(5, 0x50000, &ok_len);
+	mb_request *held, *out;
+
+	(void)state;
+	assert_non_null(e);
+	assert_non_null(inner);
+	/* A reserve request trailed by unknown fields, 3 bytes each: protobuf-c keeps every one. */
+	put_uint(inner, 1, 0x10000);
+	put_uint(inner, 2, 0x20000);
+	put_uint(e, 1, 77);
+	put_bytes(e, 11, inner->buf, inner->len);
+	while (e->len + 3 <= MB_WIRE_MAX_MESSAGE) {
+		put_uint(e, 100, 1);
+		n_unknown++;
+	}
+	heap_allocs = 0;
+	out = mb_wire_unpack_request(e->buf, e->len);
+	assert_non_null(out);
+	assert_true(heap_allocs > 0);
+	assert_int_equal(out->request_id, 77);
+	assert_int_equal(out->body_case, MEMBROKER__V1__REQUEST__BODY_RESERVE);
+	assert_int_equal(out->reserve->size, 0x20000);
+	assert_int_equal(out->base.n_unknown_fields, n_unknown);
+	/* The thread's buffer is not the one held: the next message still gets it. */
+	heap_allocs = 0;
+	held = mb_wire_unpack_request(ok, ok_len);
+	assert_non_null(held);
+	assert_int_equal(heap_allocs, 0);
+	mb_wire_free_request(out);
+	/* The same body while the buffer is taken goes straight to the heap. */
+	out = mb_wire_unpack_request(e->buf, e->len);
+	assert_non_null(out);
+	assert_int_equal(out->base.n_unknown_fields, n_unknown);
+	assert_int_equal(held->commit->address, 0x50000);
+	mb_wire_free_request(out);
+	mb_wire_free_request(held);
+
+	/* A Sync of far too many (empty) commits: decodes only on the heap, then is refused. */
+	inner->len = 0;
+	while (inner->len + 2 <= MB_WIRE_MAX_MESSAGE - 16)
+		put_bytes(inner, 1, "", 0);
+	e->len = 0;
+	put_uint(e, 1, 78);
+	put_bytes(e, 22, inner->buf, inner->len);
+	assert_true(e->len <= MB_WIRE_MAX_MESSAGE);
+	heap_allocs = 0;
+	assert_null(mb_wire_unpack_request(e->buf, e->len));
+	assert_true(heap_allocs > 0);
+	heap_allocs = 0;
+	held = mb_wire_unpack_request(ok, ok_len);
+	assert_non_null(held);
+	assert_int_equal(heap_allocs, 0);
+	mb_wire_free_request(held);
+	free(ok);
+	free(inner);
+	free(e);
+}
+
+struct other_thread {
+	const uint8_t *bytes;
+	size_t len;
+	pthread_barrier_t held;
+	uint64_t address;
+	unsigned long allocs;
+};
+
+static void *hold_on_other_thread(void *arg)
+{
+	struct other_thread *t = arg;
+	mb_request *q;
+
+	heap_allocs = 0;
+	q = mb_wire_unpack_request(t->bytes, t->len);
+	t->allocs = heap_allocs;
+	pthread_barrier_wait(&t->held); /* both threads hold a message now */
+	pthread_barrier_wait(&t->held); /* the main thread has checked its own */
+	t->address = q != NULL ? q->commit->address : 0;
+	mb_wire_free_request(q);
+	return NULL;
+}
+
+static void test_each_thread_has_its_own_buffer(void **state)
+{
+	struct other_thread t = {.len = 0};
+	size_t len;
+	uint8_t *mine = commit_bytes(1, 0x60000, &len);
+	pthread_t th;
+	mb_request *q;
+
+	(void)state;
+	t.bytes = commit_bytes(2, 0x70000, &t.len);
+	assert_int_equal(pthread_barrier_init(&t.held, NULL, 2), 0);
+	heap_allocs = 0;
+	q = mb_wire_unpack_request(mine, len);
+	assert_non_null(q);
+	assert_int_equal(heap_allocs, 0);
+	assert_int_equal(pthread_create(&th, NULL, hold_on_other_thread, &t), 0);
+	pthread_barrier_wait(&t.held);
+	assert_int_equal(q->commit->address, 0x60000);
+	pthread_barrier_wait(&t.held);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(t.allocs, 0);
+	assert_int_equal(t.address, 0x70000);
+	assert_int_equal(q->commit->address, 0x60000);
+	mb_wire_free_request(q);
+	pthread_barrier_destroy(&t.held);
+	free((void *)t.bytes);
+	free(mine);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1217,11 +1632,18 @@ int main(void)
 	    cmocka_unit_test(test_name_with_embedded_nul),
 	    cmocka_unit_test(test_reject_malformed_encodings),
 	    cmocka_unit_test(test_op_names),
+	    cmocka_unit_test(test_unpack_cycles_stay_off_the_heap),
+	    cmocka_unit_test(test_two_messages_held_at_once),
+	    cmocka_unit_test(test_refusals_release_the_buffer),
+	    cmocka_unit_test(test_request_sync_max_round_trip),
+	    cmocka_unit_test(test_oversized_decode_falls_back_to_heap),
+	    cmocka_unit_test(test_each_thread_has_its_own_buffer),
 #ifdef HAVE_WATCH
 	    cmocka_unit_test(test_request_watch_round_trip),
 	    cmocka_unit_test(test_response_watch_round_trip),
 #endif
 	};
 
+	heap_count_start();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
