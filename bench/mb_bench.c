@@ -165,6 +165,15 @@ static uint64_t series_p99(series *s)
 	return series_pct(s, 99);
 }
 
+static uint64_t series_mean(const series *s)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < s->n; i++)
+		sum += s->v[i];
+	return s->n ? sum / s->n : 0;
+}
+
 static long rss_kib(pid_t pid)
 {
 	char path[64], line[256];
@@ -526,7 +535,8 @@ static int worker_main(int argc, char **argv)
 static char self_exe[PATH_MAX];
 static char tmp_dir[64];
 static char broker_url[128], echo_url[128], broker_log[128];
-static pid_t broker_pid = -1, echo_pid = -1;
+static char credit_url[128], credit_log[128];
+static pid_t broker_pid = -1, echo_pid = -1, credit_pid = -1;
 
 /* Pids of running workers, killed on the way out. */
 static pid_t live_workers[512];
@@ -560,9 +570,12 @@ static void cleanup(void)
 	nlive = 0;
 	stop_pid(&echo_pid, SIGTERM);
 	stop_pid(&broker_pid, SIGTERM);
+	stop_pid(&credit_pid, SIGTERM);
 	if (tmp_dir[0] != '\0') {
 		char path[256];
-		const char *files[] = {"mb.sock", "mb.sock.fd", "echo.sock", "broker.log"};
+		const char *files[] = {"mb.sock",	 "mb.sock.fd",	      "mb.sock.admin",
+				       "echo.sock",	 "broker.log",	      "credit.sock",
+				       "credit.sock.fd", "credit.sock.admin", "credit.log"};
 		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
 			snprintf(path, sizeof(path), "%s/%s", tmp_dir, files[i]);
 			unlink(path);
@@ -663,47 +676,55 @@ static void expect_report(channel *ch, uint32_t kind, report *r, const char *wha
 		die("%s: worker %u failed (see its message above)", what, r->pid);
 }
 
-static void start_broker(void)
+/* Starts membrokerd on url with the given commit credit ("0": every commit is a round trip). */
+static void start_broker(pid_t *pid, char *url, const char *log, const char *credit)
 {
 	posix_spawn_file_actions_t fa;
 	char *argv[] = {(char *)MEMBROKERD_PATH,
 			(char *)"--listen",
-			broker_url,
+			url,
 			(char *)"--budget",
 			(char *)"8G",
+			(char *)"--commit-credit",
+			(char *)credit,
 			(char *)"--log-level",
 			(char *)"warning",
 			NULL};
 	int rv;
 
 	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 1, broker_log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+	posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 	posix_spawn_file_actions_adddup2(&fa, 1, 2);
-	rv = posix_spawn(&broker_pid, MEMBROKERD_PATH, &fa, NULL, argv, environ);
+	rv = posix_spawn(pid, MEMBROKERD_PATH, &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (rv != 0) {
-		broker_pid = -1;
+		*pid = -1;
 		die("cannot start %s: %s", MEMBROKERD_PATH, strerror(rv));
 	}
 }
 
-static mb_client *connect_broker(int timeout_ms)
+static mb_client *connect_to(pid_t *pid, const char *url, const char *log, int timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
 	mb_client *c = NULL;
 
 	for (;;) {
-		if (mb_connect(broker_url, &c) == S_OK)
+		if (mb_connect(url, &c) == S_OK)
 			return c;
 		int status;
-		if (waitpid(broker_pid, &status, WNOHANG) == broker_pid) {
-			broker_pid = -1;
-			die("membrokerd exited (status %d); its log is %s", status, broker_log);
+		if (waitpid(*pid, &status, WNOHANG) == *pid) {
+			*pid = -1;
+			die("membrokerd exited (status %d); its log is %s", status, log);
 		}
 		if (now_ns() > deadline)
-			die("membrokerd does not answer on %s: %s", broker_url, mb_last_error());
+			die("membrokerd does not answer on %s: %s", url, mb_last_error());
 		usleep(2000);
 	}
+}
+
+static mb_client *connect_broker(int timeout_ms)
+{
+	return connect_to(&broker_pid, broker_url, broker_log, timeout_ms);
 }
 
 /* ---------------------------------------------------------------- the measurements */
@@ -734,6 +755,10 @@ enum {
 	S_PROTECT,
 	S_LOAD,
 	S_CYCLE,
+	S_CR_COMMIT,
+	S_CR_DECOMMIT,
+	S_CR_CYCLE,
+	S_CR_CLIMB,
 	S_COUNT
 };
 
@@ -752,7 +777,16 @@ static series lat[S_COUNT] = {
     [S_PROTECT] = {.key = "virtual_protect", .label = "mb VirtualProtect 64K"},
     [S_LOAD] = {.key = "get_memory_load", .label = "mb GetMemoryLoad"},
     [S_CYCLE] = {.key = "commit_touch_decommit_64k", .label = "mb commit+touch 64K+decommit"},
+    [S_CR_COMMIT] = {.key = "credit_commit_64k", .label = "mb commit 64K, credit"},
+    [S_CR_DECOMMIT] = {.key = "credit_decommit_64k", .label = "mb decommit 64K, credit"},
+    [S_CR_CYCLE] = {.key = "credit_commit_touch_decommit_64k",
+		    .label = "mb commit+touch 64K+decommit, credit"},
+    [S_CR_CLIMB] = {.key = "credit_commit_climbing_64k",
+		    .label = "mb commit 64K climbing, credit, Syncs incl."},
 };
+
+/* Commits through a reservation without decommits: how often a round trip was still needed. */
+static uint64_t climb_commits, climb_local, climb_syncs;
 
 /* CPU per round trip, summed over every run of one kind. */
 typedef struct cpu_acc {
@@ -810,8 +844,15 @@ static void touch(volatile uint8_t *p, size_t len)
 		p[i] = 1;
 }
 
-static void bench_latency(const config *cfg, mb_client *c)
+/* Size of the reservation the climbing series commits its way through, 64 KiB at a time. */
+#define CLIMB_SIZE ((size_t)64 << 20)
+
+/* c talks to the broker without commit credit, cc to the one with the default credit. */
+static void bench_latency(const config *cfg, mb_client *c, mb_client *cc)
 {
+	void *ccyc, *climb;
+	size_t climb_next = 0;
+	mb_session_status st0, st1;
 	nng_socket esock, ssock;
 	nng_ctx ectx;
 	nng_aio *eaio;
@@ -842,6 +883,12 @@ static void bench_latency(const config *cfg, mb_client *c)
 				  eTaskCritical, &prot),
 		 "reserve+commit");
 	touch(prot, SECTION);
+	check_hr(
+	    mb_virtual_alloc(cc, NULL, SECTION, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &ccyc),
+	    "reserve");
+	check_hr(mb_virtual_alloc(cc, NULL, CLIMB_SIZE, MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
+				  &climb),
+		 "reserve");
 
 	/* Warm-up: connections, page tables, caches, the broker's allocator. */
 	for (int i = 0; i < 500; i++) {
@@ -851,7 +898,12 @@ static void bench_latency(const config *cfg, mb_client *c)
 					  eTaskCritical, &p),
 			 "commit");
 		check_hr(mb_virtual_free(c, cyc, SECTION, MEM_DECOMMIT), "decommit");
+		check_hr(mb_virtual_alloc(cc, ccyc, SECTION, MEM_COMMIT, PAGE_READWRITE,
+					  eTaskCritical, &p),
+			 "commit");
+		check_hr(mb_virtual_free(cc, ccyc, SECTION, MEM_DECOMMIT), "decommit");
 	}
+	check_hr(mb_get_session_status(cc, &st0), "status");
 
 	/* Rounds interleave every series, so drift (frequency, other load) hits them alike. */
 	for (int round = 0; round < ROUNDS; round++) {
@@ -934,6 +986,45 @@ static void bench_latency(const config *cfg, mb_client *c)
 			check_hr(mb_virtual_free(c, cyc, SECTION, MEM_DECOMMIT), "decommit");
 			series_add(&lat[S_CYCLE], now_ns() - t0);
 		}
+		/* Commit credit: the same operations against the broker that grants it. */
+		for (i = 0; i < per; i++) {
+			t0 = now_ns();
+			check_hr(mb_virtual_alloc(cc, ccyc, SECTION, MEM_COMMIT, PAGE_READWRITE,
+						  eTaskCritical, &p),
+				 "commit");
+			t1 = now_ns();
+			check_hr(mb_virtual_free(cc, ccyc, SECTION, MEM_DECOMMIT), "decommit");
+			t2 = now_ns();
+			series_add(&lat[S_CR_COMMIT], t1 - t0);
+			series_add(&lat[S_CR_DECOMMIT], t2 - t1);
+		}
+		for (i = 0; i < per; i++) {
+			t0 = now_ns();
+			check_hr(mb_virtual_alloc(cc, ccyc, SECTION, MEM_COMMIT, PAGE_READWRITE,
+						  eTaskCritical, &p),
+				 "commit");
+			touch(p, SECTION);
+			check_hr(mb_virtual_free(cc, ccyc, SECTION, MEM_DECOMMIT), "decommit");
+			series_add(&lat[S_CR_CYCLE], now_ns() - t0);
+		}
+		for (i = 0; i < per; i++) {
+			if (climb_next == CLIMB_SIZE / SECTION) {
+				/* Start over in a fresh reservation (not timed). */
+				check_hr(mb_virtual_free(cc, climb, 0, MEM_RELEASE), "release");
+				check_hr(mb_virtual_alloc(cc, NULL, CLIMB_SIZE, MEM_RESERVE,
+							  PAGE_READWRITE, eTaskCritical, &climb),
+					 "reserve");
+				climb_next = 0;
+			}
+			t0 = now_ns();
+			check_hr(mb_virtual_alloc(cc, (uint8_t *)climb + climb_next * SECTION,
+						  SECTION, MEM_COMMIT, PAGE_READWRITE,
+						  eTaskCritical, &p),
+				 "commit");
+			series_add(&lat[S_CR_CLIMB], now_ns() - t0);
+			climb_next++;
+			climb_commits++;
+		}
 		for (i = 0; i < per; i++) {
 			t0 = now_ns();
 			HRESULT hr = mb_virtual_query(c, (uint8_t *)prot + PAGE, &mbi, sizeof(mbi),
@@ -956,6 +1047,14 @@ static void bench_latency(const config *cfg, mb_client *c)
 			series_add(&lat[S_LOAD], now_ns() - t0);
 		}
 	}
+	check_hr(mb_get_session_status(cc, &st1), "status");
+	/* Every credit series is counted here; the climbing one is the only one that can run out
+	 * of credit, so the round trips it needed are the Syncs and the commits not served
+	 * locally. */
+	climb_local = st1.local_commits - st0.local_commits;
+	climb_syncs = st1.syncs - st0.syncs;
+	check_hr(mb_virtual_free(cc, climb, 0, MEM_RELEASE), "release");
+	check_hr(mb_virtual_free(cc, ccyc, 0, MEM_RELEASE), "release");
 	check_hr(mb_virtual_free(c, cyc, 0, MEM_RELEASE), "release");
 	check_hr(mb_virtual_free(c, prot, 0, MEM_RELEASE), "release");
 	close(memfd);
@@ -1371,6 +1470,44 @@ static void report_all(const config *cfg, double elapsed_s)
 	print_series_row(&lat[S_PROTECT], 0);
 	print_series_row(&lat[S_CYCLE], 0);
 
+	uint64_t memfd = series_median(&lat[S_MEMFD]);
+	uint64_t credit_total = lat[S_CR_COMMIT].n + lat[S_CR_CYCLE].n + climb_commits;
+	printf(
+	    "\nCommit credit (a second broker with the default --commit-credit 4M; the rows above "
+	    "use --commit-credit 0)\n");
+	printf("  %-42s %10s %10s %9s %9s\n", "operation", "median us", "p99 us", "vs echo",
+	       "vs memfd");
+	const int cr[] = {S_CR_COMMIT, S_CR_DECOMMIT, S_CR_CYCLE, S_CR_CLIMB};
+	for (size_t i = 0; i < sizeof(cr) / sizeof(cr[0]); i++) {
+		series *s = &lat[cr[i]];
+		printf("  %-42s %10.2f %10.2f %8.2fx %8.2fx\n", s->label, us(series_median(s)),
+		       us(series_p99(s)), (double)series_median(s) / (double)echo,
+		       (double)series_median(s) / (double)memfd);
+	}
+	printf("  amortized commit 64K (mean of the climbing series, Sync round trips included): "
+	       "%.2f us = %.2fx the memfd baseline, %.3fx the echo\n",
+	       us(series_mean(&lat[S_CR_CLIMB])),
+	       (double)series_mean(&lat[S_CR_CLIMB]) / (double)memfd,
+	       (double)series_mean(&lat[S_CR_CLIMB]) / (double)echo);
+	/* The climbing commits that carried a Sync are the slowest ones: as many as there were
+	 * Syncs. Their mean is what one report costs. */
+	series *cl = &lat[S_CR_CLIMB];
+	uint64_t top = 0, k = climb_syncs < cl->n ? climb_syncs : cl->n;
+	series_median(cl); /* sorts */
+	for (uint64_t i = 0; i < k; i++)
+		top += cl->v[cl->n - 1 - i];
+	printf("  the %" PRIu64
+	       " slowest climbing commits (one per Sync): mean %.2f us; the others: mean "
+	       "%.2f us\n",
+	       k, k ? us(top / k) : 0.0,
+	       cl->n > k ? us((series_mean(cl) * cl->n - top) / (cl->n - k)) : 0.0);
+	printf("  round trips: %" PRIu64 " Syncs and %" PRIu64
+	       " commits not served locally, for %" PRIu64
+	       " commits (%.1f%% without a round trip); memfd baseline = \"%s\"\n",
+	       climb_syncs, credit_total > climb_local ? credit_total - climb_local : 0,
+	       credit_total, credit_total ? 100.0 * (double)climb_local / (double)credit_total : 0,
+	       lat[S_MEMFD].label);
+
 	printf(
 	    "\nThroughput (round trips/s, all processes; membroker: commit+decommit; median of %d "
 	    "alternating runs of %d ms each, [min-max])\n",
@@ -1458,7 +1595,14 @@ static void report_all(const config *cfg, double elapsed_s)
 			", \"n\": %zu}%s\n",
 			lat[i].key, series_median(&lat[i]), series_p99(&lat[i]), lat[i].n,
 			i + 1 < S_COUNT ? "," : "");
-	fprintf(f, "  },\n  \"ratios_vs_echo_median\": {\n");
+	fprintf(f,
+		"  },\n  \"credit\": {\"amortized_commit_ns\": %" PRIu64
+		", \"amortized_vs_memfd\": %.3f, \"commits\": %" PRIu64 ", \"local\": %" PRIu64
+		", \"syncs\": %" PRIu64 "},\n",
+		series_mean(&lat[S_CR_CLIMB]),
+		(double)series_mean(&lat[S_CR_CLIMB]) / (double)series_median(&lat[S_MEMFD]),
+		lat[S_CR_COMMIT].n + lat[S_CR_CYCLE].n + climb_commits, climb_local, climb_syncs);
+	fprintf(f, "  \"ratios_vs_echo_median\": {\n");
 	const int rs[] = {S_COMMIT, S_DECOMMIT, S_RESERVE, S_RELEASE, S_LOAD, S_ECHO_SYNC};
 	for (size_t i = 0; i < sizeof(rs) / sizeof(rs[0]); i++)
 		fprintf(f, "    \"%s\": %.3f%s\n", lat[rs[i]].key,
@@ -1572,9 +1716,14 @@ int main(int argc, char **argv)
 	snprintf(broker_url, sizeof(broker_url), "ipc://%s/mb.sock", tmp_dir);
 	snprintf(echo_url, sizeof(echo_url), "ipc://%s/echo.sock", tmp_dir);
 	snprintf(broker_log, sizeof(broker_log), "%s/broker.log", tmp_dir);
+	snprintf(credit_url, sizeof(credit_url), "ipc://%s/credit.sock", tmp_dir);
+	snprintf(credit_log, sizeof(credit_log), "%s/credit.log", tmp_dir);
 
 	/* Children first, while this process has not started nng (posix_spawn is safe anyway). */
-	start_broker();
+	/* The main broker grants no commit credit, so every commit below is the round trip the
+	 * targets are about; the second one shows what credit changes. */
+	start_broker(&broker_pid, broker_url, broker_log, "0");
+	start_broker(&credit_pid, credit_url, credit_log, "4M");
 	channel ech;
 	report r;
 	channel_open(&ech);
@@ -1584,12 +1733,15 @@ int main(int argc, char **argv)
 	expect_report(&ech, REPORT_READY, &r, "echo server");
 	channel_close(&ech);
 	c = connect_broker(20000);
+	mb_client *cc = connect_to(&credit_pid, credit_url, credit_log, 20000);
 	make_payload();
 
 	fprintf(stderr, "mb_bench: broker pid %d at %s, echo server pid %d; %s mode\n",
 		(int)broker_pid, broker_url, (int)echo_pid, cfg.quick ? "quick" : "full");
 	fprintf(stderr, "  latency...\n");
-	bench_latency(&cfg, c);
+	bench_latency(&cfg, c, cc);
+	mb_disconnect(cc);
+	stop_pid(&credit_pid, SIGTERM);
 	fprintf(stderr, "  throughput...\n");
 	bench_throughput(&cfg);
 	fprintf(stderr, "  scaling...\n");
