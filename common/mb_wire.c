@@ -5,6 +5,8 @@
 
 #include <stdalign.h>
 #include <stdbool.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mb_hresult.h"
@@ -84,7 +86,44 @@ typedef struct arena {
 	const ProtobufCMessage *msg;
 } arena;
 
-static _Thread_local arena tls_arena;
+/*
+ * Allocated on a thread's first unpack and freed when the thread exits: a host process links the
+ * library into every thread it has, and most of them never talk to the broker, so the arena must
+ * not live in static TLS (glibc would zero 16 KiB for every thread the host creates).
+ */
+static _Thread_local arena *tls_arena;
+static pthread_key_t arena_key;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+static bool arena_key_ok;
+
+static void arena_destroy(void *p)
+{
+	free(p);
+}
+
+static void arena_key_init(void)
+{
+	arena_key_ok = pthread_key_create(&arena_key, arena_destroy) == 0;
+}
+
+/* This thread's arena, or NULL (no memory): then messages are unpacked on the heap. */
+static arena *arena_get(void)
+{
+	arena *a = tls_arena;
+
+	if (a != NULL)
+		return a;
+	pthread_once(&arena_once, arena_key_init);
+	if (!arena_key_ok || (a = aligned_alloc(alignof(arena), sizeof(arena))) == NULL)
+		return NULL;
+	if (pthread_setspecific(arena_key, a) != 0) {
+		free(a);
+		return NULL;
+	}
+	a->msg = NULL;
+	tls_arena = a;
+	return a;
+}
 
 /*
  * Under ASan a freed message's memory must still fault on use, as the heap's would: the idle arena
@@ -125,10 +164,10 @@ static void arena_free(void *data, void *p)
 static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, const void *data,
 				size_t len)
 {
-	arena *a = &tls_arena;
+	arena *a = arena_get();
 	ProtobufCMessage *m;
 
-	if (a->msg == NULL) {
+	if (a != NULL && a->msg == NULL) {
 		ProtobufCAllocator alloc = {
 		    .alloc = arena_alloc, .free = arena_free, .allocator_data = a};
 
@@ -150,9 +189,9 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, const vo
 
 static void release(ProtobufCMessage *m)
 {
-	arena *a = &tls_arena;
+	arena *a = tls_arena;
 
-	if (m == a->msg) {
+	if (a != NULL && m == a->msg) {
 		a->msg = NULL;
 		arena_poison(a->buf, sizeof(a->buf));
 		return;
