@@ -256,6 +256,11 @@ MB_API void mb_disconnect(mb_client *client);
  * MEM_LARGE_PAGES, MEM_PHYSICAL, MEM_WRITE_WATCH. level is the EMemoryCriticalLevel the budget
  * arbitrates by. On S_OK, *mem is the base of the reserved region (64 KiB aligned) or the first
  * committed page; on failure *mem = NULL. Fresh commits read as zero.
+ *
+ * A commit of pages that are all uncommitted is usually served from the client's commit credit
+ * (memory the broker granted ahead and charged already) without a round trip: it then costs one
+ * mprotect. The library reports such commits to the broker later, on its own. Reserving, MEM_RESET
+ * and commits the credit does not cover take a round trip, and so may wait per level.
  */
 MB_API HRESULT mb_virtual_alloc(mb_client *client, void *address, SIZE_T size,
 				DWORD allocation_type, DWORD protect, EMemoryCriticalLevel level,
@@ -264,7 +269,8 @@ MB_API HRESULT mb_virtual_alloc(mb_client *client, void *address, SIZE_T size,
 /*
  * VirtualFree. free_type: MEM_DECOMMIT (pages touching [address, address+size); size 0 at the base
  * = the whole region) or MEM_RELEASE (address = base returned at reserve, size = 0). Decommitted
- * pages go back to the budget and read as zero when committed again.
+ * pages go back to the budget and read as zero when committed again. Decommitting pages that were
+ * committed from credit and not yet reported is done locally, and gives the credit back.
  */
 MB_API HRESULT mb_virtual_free(mb_client *client, void *address, SIZE_T size, DWORD free_type);
 
