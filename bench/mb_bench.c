@@ -753,6 +753,7 @@ enum {
 	S_RELEASE,
 	S_QUERY,
 	S_PROTECT,
+	S_PROTECT_SAME,
 	S_LOAD,
 	S_CYCLE,
 	S_CR_COMMIT,
@@ -775,6 +776,8 @@ static series lat[S_COUNT] = {
     [S_RELEASE] = {.key = "release_64k", .label = "mb release 64K"},
     [S_QUERY] = {.key = "virtual_query", .label = "mb VirtualQuery"},
     [S_PROTECT] = {.key = "virtual_protect", .label = "mb VirtualProtect 64K"},
+    [S_PROTECT_SAME] = {.key = "virtual_protect_same",
+			.label = "mb VirtualProtect 64K to its protection"},
     [S_LOAD] = {.key = "get_memory_load", .label = "mb GetMemoryLoad"},
     [S_CYCLE] = {.key = "commit_touch_decommit_64k", .label = "mb commit+touch 64K+decommit"},
     [S_CR_COMMIT] = {.key = "credit_commit_64k", .label = "mb commit 64K, credit"},
@@ -1044,6 +1047,12 @@ static void bench_latency(const config *cfg, mb_client *c, mb_client *cc)
 		}
 		check_hr(mb_virtual_protect(c, prot, SECTION, PAGE_READWRITE, &old),
 			 "VirtualProtect");
+		for (i = 0; i < per; i++) {
+			t0 = now_ns();
+			HRESULT hr = mb_virtual_protect(c, prot, SECTION, PAGE_READWRITE, &old);
+			series_add(&lat[S_PROTECT_SAME], now_ns() - t0);
+			check_hr(hr, "VirtualProtect");
+		}
 		for (i = 0; i < per; i++) {
 			t0 = now_ns();
 			check_hr(mb_get_memory_load(c, &load, &avail), "GetMemoryLoad");
@@ -1477,6 +1486,7 @@ static void report_all(const config *cfg, double elapsed_s)
 	print_series_row(&lat[S_LOAD], echo);
 	print_series_row(&lat[S_QUERY], 0);
 	print_series_row(&lat[S_PROTECT], 0);
+	print_series_row(&lat[S_PROTECT_SAME], 0);
 	print_series_row(&lat[S_CYCLE], 0);
 
 	uint64_t memfd = series_median(&lat[S_MEMFD]);

@@ -341,6 +341,16 @@ HRESULT mb_virtual_protect(mb_client *c, void *address, SIZE_T size, DWORD new_p
 	hr =
 	    mb_win32_plan_protect(&c->map, (uintptr_t)address, size, new_protect, &pr, &code, &old);
 	if (hr == S_OK) {
+		/* Win32 allows setting the protection a range already has; it costs no system
+		 * call here (mprotect is most of VirtualProtect's cost). */
+		size_t same = 0;
+		while (same < pr.count && mb_region_prot(pr.region, pr.first + same) == code)
+			same++;
+		if (same == pr.count) {
+			pthread_rwlock_unlock(&c->map_lock);
+			*old_protect = old;
+			return S_OK;
+		}
 		if (mprotect((void *)pr.start, pr.count * MB_PAGE_SIZE,
 			     mb_win32_prot_flags(code)) == 0) {
 			mb_region_set_prot(pr.region, pr.first, pr.count, code);
