@@ -1564,6 +1564,8 @@ static void *hold_on_other_thread(void *arg)
 	struct other_thread *t = arg;
 	mb_request *q;
 
+	/* A thread's first unpack allocates its arena, once; after that, nothing. */
+	mb_wire_free_request(mb_wire_unpack_request(t->bytes, t->len));
 	heap_allocs = 0;
 	q = mb_wire_unpack_request(t->bytes, t->len);
 	t->allocs = heap_allocs;
