@@ -179,7 +179,6 @@ static int containing(const mb_client *c, uintptr_t lo, uintptr_t hi)
 HRESULT mb_credit_decommit(mb_client *c, uintptr_t addr, size_t size)
 {
 	mb_page_range pr;
-	bool report;
 
 	if (c->credit_word == NULL)
 		return MB_CREDIT_REMOTE;
@@ -225,12 +224,8 @@ HRESULT mb_credit_decommit(mb_client *c, uintptr_t addr, size_t size)
 			return S_OK;
 		}
 	}
-	report = overlaps(c->pending, c->npending, lo, hi) ||
-		 overlaps(c->inflight, c->ninflight, lo, hi);
 	pthread_rwlock_unlock(&c->map_lock);
-	if (report)
-		mb_credit_sync(c);
-	return MB_CREDIT_REMOTE;
+	return MB_CREDIT_REMOTE; /* mb_credit_forget_locked handles pending pages in the range */
 }
 
 void mb_credit_settle(mb_client *c, uintptr_t addr, size_t size)
@@ -255,4 +250,56 @@ void mb_credit_settle(mb_client *c, uintptr_t addr, size_t size)
 	pthread_rwlock_unlock(&c->map_lock);
 	if (report)
 		mb_credit_sync(c);
+}
+
+size_t mb_credit_forget_locked(mb_client *c, uintptr_t lo, uintptr_t hi)
+{
+	size_t bytes = 0;
+
+	if (c->credit_word == NULL)
+		return 0;
+	/* Pages in a Sync that has not been answered: the broker may book them before or after
+	 * this round trip, so the caller must wait for that answer. */
+	if (overlaps(c->inflight, c->ninflight, lo, hi))
+		return SIZE_MAX;
+	/* Ranges never overlap, so at most one contains [lo, hi) strictly and must be split. */
+	if (c->npending == MB_WIRE_MAX_SYNC)
+		for (int i = 0; i < c->npending; i++)
+			if (c->pending[i].address < lo &&
+			    hi < c->pending[i].address + c->pending[i].size)
+				return SIZE_MAX;
+	for (int i = 0; i < c->npending;) {
+		mb_local_commit *e = &c->pending[i];
+		uintptr_t end = e->address + e->size;
+		if (end <= lo || hi <= e->address) {
+			i++;
+			continue;
+		}
+		uintptr_t cut_lo = e->address > lo ? e->address : lo;
+		uintptr_t cut_hi = end < hi ? end : hi;
+		bytes += cut_hi - cut_lo;
+		if (cut_lo == e->address && cut_hi == end) {
+			c->pending[i] = c->pending[--c->npending];
+			continue; /* the moved entry is looked at next */
+		}
+		if (cut_lo == e->address) {
+			e->address = cut_hi;
+			e->size = end - cut_hi;
+		} else if (cut_hi == end) {
+			e->size = cut_lo - e->address;
+		} else {
+			c->pending[c->npending++] =
+			    (mb_local_commit){cut_hi, end - cut_hi, e->level};
+			e->size = cut_lo - e->address;
+		}
+		i++;
+	}
+	return bytes;
+}
+
+void mb_credit_refund(mb_client *c, size_t bytes, uint64_t session_id)
+{
+	/* After a reconnection the word belongs to a new session that never granted this. */
+	if (bytes > 0 && c->credit_word != NULL && c->session_id == session_id)
+		mb_credit_give(c->credit_word, bytes);
 }

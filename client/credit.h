@@ -8,8 +8,10 @@
  *  - A local decommit is only done for pages inside one pending range: they are closed, punched
  *    out of the section, and only then is their credit given back (the broker's audit reads the
  *    section before the word, so it never sees pages it cannot account for).
- *  - Before any round trip that concerns pending pages (decommit, release, reset), those pages
- *    are reported first, so the broker never handles pages it does not know are committed.
+ *  - Before a round trip that needs the broker to know pending pages are committed (MEM_RESET, a
+ *    commit overlapping them), those pages are reported first. A decommit or release the broker
+ *    carries out instead takes them off the list and gives their credit back once the broker has
+ *    punched them: it needs no report.
  *  - One Sync is in flight at a time (sync_lock); a thread that needs pages reported waits for it.
  */
 #ifndef MB_CLIENT_CREDIT_H
@@ -57,6 +59,19 @@ HRESULT mb_credit_commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code
  * reported first).
  */
 HRESULT mb_credit_decommit(mb_client *c, uintptr_t addr, size_t size);
+
+/*
+ * Before a decommit or release the broker will carry out: takes the pending local commits in
+ * [lo, hi) off the list (map_lock held for writing) and returns their bytes, which the caller gives
+ * back with mb_credit_refund once the broker has punched the pages. The broker need not hear of
+ * them: it punches the whole range anyway and credits only what it counted. SIZE_MAX when it cannot
+ * (pages in an unanswered Sync, or a split with the list full): the caller then runs mb_credit_sync
+ * and tries again.
+ */
+size_t mb_credit_forget_locked(mb_client *c, uintptr_t lo, uintptr_t hi);
+
+/* Gives bytes of credit back, unless the session changed (a reconnection) since session_id. */
+void mb_credit_refund(mb_client *c, size_t bytes, uint64_t session_id);
 
 /* Reports pending pages of [addr, addr+size) (size 0: the whole reservation at addr) before a
  * round trip about them. */

@@ -269,31 +269,58 @@ HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_typ
 		hr = mb_credit_decommit(c, (uintptr_t)address, size);
 		if (hr != MB_CREDIT_REMOTE)
 			return hr;
-	} else {
-		mb_credit_settle(c, (uintptr_t)address, 0);
 	}
-	pthread_rwlock_wrlock(&c->map_lock);
-	hr = mb_win32_plan_free(&c->map, (uintptr_t)address, size, free_type, &pr);
-	if (hr != S_OK) {
+	size_t refund = 0;
+	for (int attempt = 0;; attempt++) {
+		pthread_rwlock_wrlock(&c->map_lock);
+		hr = mb_win32_plan_free(&c->map, (uintptr_t)address, size, free_type, &pr);
+		if (hr != S_OK) {
+			pthread_rwlock_unlock(&c->map_lock);
+			if (hr == HOST_E_INVALIDOPERATION)
+				return not_mine(c, (uintptr_t)address, HOST_E_INVALIDOPERATION);
+			return mb_client_error(hr, "invalid free type, size or address");
+		}
+		uintptr_t lo = free_type == MEM_DECOMMIT ? pr.start : pr.region->base;
+		size_t len = free_type == MEM_DECOMMIT ? pr.count * MB_PAGE_SIZE : pr.region->size;
+		refund = mb_credit_forget_locked(c, lo, lo + len);
+		if (refund != SIZE_MAX)
+			break;
 		pthread_rwlock_unlock(&c->map_lock);
-		if (hr == HOST_E_INVALIDOPERATION)
-			return not_mine(c, (uintptr_t)address, HOST_E_INVALIDOPERATION);
-		return mb_client_error(hr, "invalid free type, size or address");
+		if (attempt == 2) {
+			/* Still racing with this thread's own reports: report everything and let
+			 * the broker credit it; nothing is given back here. */
+			refund = 0;
+			mb_credit_sync(c);
+			pthread_rwlock_wrlock(&c->map_lock);
+			hr = mb_win32_plan_free(&c->map, (uintptr_t)address, size, free_type, &pr);
+			if (hr != S_OK) {
+				pthread_rwlock_unlock(&c->map_lock);
+				return mb_client_error(hr, "the range changed while it was freed");
+			}
+			break;
+		}
+		mb_credit_sync(c);
 	}
+	uint64_t session = c->session_id;
 	if (free_type == MEM_DECOMMIT) {
 		size_t len = pr.count * MB_PAGE_SIZE;
 		/* Close the pages before the broker frees them, so no write lands in between. */
 		mprotect((void *)pr.start, len, PROT_NONE);
 		mb_region_decommit(&c->map, pr.region, pr.first, pr.count);
 		pthread_rwlock_unlock(&c->map_lock);
-		return call_range(c, MEMBROKER__V1__REQUEST__BODY_DECOMMIT, pr.start, len, 0);
+		hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_DECOMMIT, pr.start, len, 0);
+	} else {
+		uintptr_t base = pr.region->base;
+		size_t span = pr.region->span;
+		mb_regmap_remove(&c->map, pr.region);
+		pthread_rwlock_unlock(&c->map_lock);
+		hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
+		mb_vaspace_free(&c->va, base, span);
 	}
-	uintptr_t base = pr.region->base;
-	size_t span = pr.region->span;
-	mb_regmap_remove(&c->map, pr.region);
-	pthread_rwlock_unlock(&c->map_lock);
-	hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
-	mb_vaspace_free(&c->va, base, span);
+	/* The broker punched those pages: their credit is free again. (On a refusal, which an
+	 * honest client never sees, the credit stays used until the session ends.) */
+	if (hr == S_OK)
+		mb_credit_refund(c, refund, session);
 	return hr;
 }
 
