@@ -26,6 +26,10 @@ static void show_status(mb_client *c)
 		       (unsigned long long)(st.total_committed >> 10),
 		       (unsigned long long)(st.committed >> 10),
 		       (unsigned long long)st.reservations, st.sessions);
+	printf("    commit credit %llu KiB unused; %llu commit(s) and %llu decommit(s) made "
+	       "without a round trip\n",
+	       (unsigned long long)(st.credit >> 10), (unsigned long long)st.local_commits,
+	       (unsigned long long)st.local_decommits);
 }
 
 int main(int argc, char **argv)
@@ -55,6 +59,14 @@ int main(int argc, char **argv)
 		printf("    base %p size %zu state 0x%x protect 0x%x type 0x%x\n", mbi.BaseAddress,
 		       (size_t)mbi.RegionSize, (unsigned)mbi.State, (unsigned)mbi.Protect,
 		       (unsigned)mbi.Type);
+	/* The first commit asked the broker, which granted commit credit with it: these do not. */
+	for (int i = 1; i < 4; i++) {
+		void *r;
+		char what[64];
+		snprintf(what, sizeof(what), "commit 64 KiB from credit #%d", i);
+		check(what, mb_virtual_alloc(c, (char *)p + size / 4 + (size_t)(i - 1) * 65536,
+					     65536, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &r));
+	}
 	check("VirtualProtect to PAGE_READONLY",
 	      mb_virtual_protect(c, q, size / 4, PAGE_READONLY, &old));
 	if (check("GetMemoryLoad", mb_get_memory_load(c, &load, &avail)))
@@ -62,6 +74,8 @@ int main(int argc, char **argv)
 		       (unsigned)load, (size_t)avail >> 20);
 	show_status(c);
 	check("decommit", mb_virtual_free(c, q, size / 4, MEM_DECOMMIT));
+	check("decommit 64 KiB (from credit)",
+	      mb_virtual_free(c, (char *)p + size / 4, 65536, MEM_DECOMMIT));
 	check("release", mb_virtual_free(c, p, 0, MEM_RELEASE));
 	check("free memory it never allocated", mb_virtual_free(c, &load, 0, MEM_RELEASE));
 	show_status(c);
