@@ -267,6 +267,10 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 		close(s->section_fd);
 		s->section_fd = fd;
 		s->credit_word = mb_section_map_credit(fd);
+		mb_log(LOG_INFO,
+		       "client pid %d handed its section back (session %llu): it reconnected and "
+		       "re-registers what it holds",
+		       (int)s->pid, (unsigned long long)s->id);
 		s->adopted = true;
 		s->adopting = true;
 		rv = 0;
