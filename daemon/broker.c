@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/epoll.h>
 #include <sys/syscall.h>
@@ -77,6 +78,8 @@ static void drop_pending(mb_broker *b, mb_session *s)
 	}
 }
 
+static void drop_detached(mb_broker *b, int i, bool punch);
+
 /* Caller holds the lock. */
 static void end_session(mb_broker *b, mb_session *s)
 {
@@ -115,6 +118,9 @@ void mb_broker_fini(mb_broker *b)
 	for (int i = 0; i < b->nbanned; i++)
 		close(b->banned[i].pidfd);
 	b->nbanned = 0;
+	/* Like every section at shutdown: its client keeps the memory it has mapped. */
+	while (b->ndetached > 0)
+		drop_detached(b, 0, false);
 	pthread_mutex_unlock(&b->lock);
 	pthread_mutex_destroy(&b->lock);
 	if (b->death_epfd >= 0)
@@ -162,6 +168,70 @@ int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_
 	return rv;
 }
 
+static bool process_alive(int pidfd)
+{
+	struct pollfd p = {.fd = pidfd, .events = POLLIN};
+	return poll(&p, 1, 0) == 0;
+}
+
+/*
+ * The connection closed but the process lives: most likely the connection dropped and the client
+ * will reconnect and hand its section back (mb_broker_adopt_section). Punching the section now
+ * would wipe the memory it still has mapped, so the section is set aside instead. Caller holds
+ * the lock; false when it cannot be (then the session ends as usual).
+ */
+static bool detach_section(mb_broker *b, mb_session *s)
+{
+	struct stat st;
+	int pidfd;
+
+	if (b->stopping || !s->hello || s->section_fd < 0 || s->pidfd < 0 ||
+	    b->ndetached == (int)(sizeof(b->detached) / sizeof(b->detached[0])) ||
+	    !process_alive(s->pidfd) || fstat(s->section_fd, &st) != 0)
+		return false;
+	pidfd = fcntl(s->pidfd, F_DUPFD_CLOEXEC, 3);
+	if (pidfd < 0)
+		return false;
+	b->detached[b->ndetached].fd = s->section_fd;
+	b->detached[b->ndetached].pidfd = pidfd;
+	b->detached[b->ndetached].pid = s->pid;
+	b->detached[b->ndetached].dev = st.st_dev;
+	b->detached[b->ndetached].ino = st.st_ino;
+	b->detached[b->ndetached].deadline_ms = mb_now_ms() + MB_DETACH_GRACE_MS;
+	b->ndetached++;
+	s->section_fd = -1;
+	return true;
+}
+
+/* Forgets detached entry i; punch: free its memory first. Caller holds the lock. */
+static void drop_detached(mb_broker *b, int i, bool punch)
+{
+	if (punch)
+		mb_section_discard(b->detached[i].fd, 0, MB_ADDRESS_LIMIT);
+	close(b->detached[i].fd);
+	close(b->detached[i].pidfd);
+	b->detached[i] = b->detached[--b->ndetached];
+}
+
+void mb_broker_sweep_detached(mb_broker *b)
+{
+	uint64_t now = mb_now_ms();
+
+	pthread_mutex_lock(&b->lock);
+	for (int i = 0; i < b->ndetached;) {
+		bool alive = process_alive(b->detached[i].pidfd);
+		if (alive && now < b->detached[i].deadline_ms) {
+			i++;
+			continue;
+		}
+		mb_log(alive ? LOG_NOTICE : LOG_DEBUG,
+		       "pid %d %s: the memory of its dropped connection is freed",
+		       b->detached[i].pid, alive ? "did not reconnect in time" : "exited");
+		drop_detached(b, i, true);
+	}
+	pthread_mutex_unlock(&b->lock);
+}
+
 void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
 {
 	mb_session key = {.pipe_id = pipe_id};
@@ -173,6 +243,7 @@ void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
 		mb_log(LOG_DEBUG, "session %llu (pid %d uid %u) ended, %llu bytes returned",
 		       (unsigned long long)s->id, (int)s->pid, (unsigned)s->uid,
 		       (unsigned long long)mb_session_committed(s));
+		detach_section(b, s);
 		end_session(b, s);
 	}
 	pthread_mutex_unlock(&b->lock);
@@ -271,6 +342,12 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 		       "client pid %d handed its section back (session %llu): it reconnected and "
 		       "re-registers what it holds",
 		       (int)s->pid, (unsigned long long)s->id);
+		/* Set aside when its connection dropped: the client has it again. */
+		for (int i = 0; i < b->ndetached; i++)
+			if (b->detached[i].dev == st.st_dev && b->detached[i].ino == st.st_ino) {
+				drop_detached(b, i, false);
+				break;
+			}
 		s->adopted = true;
 		s->adopting = true;
 		rv = 0;

@@ -103,6 +103,18 @@ typedef struct mb_broker {
 	} banned[64];
 	int nbanned;
 
+	/* Sections of connections that closed while their process lives on (a dropped connection
+	 * the client will re-establish): kept intact for MB_DETACH_GRACE_MS, so the client's data
+	 * survives its reconnection; freed when the process exits or the grace ends. */
+	struct {
+		int fd, pidfd;
+		pid_t pid;
+		dev_t dev;
+		ino_t ino;
+		uint64_t deadline_ms;
+	} detached[64];
+	int ndetached;
+
 	mb_config conf;				 /* groups and limits in force */
 	uint64_t group_committed[MB_MAX_GROUPS]; /* bytes, by conf.groups index */
 	uint32_t group_sessions[MB_MAX_GROUPS];
@@ -118,6 +130,13 @@ int mb_broker_init(mb_broker *b, uint64_t budget);
 
 /* Ends every session and frees the state. */
 void mb_broker_fini(mb_broker *b);
+
+/* How long the section of a dropped connection stays intact for its living process to take back
+ * (reconnecting clients do so on their next call). Its memory is not charged meanwhile. */
+#define MB_DETACH_GRACE_MS 10000
+
+/* Frees the detached sections whose process exited or whose grace ended (the audit's tick). */
+void mb_broker_sweep_detached(mb_broker *b);
 
 /* Connections one non-root uid may hold when the configuration does not say. */
 #define MB_DEFAULT_SESSIONS_PER_UID 1024

@@ -294,6 +294,7 @@ int main(int argc, char **argv)
 		if (sig < 0) {
 			if (mb_now_ms() >= next_audit) {
 				mb_broker_audit(&broker);
+				mb_broker_sweep_detached(&broker);
 				next_audit = mb_now_ms() + audit_ms;
 			}
 			mb_heartbeat_tick(&heartbeat, &broker);

@@ -21,6 +21,8 @@
 
 #include "harness.h"
 #include "membroker.h"
+/* To drop a client's connection from underneath it, as a wedged or broken connection does. */
+#include "../client/client_internal.h"
 
 #define MiB ((size_t)1 << 20)
 
@@ -275,6 +277,54 @@ static void death_case(bool fork_holder)
 	mb_test_broker_stop(&b);
 }
 
+/*
+ * The connection drops while the broker and the client live on (the library closes a connection
+ * whose send is wedged; a network namespace hiccup): the client reconnects to the same broker and
+ * must find its memory intact, charged again, and usable.
+ */
+static void test_dropped_connection_keeps_memory(void **state)
+{
+	mb_test_broker b;
+	mb_client *c;
+	void *base = NULL, *mem = NULL;
+	mb_session_status st;
+
+	(void)state;
+	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "64M", NULL}), 0);
+	assert_hr(mb_connect(b.address, &c), S_OK);
+	assert_hr(
+	    mb_virtual_alloc(c, NULL, 4 * MiB, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base),
+	    S_OK);
+	/* One round-trip commit and, from its credit, a local one. */
+	assert_hr(mb_virtual_alloc(c, base, MiB, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &mem),
+		  S_OK);
+	assert_hr(mb_virtual_alloc(c, (uint8_t *)base + MiB, MiB, MEM_COMMIT, PAGE_READWRITE,
+				   eTaskCritical, &mem),
+		  S_OK);
+	fill_pattern(base, 2 * MiB, 3);
+
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+	p.id = atomic_load(&c->session_pipe);
+	assert_int_equal(nng_pipe_close(p), 0);
+	/* The next calls reconnect by themselves (the first may see the loss). */
+	assert_true(mb_test_wait_for(call_succeeds, c, 20000));
+	assert_int_equal(c->reconnects, 1);
+	check_pattern(base, 2 * MiB, 3);
+	assert_hr(mb_get_session_status(c, &st), S_OK);
+	assert_int_equal(st.committed, 2 * MiB);
+	assert_int_equal(st.total_committed, 2 * MiB);
+	assert_int_equal(st.offences, 0);
+	/* Still usable: decommit, commit again (reads zero), release. */
+	assert_hr(mb_virtual_free(c, base, MiB, MEM_DECOMMIT), S_OK);
+	assert_hr(mb_virtual_alloc(c, base, MiB, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &mem),
+		  S_OK);
+	assert_int_equal(((uint8_t *)base)[4096], 0);
+	check_pattern((uint8_t *)base + MiB, MiB, (uint8_t)(3 + 256));
+	assert_hr(mb_virtual_free(c, base, 0, MEM_RELEASE), S_OK);
+	mb_disconnect(c);
+	assert_int_equal(mb_test_broker_stop(&b), 0);
+}
+
 static void test_killed_client_memory_returns(void **state)
 {
 	(void)state;
@@ -293,6 +343,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_broker_killed_and_restarted),
 	    cmocka_unit_test(test_broker_stopped_and_restarted),
 	    cmocka_unit_test(test_idle_client_with_callback_is_counted_again),
+	    cmocka_unit_test(test_dropped_connection_keeps_memory),
 	    cmocka_unit_test(test_killed_client_memory_returns),
 	    cmocka_unit_test(test_killed_client_with_forked_holder),
 	};
