@@ -31,17 +31,7 @@
 
 #include "harness.h"
 
-/*
- * LeakSanitizer (sanitized build): this program deliberately feeds the broker garbage and
- * oversized messages over raw nng sockets, and nng 1.5.2 can leak the objects of a pipe the peer
- * drops mid-exchange (a cycle of its own pipe, dialer and aio structures, seen about once in
- * twenty runs). Only this program carries the suppression; see also tests/lsan-nng.supp.
- */
-__attribute__((used)) const char *__lsan_default_suppressions(void);
-__attribute__((used)) const char *__lsan_default_suppressions(void)
-{
-	return "leak:libnng.so.1\n";
-}
+#include "lsan_nng.h"
 #include "mb_address.h"
 #include "mb_fdpass.h"
 #include "mb_wire.h"

@@ -23,6 +23,7 @@
 #include "membroker.h"
 /* To drop a client's connection from underneath it, as a wedged or broken connection does. */
 #include "../client/client_internal.h"
+#include "lsan_nng.h"
 
 #define MiB ((size_t)1 << 20)
 
