@@ -68,6 +68,12 @@ static void check_request(const mb_request *r)
 	case MEMBROKER__V1__REQUEST__BODY_WATCH:
 		CHECK(r->watch != NULL);
 		break;
+	case MEMBROKER__V1__REQUEST__BODY_ADDRESS_SPACE:
+		CHECK(r->address_space != NULL);
+		break;
+	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
+		CHECK(r->adopt_done != NULL);
+		break;
 	case MEMBROKER__V1__REQUEST__BODY_SYNC:
 		CHECK(r->sync != NULL && r->sync->n_commits <= MB_WIRE_MAX_SYNC);
 		for (size_t i = 0; i < r->sync->n_commits; i++)
@@ -140,6 +146,11 @@ static void round_trip_request(const mb_request *r)
 
 	if (has_tag0_unknown(&r->base) || has_tag0_unknown(request_body(r)))
 		return;
+	/* A Sync nests one level deeper: its commits may carry such fields too. */
+	if (r->body_case == MEMBROKER__V1__REQUEST__BODY_SYNC)
+		for (size_t i = 0; i < r->sync->n_commits; i++)
+			if (has_tag0_unknown(&r->sync->commits[i]->base))
+				return;
 	/* Unknown fields are kept and packed again, and an embedded NUL cuts a name short, so the
 	 * first packing may differ from the input; from then on the encoding is a fixed point. */
 	rv = mb_wire_pack_request(r, &m1);
