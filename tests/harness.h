@@ -4,6 +4,7 @@
 #ifndef MB_TEST_HARNESS_H
 #define MB_TEST_HARNESS_H
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -50,6 +51,42 @@ void mb_test_fail_hr(const char *expr, int32_t got, int32_t want, const char *fi
 		int32_t want_ = (int32_t)(want);                                                   \
 		if (got_ != want_)                                                                 \
 			mb_test_fail_hr(#expr, got_, want_, __FILE__, __LINE__);                   \
+	} while (0)
+
+/* assert_u64(got, want), assert_u64_le(got, limit), assert_u64_ge(got, floor): 64-bit
+ * comparisons that print both values in full (cmocka's own print them as long). */
+#define assert_u64(got, want)                                                                      \
+	do {                                                                                       \
+		uint64_t g_ = (uint64_t)(got);                                                     \
+		uint64_t w_ = (uint64_t)(want);                                                    \
+		if (g_ != w_) {                                                                    \
+			print_error("%s:%d: %s is %" PRIu64 " (0x%" PRIx64 "), expected %" PRIu64  \
+				    " (0x%" PRIx64 ")\n",                                          \
+				    __FILE__, __LINE__, #got, g_, g_, w_, w_);                     \
+			_fail(__FILE__, __LINE__);                                                 \
+		}                                                                                  \
+	} while (0)
+
+#define assert_u64_le(got, limit)                                                                  \
+	do {                                                                                       \
+		uint64_t g_ = (uint64_t)(got);                                                     \
+		uint64_t l_ = (uint64_t)(limit);                                                   \
+		if (g_ > l_) {                                                                     \
+			print_error("%s:%d: %s is %" PRIu64 ", more than %" PRIu64 " (%s)\n",      \
+				    __FILE__, __LINE__, #got, g_, l_, #limit);                     \
+			_fail(__FILE__, __LINE__);                                                 \
+		}                                                                                  \
+	} while (0)
+
+#define assert_u64_ge(got, floor)                                                                  \
+	do {                                                                                       \
+		uint64_t g_ = (uint64_t)(got);                                                     \
+		uint64_t f_ = (uint64_t)(floor);                                                   \
+		if (g_ < f_) {                                                                     \
+			print_error("%s:%d: %s is %" PRIu64 ", less than %" PRIu64 " (%s)\n",      \
+				    __FILE__, __LINE__, #got, g_, f_, #floor);                     \
+			_fail(__FILE__, __LINE__);                                                 \
+		}                                                                                  \
 	} while (0)
 
 #endif

@@ -63,40 +63,6 @@ static const char *self_path;
 
 /* ---- assertion helpers ---- */
 
-#define assert_u64(got, want)                                                                      \
-	do {                                                                                       \
-		uint64_t g_ = (uint64_t)(got);                                                     \
-		uint64_t w_ = (uint64_t)(want);                                                    \
-		if (g_ != w_) {                                                                    \
-			print_error("%s:%d: %s is %" PRIu64 " (0x%" PRIx64 "), expected %" PRIu64  \
-				    " (0x%" PRIx64 ")\n",                                          \
-				    __FILE__, __LINE__, #got, g_, g_, w_, w_);                     \
-			_fail(__FILE__, __LINE__);                                                 \
-		}                                                                                  \
-	} while (0)
-
-#define assert_u64_le(got, limit)                                                                  \
-	do {                                                                                       \
-		uint64_t g_ = (uint64_t)(got);                                                     \
-		uint64_t l_ = (uint64_t)(limit);                                                   \
-		if (g_ > l_) {                                                                     \
-			print_error("%s:%d: %s is %" PRIu64 ", more than %" PRIu64 " (%s)\n",      \
-				    __FILE__, __LINE__, #got, g_, l_, #limit);                     \
-			_fail(__FILE__, __LINE__);                                                 \
-		}                                                                                  \
-	} while (0)
-
-#define assert_u64_ge(got, floor)                                                                  \
-	do {                                                                                       \
-		uint64_t g_ = (uint64_t)(got);                                                     \
-		uint64_t f_ = (uint64_t)(floor);                                                   \
-		if (g_ < f_) {                                                                     \
-			print_error("%s:%d: %s is %" PRIu64 ", less than %" PRIu64 " (%s)\n",      \
-				    __FILE__, __LINE__, #got, g_, f_, #floor);                     \
-			_fail(__FILE__, __LINE__);                                                 \
-		}                                                                                  \
-	} while (0)
-
 #define assert_waited(cond, arg, what)                                                             \
 	do {                                                                                       \
 		if (!mb_test_wait_for((cond), (arg), WAIT_MS)) {                                   \

@@ -74,18 +74,6 @@ static void fail_hr(const char *expr, HRESULT got, const HRESULT *want, size_t n
 			fail_hr(#expr, got_, want_, 2, __FILE__, __LINE__);                        \
 	} while (0)
 
-#define assert_u64(got, want)                                                                      \
-	do {                                                                                       \
-		uint64_t g_ = (uint64_t)(got);                                                     \
-		uint64_t w_ = (uint64_t)(want);                                                    \
-		if (g_ != w_) {                                                                    \
-			print_error("%s:%d: %s is %" PRIu64 " (0x%" PRIx64 "), expected %" PRIu64  \
-				    " (0x%" PRIx64 ")\n",                                          \
-				    __FILE__, __LINE__, #got, g_, g_, w_, w_);                     \
-			_fail(__FILE__, __LINE__);                                                 \
-		}                                                                                  \
-	} while (0)
-
 #define assert_ptr(got, want)                                                                      \
 	do {                                                                                       \
 		const void *g_ = (const void *)(got);                                              \
