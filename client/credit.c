@@ -190,9 +190,9 @@ HRESULT mb_credit_decommit(mb_client *c, uintptr_t addr, size_t size)
 	uintptr_t lo = pr.start, hi = pr.start + pr.count * MB_PAGE_SIZE;
 	int i = containing(c, lo, hi);
 	if (i >= 0) {
-		mb_local_commit *e = &c->pending[i];
-		uintptr_t end = e->address + e->size;
-		bool split = e->address < lo && hi < end;
+		const mb_local_commit *e = &c->pending[i];
+		bool split = e->address < lo && hi < e->address + e->size;
+		/* Room for the second half of a split range (mb_credit_forget_locked's rule). */
 		if (!split || c->npending < MB_WIRE_MAX_SYNC) {
 			/* Closed before the hole punch, so nothing writes in between; the credit
 			 * goes back only after the punch (see credit.h). */
@@ -206,18 +206,9 @@ HRESULT mb_credit_decommit(mb_client *c, uintptr_t addr, size_t size)
 				return MB_CREDIT_REMOTE;
 			}
 			mb_region_decommit(&c->map, pr.region, pr.first, pr.count);
-			if (split) {
-				c->pending[c->npending++] =
-				    (mb_local_commit){hi, end - hi, e->level};
-				e->size = lo - e->address;
-			} else if (e->address == lo && hi == end) {
-				c->pending[i] = c->pending[--c->npending];
-			} else if (e->address == lo) {
-				e->address = hi;
-				e->size = end - hi;
-			} else {
-				e->size = lo - e->address;
-			}
+			/* Cannot fail: the range lies in one pending range (never also in a
+			 * Sync in flight) and a split has room, as checked above. */
+			mb_credit_forget_locked(c, lo, hi);
 			pthread_rwlock_unlock(&c->map_lock);
 			mb_credit_give(c->credit_word, hi - lo);
 			atomic_fetch_add(&c->local_decommits, 1);
@@ -235,18 +226,9 @@ void mb_credit_settle(mb_client *c, uintptr_t addr, size_t size)
 	if (c->credit_word == NULL)
 		return;
 	pthread_rwlock_rdlock(&c->map_lock);
-	if (c->npending > 0 || c->ninflight > 0) {
-		uintptr_t lo = addr, hi = addr + size;
-		mb_region *r = mb_regmap_find(&c->map, addr);
-		if (size == 0 && r != NULL) {
-			lo = r->base;
-			hi = r->base + r->size;
-		} else if (size == 0 || hi < lo) {
-			hi = UINTPTR_MAX; /* an odd request: reporting everything is always right */
-		}
-		report = overlaps(c->pending, c->npending, lo, hi) ||
-			 overlaps(c->inflight, c->ninflight, lo, hi);
-	}
+	if (c->npending > 0 || c->ninflight > 0)
+		report = overlaps(c->pending, c->npending, addr, addr + size) ||
+			 overlaps(c->inflight, c->ninflight, addr, addr + size);
 	pthread_rwlock_unlock(&c->map_lock);
 	if (report)
 		mb_credit_sync(c);

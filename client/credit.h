@@ -73,8 +73,8 @@ size_t mb_credit_forget_locked(mb_client *c, uintptr_t lo, uintptr_t hi);
 /* Gives bytes of credit back, unless the session changed (a reconnection) since session_id. */
 void mb_credit_refund(mb_client *c, size_t bytes, uint64_t session_id);
 
-/* Reports pending pages of [addr, addr+size) (size 0: the whole reservation at addr) before a
- * round trip about them. */
+/* Reports pending pages of [addr, addr+size) (a planned, non-empty page range) before a round
+ * trip that needs the broker to know them (MEM_RESET, an overlapping commit). */
 void mb_credit_settle(mb_client *c, uintptr_t addr, size_t size);
 
 /* Reports every pending local commit (and lets the broker top the credit up). */

@@ -280,25 +280,18 @@ HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_typ
 				return not_mine(c, (uintptr_t)address, HOST_E_INVALIDOPERATION);
 			return mb_client_error(hr, "invalid free type, size or address");
 		}
+		/* After three Syncs still racing with this thread's own reports: everything was
+		 * reported, the broker credits it; nothing is given back here. */
+		if (attempt == 3) {
+			refund = 0;
+			break;
+		}
 		uintptr_t lo = free_type == MEM_DECOMMIT ? pr.start : pr.region->base;
 		size_t len = free_type == MEM_DECOMMIT ? pr.count * MB_PAGE_SIZE : pr.region->size;
 		refund = mb_credit_forget_locked(c, lo, lo + len);
 		if (refund != SIZE_MAX)
 			break;
 		pthread_rwlock_unlock(&c->map_lock);
-		if (attempt == 2) {
-			/* Still racing with this thread's own reports: report everything and let
-			 * the broker credit it; nothing is given back here. */
-			refund = 0;
-			mb_credit_sync(c);
-			pthread_rwlock_wrlock(&c->map_lock);
-			hr = mb_win32_plan_free(&c->map, (uintptr_t)address, size, free_type, &pr);
-			if (hr != S_OK) {
-				pthread_rwlock_unlock(&c->map_lock);
-				return mb_client_error(hr, "the range changed while it was freed");
-			}
-			break;
-		}
 		mb_credit_sync(c);
 	}
 	uint64_t session = c->session_id;
