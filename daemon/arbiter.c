@@ -6,7 +6,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,10 +52,22 @@ void mb_broker_update_pressure(mb_broker *b)
 	 * back when memory runs short), so it does not count here; credit used by local commits not
 	 * yet reported does. */
 	mb_ledger used = b->ledger;
-	uint64_t unused = mb_broker_credit_unused_total(b);
-	used.committed -= unused < used.committed ? unused : used.committed;
-	int next = mb_pressure_next(b->pressure, &used, b->nwaiters > 0);
+	bool waiters = b->nwaiters > 0;
+	int next = mb_pressure_next(b->pressure, &used, waiters);
 	mb_parked *p, *tmp;
+
+	/* Memory in use lies between the ledger less all credit and the ledger itself, and the
+	 * level only falls as use grows: when both ends give the same level, so does the exact
+	 * figure, and this runs on every commit without reading every session's word. */
+	if (b->credit_total > 0) {
+		uint64_t total = b->ledger.committed;
+		used.committed = total - (b->credit_total < total ? b->credit_total : total);
+		if (mb_pressure_next(b->pressure, &used, waiters) != next) {
+			uint64_t unused = mb_broker_credit_unused_total(b);
+			used.committed = total - (unused < total ? unused : total);
+			next = mb_pressure_next(b->pressure, &used, waiters);
+		}
+	}
 
 	if (next == b->pressure)
 		return;
@@ -488,8 +499,7 @@ bool mb_broker_banned(mb_broker *b, pid_t pid)
 	bool found = false;
 
 	for (int i = 0; i < b->nbanned;) {
-		struct pollfd p = {.fd = b->banned[i].pidfd, .events = POLLIN};
-		if (poll(&p, 1, 0) != 0) {
+		if (mb_pidfd_exited(b->banned[i].pidfd)) {
 			/* The process exited: its pid may be reused by an innocent one. */
 			close(b->banned[i].pidfd);
 			b->banned[i] = b->banned[--b->nbanned];

@@ -168,10 +168,10 @@ int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_
 	return rv;
 }
 
-static bool process_alive(int pidfd)
+bool mb_pidfd_exited(int pidfd)
 {
 	struct pollfd p = {.fd = pidfd, .events = POLLIN};
-	return poll(&p, 1, 0) == 0;
+	return poll(&p, 1, 0) != 0;
 }
 
 /*
@@ -187,7 +187,7 @@ static bool detach_section(mb_broker *b, mb_session *s)
 
 	if (b->stopping || !s->hello || s->section_fd < 0 || s->pidfd < 0 ||
 	    b->ndetached == (int)(sizeof(b->detached) / sizeof(b->detached[0])) ||
-	    !process_alive(s->pidfd) || fstat(s->section_fd, &st) != 0)
+	    mb_pidfd_exited(s->pidfd) || fstat(s->section_fd, &st) != 0)
 		return false;
 	pidfd = fcntl(s->pidfd, F_DUPFD_CLOEXEC, 3);
 	if (pidfd < 0)
@@ -219,7 +219,7 @@ void mb_broker_sweep_detached(mb_broker *b)
 
 	pthread_mutex_lock(&b->lock);
 	for (int i = 0; i < b->ndetached;) {
-		bool alive = process_alive(b->detached[i].pidfd);
+		bool alive = !mb_pidfd_exited(b->detached[i].pidfd);
 		if (alive && now < b->detached[i].deadline_ms) {
 			i++;
 			continue;

@@ -219,6 +219,8 @@ mb_session *mb_broker_find_pipe(mb_broker *b, uint32_t pipe_id);
 void mb_broker_register_id(mb_broker *b, mb_session *s); /* assigns s->id, indexes it */
 mb_session *mb_broker_first(mb_broker *b);
 mb_session *mb_broker_next(mb_session *s);
+/* true once the process behind pidfd has exited (or the pidfd cannot be polled). */
+bool mb_pidfd_exited(int pidfd);
 /* Refuses future sessions of s's process until it exits (repeated offences). */
 void mb_broker_ban(mb_broker *b, const mb_session *s);
 /* true if pid is banned (and still the same, live process). Prunes exited entries. */

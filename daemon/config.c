@@ -207,7 +207,7 @@ static int handler(void *user, const char *section, const char *k, const char *v
 			if (mb_parse_size(v, 0, &n) != 0 || n > MB_MAX_COMMIT_CREDIT)
 				return fail(x, "commit_credit: '%s' is not a size up to 1G%s", v,
 					    "");
-			c->commit_credit = n & ~(uint64_t)4095;
+			c->commit_credit = n; /* whole pages are taken when it is applied */
 			return 1;
 		}
 		if (strcmp(k, "log_level") == 0) {

@@ -17,13 +17,17 @@ void mb_ledger_init(mb_ledger *l, uint64_t budget)
 	l->wait_ms[2] = 2000;
 }
 
+/* permille of budget, rounded down; split to avoid overflowing budget * 1000 near 2^64. */
+static uint64_t share_of(uint64_t budget, uint64_t permille)
+{
+	return budget / 1000 * permille + budget % 1000 * permille / 1000;
+}
+
 uint64_t mb_ledger_ceiling(const mb_ledger *l, int level)
 {
 	if (level < 0 || level >= MB_LEVELS)
 		return 0;
-	/* Split to avoid overflowing budget * 1000 for budgets near 2^64. */
-	uint64_t p = l->ceiling_permille[level];
-	return l->budget / 1000 * p + l->budget % 1000 * p / 1000;
+	return share_of(l->budget, l->ceiling_permille[level]);
 }
 
 bool mb_ledger_fits(const mb_ledger *l, int level, uint64_t bytes)
@@ -106,8 +110,7 @@ mb_fit mb_ledger_check(const mb_ledger *l, int level, uint64_t bytes, const mb_q
 uint64_t mb_ledger_credit_grant(const mb_ledger *l, uint64_t held, uint64_t target, bool waiters)
 {
 	const uint64_t page = 4096;
-	uint64_t limit = l->budget / 1000 * MB_CREDIT_LIMIT_PERMILLE +
-			 l->budget % 1000 * MB_CREDIT_LIMIT_PERMILLE / 1000;
+	uint64_t limit = share_of(l->budget, MB_CREDIT_LIMIT_PERMILLE);
 	uint64_t task = mb_ledger_ceiling(l, 0);
 	uint64_t want;
 

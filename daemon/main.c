@@ -143,11 +143,10 @@ static int apply(const mb_options *o, const mb_config *conf, mb_broker *b)
 	memcpy(b->ledger.wait_ms, l.wait_ms, sizeof(l.wait_ms));
 	pthread_mutex_unlock(&b->lock);
 	mb_config effective = *conf;
-	if (o->commit_credit != NULL) {
-		uint64_t n = 0;
-		mb_parse_size(o->commit_credit, 0, &n); /* checked by mb_options_parse */
-		effective.commit_credit = n & ~(uint64_t)4095;
-	}
+	if (o->commit_credit_set)
+		effective.commit_credit = o->commit_credit;
+	/* Credit is taken a page at a time: whole pages only. */
+	effective.commit_credit &= ~(uint64_t)(MB_PAGE_SIZE - 1);
 	mb_broker_apply_config(b, &effective);
 	return 0;
 }

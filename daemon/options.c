@@ -156,13 +156,13 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 			break;
 		}
 		case OPT_CREDIT: {
-			uint64_t n;
-			if (mb_parse_size(optarg, 0, &n) != 0 || n > ((uint64_t)1 << 30)) {
+			if (mb_parse_size(optarg, 0, &o->commit_credit) != 0 ||
+			    o->commit_credit > MB_MAX_COMMIT_CREDIT) {
 				fprintf(stderr, "membrokerd: --commit-credit wants a size up to 1G "
 						"(0 turns credit off)\n");
 				return -1;
 			}
-			o->commit_credit = optarg;
+			o->commit_credit_set = true;
 			break;
 		}
 		case 'h':

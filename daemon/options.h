@@ -18,9 +18,10 @@ typedef struct mb_options {
 	bool ceilings_set;
 	uint32_t ceiling_permille[3]; /* --ceilings T,A,P in percent (may have one decimal) */
 	bool waits_set;
-	uint32_t wait_ms[3];	   /* --waits T,A,P in milliseconds */
-	uint32_t audit_ms;	   /* --audit-interval; 0 = not given */
-	const char *commit_credit; /* --commit-credit SIZE as given, or NULL */
+	uint32_t wait_ms[3]; /* --waits T,A,P in milliseconds */
+	uint32_t audit_ms;   /* --audit-interval; 0 = not given */
+	bool commit_credit_set;
+	uint64_t commit_credit; /* --commit-credit in bytes (at most MB_MAX_COMMIT_CREDIT) */
 } mb_options;
 
 /* Parses "a,b,c" into three values; percent=true reads percentages (0 < v <= 100, one decimal,
