@@ -6,7 +6,7 @@ BUILD      ?= build
 BUILD_SAN  ?= build-sanitize
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build build-sanitize run test bench clean
+.PHONY: all deps build build-sanitize run test bench format check-format clean
 
 all: build
 
@@ -24,7 +24,7 @@ build-sanitize: deps
 run: build
 	@scripts/run-demo.sh $(BUILD)
 
-test: build build-sanitize
+test: check-format build build-sanitize
 	@echo "== test suite (RelWithDebInfo) =="
 	@cd $(BUILD) && ctest --output-on-failure -j 2
 	@echo "== test suite (AddressSanitizer + UndefinedBehaviorSanitizer) =="
@@ -33,6 +33,12 @@ test: build build-sanitize
 
 bench: build
 	@$(BUILD)/bench/mb_bench --json $(BUILD)/bench.json
+
+check-format: deps
+	@scripts/check-format.sh
+
+format: deps
+	@scripts/check-format.sh --fix
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)

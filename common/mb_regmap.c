@@ -91,8 +91,7 @@ void mb_regmap_clear(mb_regmap *map, void (*fn)(mb_region *region, void *arg), v
 
 	if (!map)
 		return;
-	RB_FOREACH_SAFE(r, mb_region_tree, &map->tree, tmp)
-	{
+	RB_FOREACH_SAFE(r, mb_region_tree, &map->tree, tmp) {
 		RB_REMOVE(mb_region_tree, &map->tree, r);
 		if (fn)
 			fn(r, arg);
@@ -343,7 +342,8 @@ long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t co
 {
 	size_t gained = 0, dropped = 0, end;
 	/* Absent chunks are all zero: they need storage only if a zero page matches and changes. */
-	bool zero_changes = want == 0 && (set != 0 || (prot >= 0 && region && region->track_protect));
+	bool zero_changes =
+	    want == 0 && (set != 0 || (prot >= 0 && region && region->track_protect));
 
 	if (lost)
 		*lost = 0;
@@ -405,8 +405,8 @@ nomem:
 
 long mb_region_commit(mb_regmap *map, mb_region *region, size_t first, size_t count, uint8_t prot)
 {
-	return mb_region_update(map, region, first, count, 0, 0,
-				MB_PAGE_RESET | MB_PAGE_DISCARDED, MB_PAGE_COMMITTED, prot, NULL);
+	return mb_region_update(map, region, first, count, 0, 0, MB_PAGE_RESET | MB_PAGE_DISCARDED,
+				MB_PAGE_COMMITTED, prot, NULL);
 }
 
 size_t mb_region_decommit(mb_regmap *map, mb_region *region, size_t first, size_t count)

@@ -97,7 +97,7 @@ static uint32_t count_list(struct mb_parked_list *l)
 	mb_parked *p;
 
 	TAILQ_FOREACH(p, l, link)
-	n++;
+		n++;
 	return n;
 }
 

@@ -83,8 +83,7 @@ void mb_broker_update_pressure(mb_broker *b)
 	/* Low goes to the holders of the lowest level first: they are the ones expected to give
 	 * memory back, so they hear it before anyone else. */
 	for (int level = 0; level < MB_LEVELS; level++) {
-		TAILQ_FOREACH_SAFE(p, &b->watchers, link, tmp)
-		{
+		TAILQ_FOREACH_SAFE(p, &b->watchers, link, tmp) {
 			mb_session *s = mb_broker_find_pipe(b, p->pipe_id);
 			int owner_level = s ? s->max_level : 0;
 			if (owner_level == level ||
@@ -154,7 +153,7 @@ void mb_broker_grant_waiters(mb_broker *b)
 	 * so a large request never holds up smaller ones behind it. */
 	for (int level = MB_LEVELS - 1; level >= 0; level--)
 		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, tmp)
-	try_grant(b, p);
+			try_grant(b, p);
 	mb_broker_update_pressure(b);
 }
 
@@ -263,15 +262,13 @@ uint64_t mb_broker_expire(mb_broker *b, uint64_t now)
 
 	pthread_mutex_lock(&b->lock);
 	for (int level = 0; level < MB_LEVELS; level++)
-		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, tmp)
-		{
+		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, tmp) {
 			if (p->deadline_ms <= now)
 				mb_broker_expire_parked(b, p);
 			else if (next == 0 || p->deadline_ms < next)
 				next = p->deadline_ms;
 		}
-	TAILQ_FOREACH_SAFE(p, &b->watchers, link, tmp)
-	{
+	TAILQ_FOREACH_SAFE(p, &b->watchers, link, tmp) {
 		if (p->deadline_ms <= now)
 			mb_broker_expire_parked(b, p);
 		else if (next == 0 || p->deadline_ms < next)
@@ -289,7 +286,7 @@ uint32_t mb_broker_parked(mb_broker *b)
 	pthread_mutex_lock(&b->lock);
 	n = b->nwaiters;
 	TAILQ_FOREACH(p, &b->watchers, link)
-	n++;
+		n++;
 	pthread_mutex_unlock(&b->lock);
 	return n;
 }

@@ -62,20 +62,21 @@ static void drop_pending(mb_broker *b, mb_session *s)
 
 	for (int level = 0; level < MB_LEVELS; level++)
 		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, ptmp)
-	if (p->pipe_id == s->pipe_id) {
-		b->waits_abandoned++;
-		mb_broker_finish_parked(b, p, HOST_E_ABANDONED, "the client disconnected");
-	}
+			if (p->pipe_id == s->pipe_id) {
+				b->waits_abandoned++;
+				mb_broker_finish_parked(b, p, HOST_E_ABANDONED,
+							"the client disconnected");
+			}
 	TAILQ_FOREACH_SAFE(p, &b->watchers, link, ptmp)
-	if (p->pipe_id == s->pipe_id)
-		mb_broker_finish_parked(b, p, S_OK, NULL);
+		if (p->pipe_id == s->pipe_id)
+			mb_broker_finish_parked(b, p, S_OK, NULL);
 	for (int level = 0; level < MB_LEVELS && s->resets > 0; level++)
 		TAILQ_FOREACH_SAFE(r, &b->resets[level], link, rtmp)
-	if (r->pipe_id == s->pipe_id) {
-		TAILQ_REMOVE(&b->resets[level], r, link);
-		free(r);
-		s->resets--;
-	}
+			if (r->pipe_id == s->pipe_id) {
+				TAILQ_REMOVE(&b->resets[level], r, link);
+				free(r);
+				s->resets--;
+			}
 }
 
 static void drop_detached(mb_broker *b, int i, bool punch);
@@ -363,7 +364,7 @@ uint64_t mb_broker_sum_sessions(mb_broker *b)
 
 	pthread_mutex_lock(&b->lock);
 	RB_FOREACH(s, mb_session_pipe_tree, &b->by_pipe)
-	sum += mb_session_charged(s);
+		sum += mb_session_charged(s);
 	pthread_mutex_unlock(&b->lock);
 	return sum;
 }

@@ -4,7 +4,7 @@
 set -eu
 
 PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler
-libsystemd-dev libcmocka-dev libbsd-dev libinih-dev libjson-c-dev clang systemd"
+libsystemd-dev libcmocka-dev libbsd-dev libinih-dev libjson-c-dev clang clang-format systemd"
 
 missing=""
 for p in $PACKAGES; do

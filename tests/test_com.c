@@ -38,7 +38,6 @@ static mb_test_broker g_broker;
 
 /* ---- assertion helpers ---- */
 
-
 static mb_client *connect_to(const mb_test_broker *b)
 {
 	mb_client *c = NULL;
@@ -812,8 +811,10 @@ static void test_address_space_notifications(void **state)
 	assert_int_equal(mm->lpVtbl->NeedsVirtualAddressSpace(mm, base + (32 << 20), 4 << 20),
 			 E_OUTOFMEMORY);
 	assert_int_equal(mm->lpVtbl->ReleasedVirtualAddressSpace(mm, base), S_OK);
-	assert_int_equal(mm->lpVtbl->ReleasedVirtualAddressSpace(mm, base), HOST_E_INVALIDOPERATION);
-	assert_int_equal(mm->lpVtbl->NeedsVirtualAddressSpace(mm, base + (32 << 20), 4 << 20), S_OK);
+	assert_int_equal(mm->lpVtbl->ReleasedVirtualAddressSpace(mm, base),
+			 HOST_E_INVALIDOPERATION);
+	assert_int_equal(mm->lpVtbl->NeedsVirtualAddressSpace(mm, base + (32 << 20), 4 << 20),
+			 S_OK);
 	assert_int_equal(mb_get_session_status(c, &st), S_OK);
 	assert_int_equal(st.mapped, 2 << 20);
 	assert_int_equal(mm->lpVtbl->AcquiredVirtualAddressSpace(mm, NULL, 4096), E_INVALIDARG);

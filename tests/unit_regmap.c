@@ -575,12 +575,12 @@ static void test_huge_sparse_region(void **state)
 	/* Runs and finds cross absent chunks in one step each. */
 	assert_int_equal(mb_region_find(r, 0, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED),
 			 MB_CHUNK_PAGES - 2);
-	assert_int_equal(mb_region_run_end(r, MB_CHUNK_PAGES - 2, pages, MB_PAGE_COMMITTED,
-					   MB_PAGE_COMMITTED),
-			 MB_CHUNK_PAGES + 2);
-	assert_int_equal(mb_region_find(r, MB_CHUNK_PAGES + 2, pages, MB_PAGE_COMMITTED,
-					MB_PAGE_COMMITTED),
-			 far);
+	assert_int_equal(
+	    mb_region_run_end(r, MB_CHUNK_PAGES - 2, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED),
+	    MB_CHUNK_PAGES + 2);
+	assert_int_equal(
+	    mb_region_find(r, MB_CHUNK_PAGES + 2, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED),
+	    far);
 	assert_int_equal(mb_region_query_run(r, MB_CHUNK_PAGES + 2), far);
 	assert_int_equal(mb_region_query_run(r, far), pages);
 	assert_int_equal(mb_region_prot(r, far + 1), 6);
@@ -613,8 +613,7 @@ int main(void)
 	    cmocka_unit_test(test_insert_overlap), cmocka_unit_test(test_find),
 	    cmocka_unit_test(test_span_overlaps),  cmocka_unit_test(test_commit_decommit),
 	    cmocka_unit_test(test_untracked_prot), cmocka_unit_test(test_clear),
-	    cmocka_unit_test(test_many),
-	    cmocka_unit_test(test_huge_sparse_region),
+	    cmocka_unit_test(test_many),	   cmocka_unit_test(test_huge_sparse_region),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

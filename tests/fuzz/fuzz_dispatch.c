@@ -224,7 +224,8 @@ static void check_reply(nng_msg *msg, uint64_t request_id, int op)
 		case MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS:
 			CHECK(r->body_case == MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS);
 			/* Committed means in use: unused commit credit is left out. */
-			CHECK(r->session_status->total_committed + r->session_status->total_credit ==
+			CHECK(r->session_status->total_committed +
+				  r->session_status->total_credit ==
 			      broker.ledger.committed);
 			CHECK(r->session_status->credit <= r->session_status->total_credit);
 			CHECK(r->session_status->committed <= r->session_status->total_committed);
@@ -317,7 +318,7 @@ static void check_maps(void)
 		for (int level = 0; level < MB_LEVELS; level++) {
 			mb_reset_range *rr;
 			TAILQ_FOREACH(rr, &b->resets[level], link)
-			resets += rr->pipe_id == s->pipe_id;
+				resets += rr->pipe_id == s->pipe_id;
 		}
 		CHECK(resets == s->resets);
 	}

@@ -421,7 +421,7 @@ static void s_sync(buf *b)
 	sync_commits(b, SEL_PARK(0), BASE + 64 * KIB, 4 * KIB, 8 * KIB, 16, 1);
 	sync_commits(b, SEL_PARK(0), BASE + 64 * KIB, 4 * KIB, 8 * KIB, 16, 1); /* again */
 	sync_commits(b, SEL_PARK(0), BASE + 3, 4 * KIB, 8 * KIB, 1, 0);		/* misaligned */
-	sync_commits(b, SEL_PARK(0), BASE, 64 * MIB, 0, 1, 0); /* over the credit */
+	sync_commits(b, SEL_PARK(0), BASE, 64 * MIB, 0, 1, 0);		/* over the credit */
 	sync_commits(b, SEL_PARK(0), BASE + 2 * MIB, 4 * KIB, 0, 1, 0); /* no reservation */
 	sync_commits(b, SEL_PARK(0), BASE + 512 * KIB, 4 * KIB, 4 * KIB, 64, 2);
 	sync_commits(b, SEL_PARK(1), BASE, 4 * KIB, 0, 1, 0); /* before any reservation */
