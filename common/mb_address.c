@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "membroker.h"
 
@@ -34,15 +33,8 @@ int mb_address_resolve(const char *given, char *buf, size_t len)
 		n = snprintf(buf, len, "%s", given);
 	} else if (env != NULL && env[0] != '\0') {
 		n = snprintf(buf, len, "%s", env);
-	} else if (geteuid() == 0) {
-		n = snprintf(buf, len, "%s", MB_DEFAULT_ADDRESS);
 	} else {
-		const char *xdg = getenv("XDG_RUNTIME_DIR");
-		if (xdg != NULL && xdg[0] == '/')
-			n = snprintf(buf, len, IPC_PREFIX "%s/membroker/membroker.sock", xdg);
-		else
-			n = snprintf(buf, len, IPC_PREFIX "/tmp/membroker-%u/membroker.sock",
-				     (unsigned)geteuid());
+		n = snprintf(buf, len, "%s", MB_DEFAULT_ADDRESS);
 	}
 	if (n < 0 || (size_t)n >= len || !valid_url(buf))
 		return -EINVAL;

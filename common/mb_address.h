@@ -17,10 +17,13 @@
 #define MB_ADDRESS_ENV "MEMBROKER_ADDRESS"
 
 /*
- * Writes the address to use into buf: `given` if not NULL, else $MEMBROKER_ADDRESS if set and not
- * empty, else the default (MB_DEFAULT_ADDRESS for root, $XDG_RUNTIME_DIR/membroker/membroker.sock
- * otherwise, /tmp/membroker-<uid>/membroker.sock without XDG_RUNTIME_DIR). Returns 0, or -EINVAL if
- * the address is not an ipc:// or abstract:// URL or does not fit.
+ * The one rule for where the broker listens, the same for membrokerd, the library and
+ * membrokerctl, whatever the caller's uid: `given` if not NULL, else $MEMBROKER_ADDRESS if set and
+ * not empty, else MB_DEFAULT_ADDRESS (the system broker, /run/membroker/membroker.sock, whose
+ * directory the service unit creates). A client of any user thus finds the system broker without
+ * configuration; a per-user broker is one address given to both sides (e.g. MEMBROKER_ADDRESS=
+ * ipc://$XDG_RUNTIME_DIR/membroker.sock). Writes the address into buf; returns 0, or -EINVAL if it
+ * is not an ipc:// or abstract:// URL or does not fit.
  */
 int mb_address_resolve(const char *given, char *buf, size_t len);
 

@@ -28,6 +28,12 @@
 #include "server.h"
 #include "sysmem.h"
 
+/* Why a broker not started by the service (or by root) cannot use the system address. */
+static const char default_hint[] =
+    " (the system address's directory is made by the service unit, or by membrokerd run as "
+    "root; a per-user broker needs --listen or MEMBROKER_ADDRESS, e.g. "
+    "ipc://$XDG_RUNTIME_DIR/membroker.sock, given to its clients too)";
+
 /* Creates the socket's directory if missing: 0755 for the system-wide /run/membroker (clients of
  * other users must reach the 0660 socket), 0700 for a per-user runtime directory. */
 static int ensure_dir(const char *url)
@@ -44,7 +50,8 @@ static int ensure_dir(const char *url)
 		return 0;
 	*slash = '\0';
 	if (mkdir(dir, strcmp(dir, "/run/membroker") == 0 ? 0755 : 0700) != 0 && errno != EEXIST) {
-		mb_log(LOG_ERR, "cannot create %s: %s", dir, strerror(errno));
+		mb_log(LOG_ERR, "cannot create %s: %s%s", dir, strerror(errno),
+		       strcmp(url, MB_DEFAULT_ADDRESS) == 0 ? default_hint : "");
 		return -1;
 	}
 	return 0;
@@ -252,7 +259,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (rv != 0) {
-		mb_log(LOG_ERR, "cannot listen on %s: %s", url, nng_strerror(rv));
+		mb_log(LOG_ERR, "cannot listen on %s: %s%s", url, nng_strerror(rv),
+		       rv == NNG_EPERM && strcmp(url, MB_DEFAULT_ADDRESS) == 0 ? default_hint : "");
 		mb_broker_fini(&broker);
 		return 1;
 	}

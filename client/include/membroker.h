@@ -218,8 +218,8 @@ typedef struct _MEMORY_BASIC_INFORMATION {
 /* Protocol version this library speaks; the broker refuses clients it cannot serve. */
 #define MB_PROTOCOL_VERSION 1
 
-/* Default broker address when neither the caller nor $MEMBROKER_ADDRESS names one: this one for
- * root, else $XDG_RUNTIME_DIR/membroker/membroker.sock. */
+/* Address of the system broker, used when neither the caller nor $MEMBROKER_ADDRESS names one,
+ * whatever the caller's uid (the broker and membrokerctl follow the same rule). */
 #define MB_DEFAULT_ADDRESS "ipc:///run/membroker/membroker.sock"
 
 typedef struct mb_client mb_client;
