@@ -175,17 +175,21 @@ static HRESULT reset(mb_client *c, uintptr_t addr, size_t size, bool undo, uintp
 	mb_page_range pr;
 	HRESULT hr;
 
+	size_t committed = 0;
+
 	pthread_rwlock_rdlock(&c->map_lock);
-	hr = mb_win32_plan_range(&c->map, addr, size, &pr);
+	hr = mb_win32_plan_reset(&c->map, addr, size, &pr, &committed);
 	bool inside = mb_regmap_find(&c->map, addr) != NULL;
-	bool committed =
-	    hr == S_OK && mb_region_committed_in(pr.region, pr.first, pr.count) == pr.count;
 	pthread_rwlock_unlock(&c->map_lock);
 	if (hr != S_OK)
 		return inside ? mb_client_error(hr, "range crosses the end of its reservation")
 			      : not_mine(c, addr, MB_E_INVALID_ADDRESS);
-	if (!committed)
-		return mb_client_error(MB_E_INVALID_ADDRESS, "MEM_RESET needs committed pages");
+	/* Reserved pages hold no data: a reset of them succeeds and changes nothing, so without
+	 * a committed page there is nothing to tell the broker. */
+	if (committed == 0) {
+		*out = pr.start;
+		return S_OK;
+	}
 	mb_credit_settle(c, pr.start, pr.count * MB_PAGE_SIZE);
 	hr = call_range(
 	    c, undo ? MEMBROKER__V1__REQUEST__BODY_RESET_UNDO : MEMBROKER__V1__REQUEST__BODY_RESET,
@@ -194,8 +198,10 @@ static HRESULT reset(mb_client *c, uintptr_t addr, size_t size, bool undo, uintp
 		return hr;
 	pthread_rwlock_wrlock(&c->map_lock);
 	mb_region *region = mb_regmap_find(&c->map, pr.start);
+	/* Only committed pages carry the reset mark (the broker discards only those). */
 	if (region != NULL)
-		mb_region_update(&c->map, region, mb_region_page(region, pr.start), pr.count, 0, 0,
+		mb_region_update(&c->map, region, mb_region_page(region, pr.start), pr.count,
+				 MB_PAGE_COMMITTED, MB_PAGE_COMMITTED,
 				 undo ? MB_PAGE_RESET | MB_PAGE_DISCARDED : 0,
 				 undo ? 0 : MB_PAGE_RESET, -1, NULL);
 	pthread_rwlock_unlock(&c->map_lock);

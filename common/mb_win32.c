@@ -230,16 +230,35 @@ HRESULT mb_win32_plan_free(const mb_regmap *map, uintptr_t address, size_t size,
 		out->count = r->size >> MB_PAGE_SHIFT;
 		return S_OK;
 	}
+	/* A range that does not end inside the reservation it starts in (past its end, over free
+	 * pages or into the next reservation) is NT's STATUS_UNABLE_TO_FREE_VM, which Win32 maps
+	 * to ERROR_INVALID_PARAMETER; a wrapping size likewise. */
 	if (size - 1 > UINTPTR_MAX - address)
-		return MB_E_INVALID_ADDRESS;
+		return E_INVALIDARG;
 	last = address + (size - 1);
 	if (last - r->base >= r->size)
-		return MB_E_INVALID_ADDRESS;
+		return E_INVALIDARG;
 	start = page_down(address);
 	out->region = r;
 	out->start = start;
 	out->first = mb_region_page(r, start);
 	out->count = ((page_down(last) - start) >> MB_PAGE_SHIFT) + 1;
+	return S_OK;
+}
+
+HRESULT mb_win32_plan_reset(const mb_regmap *map, uintptr_t address, size_t size,
+			    mb_page_range *out, size_t *committed)
+{
+	mb_page_range range;
+	HRESULT hr;
+
+	if (!out || !committed)
+		return E_POINTER;
+	hr = mb_win32_plan_range(map, address, size, &range);
+	if (FAILED(hr))
+		return hr;
+	*committed = mb_region_committed_in(range.region, range.first, range.count);
+	*out = range;
 	return S_OK;
 }
 

@@ -87,13 +87,27 @@ HRESULT mb_win32_plan_range(const mb_regmap *map, uintptr_t address, size_t size
 			    mb_page_range *out);
 
 /*
- * Checks VirtualFree's arguments and resolves its target.
+ * Plans MEM_RESET / MEM_RESET_UNDO: the pages touching [address, address+size) inside one region
+ * (else MB_E_INVALID_ADDRESS, as for a commit), in any state. Pages that are not committed are
+ * left alone: a MEM_RESET of reserved pages succeeds and changes nothing (Wine's
+ * test_VirtualAlloc checks this against Windows). *committed receives how many pages of the range
+ * are committed, so a caller with none has nothing to do.
+ */
+HRESULT mb_win32_plan_reset(const mb_regmap *map, uintptr_t address, size_t size,
+			    mb_page_range *out, size_t *committed);
+
+/*
+ * Checks VirtualFree's arguments and resolves its target, in NtFreeVirtualMemory's order.
  *   free_type must be MEM_DECOMMIT or MEM_RELEASE alone (else E_INVALIDARG).
+ *   MEM_RELEASE with a size != 0 is E_INVALIDARG wherever it points.
  *   address not inside any region: HOST_E_INVALIDOPERATION (memory not allocated through this
- * client). MEM_RELEASE: size must be 0 (E_INVALIDARG) and address the region's base
- * (MB_E_INVALID_ADDRESS); *out covers the whole region. MEM_DECOMMIT: size 0 only at the region's
- * base (= whole region), else MB_E_INVALID_ADDRESS; the pages must not cross the region's end
- * (MB_E_INVALID_ADDRESS).
+ *   client; NT's STATUS_MEMORY_NOT_ALLOCATED).
+ *   size 0 (MEM_RELEASE, or MEM_DECOMMIT of the whole region) only at the region's base, else
+ *   MB_E_INVALID_ADDRESS (STATUS_FREE_VM_NOT_AT_BASE); *out covers the whole region.
+ *   MEM_DECOMMIT with a size: the pages touching the range, which must end inside the region it
+ *   starts in; past its end, over free pages or into the next region is E_INVALIDARG
+ *   (STATUS_UNABLE_TO_FREE_VM, which Win32 maps to ERROR_INVALID_PARAMETER), as is a size that
+ *   wraps. Uncommitted pages in the range are no error.
  */
 HRESULT mb_win32_plan_free(const mb_regmap *map, uintptr_t address, size_t size, DWORD free_type,
 			   mb_page_range *out);

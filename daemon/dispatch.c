@@ -349,34 +349,48 @@ static void queue_reset(mb_broker *b, mb_session *s, const mb_page_range *pr)
 static HRESULT do_decommit(mb_broker *b, mb_session *s, const Membroker__V1__Decommit *m, reply *r)
 {
 	mb_page_range pr;
-	HRESULT hr = resolve(b, s, m->address, m->size, HOST_E_INVALIDOPERATION, &pr, r);
+	HRESULT hr;
 
+	if (!page_aligned(m->address) || !page_aligned(m->size) || m->size == 0)
+		return fail(r, E_INVALIDARG, "address and size must be non-zero page multiples");
+	/* The client's own rule (VirtualFree), so both sides agree on every answer. */
+	hr = mb_win32_plan_free(&s->map, (uintptr_t)m->address, (size_t)m->size, MEM_DECOMMIT, &pr);
+	if (hr == HOST_E_INVALIDOPERATION)
+		return not_held(b, s, m->address, HOST_E_INVALIDOPERATION, r);
 	if (hr != S_OK)
-		return hr;
+		return fail(r, hr, "decommit at 0x%" PRIx64 " does not end inside its reservation",
+			    m->address);
 	discard_pages(b, s, pr.region, pr.first, pr.count);
 	return S_OK;
 }
 
 /*
- * MEM_RESET and MEM_RESET_UNDO: every page must be committed (from the client's view: pages the
- * broker discarded after a MEM_RESET still count as committed for the client).
+ * MEM_RESET and MEM_RESET_UNDO over pages of one reservation (mb_win32_plan_reset): committed pages
+ * are marked (or unmarked), pages that are only reserved are left alone. Pages the broker
+ * discarded after a MEM_RESET still count as committed from the client's view.
  */
 static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t size, bool undo,
 			reply *r)
 {
 	mb_page_range pr;
-	HRESULT hr = resolve(b, s, address, size, MB_E_INVALID_ADDRESS, &pr, r);
-	size_t lost = 0;
+	size_t lost = 0, committed = 0;
+	HRESULT hr;
 
-	if (hr != S_OK)
-		return hr;
+	if (!page_aligned(address) || !page_aligned(size) || size == 0)
+		return fail(r, E_INVALIDARG, "address and size must be non-zero page multiples");
+	hr = mb_win32_plan_reset(&s->map, (uintptr_t)address, (size_t)size, &pr, &committed);
+	if (hr != S_OK) {
+		if (mb_regmap_find(&s->map, (uintptr_t)address) != NULL)
+			return fail(r, hr, "range at 0x%" PRIx64 " crosses its reservation",
+				    address);
+		return not_held(b, s, address, MB_E_INVALID_ADDRESS, r);
+	}
 	lost = mb_region_count(pr.region, pr.first, pr.count, MB_PAGE_DISCARDED, MB_PAGE_DISCARDED);
-	if (mb_region_committed_in(pr.region, pr.first, pr.count) + lost != pr.count)
-		return fail(r, MB_E_INVALID_ADDRESS, "MEM_RESET%s on pages that are not committed",
-			    undo ? "_UNDO" : "");
+	if (!undo && committed == 0)
+		return S_OK; /* only reserved (or already discarded) pages: nothing changes */
 	if (!undo) {
-		if (mb_region_update(&s->map, pr.region, pr.first, pr.count, 0, 0, 0, MB_PAGE_RESET,
-				     -1, NULL) < 0)
+		if (mb_region_update(&s->map, pr.region, pr.first, pr.count, MB_PAGE_COMMITTED,
+				     MB_PAGE_COMMITTED, 0, MB_PAGE_RESET, -1, NULL) < 0)
 			return fail(r, E_OUTOFMEMORY, "no memory for page state");
 		queue_reset(b, s, &pr);
 		return S_OK;

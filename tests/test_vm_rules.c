@@ -540,12 +540,50 @@ static void test_decommit_size0_not_at_base_fails(void **state)
 	assert_hr(mb_virtual_free(g_c, base + PAGE, 0, MEM_DECOMMIT), MB_E_INVALID_ADDRESS);
 	CHECK_QUERY(base, base, base, PAGE_READWRITE, GRAN, MEM_COMMIT, PAGE_READWRITE);
 	assert_u64(status().committed, st0.committed);
-	/* A decommit range crossing the region's end. */
-	assert_hr(mb_virtual_free(g_c, base + GRAN - PAGE, 2 * PAGE, MEM_DECOMMIT),
-		  MB_E_INVALID_ADDRESS);
-	CHECK_QUERY(base, base, base, PAGE_READWRITE, GRAN, MEM_COMMIT, PAGE_READWRITE);
-	assert_u64(status().committed, st0.committed);
 	release(base);
+}
+
+/*
+ * A decommit that does not end inside the reservation it starts in fails with E_INVALIDARG (NT's
+ * STATUS_UNABLE_TO_FREE_VM is ERROR_INVALID_PARAMETER; ReactOS's NtFreeVirtualMemory test) and
+ * decommits nothing: past the end, over the free tail of a 64 KiB span, into the next reservation.
+ */
+static void test_decommit_past_reservation_end_is_invalidarg(void **state)
+{
+	(void)state;
+	uint8_t *base = alloc_ok(NULL, GRAN, MEM_COMMIT, PAGE_READWRITE);
+	memset(base, 0x5c, GRAN);
+	mb_session_status st0 = status();
+	assert_hr(mb_virtual_free(g_c, base + GRAN - PAGE, 2 * PAGE, MEM_DECOMMIT), E_INVALIDARG);
+	assert_hr(mb_virtual_free(g_c, base, GRAN + 1, MEM_DECOMMIT), E_INVALIDARG);
+	assert_hr(mb_virtual_free(g_c, base + 1, GRAN, MEM_DECOMMIT), E_INVALIDARG);
+	assert_hr(mb_virtual_free(g_c, base, SIZE_MAX, MEM_DECOMMIT), E_INVALIDARG);
+	CHECK_QUERY(base, base, base, PAGE_READWRITE, GRAN, MEM_COMMIT, PAGE_READWRITE);
+	assert_true(all_bytes(base, GRAN, 0x5c));
+	assert_u64(status().committed, st0.committed);
+	/* One byte in, ending inside: the page it touches. */
+	assert_hr(mb_virtual_free(g_c, base + 1, PAGE - 1, MEM_DECOMMIT), S_OK);
+	CHECK_QUERY(base, base, base, PAGE_READWRITE, PAGE, MEM_RESERVE, ANY);
+	release(base);
+
+	/* A reservation of 3 pages, then free pages up to the 64 KiB boundary. */
+	uint8_t *small = alloc_ok(NULL, 3 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+	assert_hr(mb_virtual_free(g_c, small, 4 * PAGE, MEM_DECOMMIT), E_INVALIDARG);
+	CHECK_QUERY(small, small, small, PAGE_READWRITE, 3 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+	release(small);
+
+	/* Two adjacent reservations: one decommit may not cover both. */
+	uint8_t *area = free_area(2 * GRAN);
+	uint8_t *a = alloc_ok(area, GRAN, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+	uint8_t *b = alloc_ok(area + GRAN, GRAN, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+	mb_session_status st1 = status();
+	assert_hr(mb_virtual_free(g_c, a, 2 * GRAN, MEM_DECOMMIT), E_INVALIDARG);
+	assert_hr(mb_virtual_free(g_c, a + GRAN - PAGE, 2 * PAGE, MEM_DECOMMIT), E_INVALIDARG);
+	CHECK_QUERY(a, a, a, PAGE_READWRITE, GRAN, MEM_COMMIT, PAGE_READWRITE);
+	CHECK_QUERY(b, b, b, PAGE_READWRITE, GRAN, MEM_COMMIT, PAGE_READWRITE);
+	assert_u64(status().committed, st1.committed);
+	release(a);
+	release(b);
 }
 
 static void test_release_with_size_is_invalidarg(void **state)
@@ -812,6 +850,55 @@ static void test_reset_then_reset_undo(void **state)
 	memset(base, 0x42, GRAN);
 	assert_true(all_bytes(base, GRAN, 0x42));
 	release(base);
+}
+
+/*
+ * MEM_RESET of reserved, uncommitted pages succeeds and changes nothing (Wine's test_VirtualAlloc,
+ * run against Windows: the address comes back and the pages stay MEM_RESERVE); over a mix, only
+ * the committed pages are reset. One running past the reservation's end: MB_E_INVALID_ADDRESS.
+ */
+static void test_reset_of_reserved_pages_changes_nothing(void **state)
+{
+	(void)state;
+	uint8_t *base = reserve(NULL, GRAN);
+	mb_session_status st0 = status();
+	void *mem = NULL;
+	assert_hr(
+	    mb_virtual_alloc(g_c, base + PAGE, PAGE, MEM_RESET, PAGE_NOACCESS, eTaskCritical, &mem),
+	    S_OK);
+	assert_ptr_equal(mem, base + PAGE);
+	CHECK_QUERY(base, base, base, PAGE_NOACCESS, GRAN, MEM_RESERVE, ANY);
+	mem = NULL;
+	assert_hr(
+	    mb_virtual_alloc(g_c, base, GRAN, MEM_RESET_UNDO, PAGE_READWRITE, eTaskCritical, &mem),
+	    S_OK);
+	assert_ptr_equal(mem, base);
+	CHECK_QUERY(base, base, base, PAGE_NOACCESS, GRAN, MEM_RESERVE, ANY);
+	mb_session_status st1 = status();
+	assert_u64(st1.committed, st0.committed);
+	assert_u64(st1.reservations, st0.reservations);
+
+	/* Pages 2-5 committed, the rest reserved: reset and undo over all of it. */
+	alloc_ok(base + 2 * PAGE, 4 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+	memset(base + 2 * PAGE, 0x3d, 4 * PAGE);
+	assert_hr(
+	    mb_virtual_alloc(g_c, base, 8 * PAGE, MEM_RESET, PAGE_READWRITE, eTaskCritical, &mem),
+	    S_OK);
+	CHECK_QUERY(base, base, base, PAGE_NOACCESS, 2 * PAGE, MEM_RESERVE, ANY);
+	CHECK_QUERY(base + 2 * PAGE, base + 2 * PAGE, base, PAGE_NOACCESS, 4 * PAGE, MEM_COMMIT,
+		    PAGE_READWRITE);
+	CHECK_QUERY(base + 6 * PAGE, base + 6 * PAGE, base, PAGE_NOACCESS, GRAN - 6 * PAGE,
+		    MEM_RESERVE, ANY);
+	assert_hr(mb_virtual_alloc(g_c, base, 8 * PAGE, MEM_RESET_UNDO, PAGE_READWRITE,
+				   eTaskCritical, &mem),
+		  S_OK);
+	assert_true(all_bytes(base + 2 * PAGE, 4 * PAGE, 0x3d));
+	assert_u64(status().committed, st0.committed + 4 * PAGE);
+
+	/* Past the reservation's end, and outside every reservation. */
+	ALLOC_FAILS(base + GRAN - PAGE, 2 * PAGE, MEM_RESET, PAGE_READWRITE, MB_E_INVALID_ADDRESS);
+	release(base);
+	ALLOC_FAILS(base, PAGE, MEM_RESET, PAGE_READWRITE, MB_E_INVALID_ADDRESS);
 }
 
 static void test_alloc_size_zero(void **state)
@@ -1336,15 +1423,11 @@ static void test_ledger_random_workload(void **state)
 			assert_hr(mb_virtual_protect(g_c, addr, size, prot[rnd_below(5)], &old),
 				  all ? S_OK : MB_E_INVALID_ADDRESS);
 		} else {
-			bool all = true;
-			for (size_t p = first; p < first + count; p++)
-				all = all && g->committed[p];
-			if (all) {
-				void *mem = NULL;
-				assert_hr(mb_virtual_alloc(g_c, addr, size, MEM_RESET,
-							   PAGE_READWRITE, eTaskCritical, &mem),
-					  S_OK);
-			}
+			/* Any mix of committed and reserved pages: only committed ones reset. */
+			void *mem = NULL;
+			assert_hr(mb_virtual_alloc(g_c, addr, size, MEM_RESET, PAGE_READWRITE,
+						   eTaskCritical, &mem),
+				  S_OK);
 		}
 		if (op % 200 == 199) {
 			mb_session_status st = status();
@@ -1424,6 +1507,7 @@ int main(void)
 	    cmocka_unit_test(test_decommit_uncommitted_pages_succeeds),
 	    cmocka_unit_test(test_decommit_size0_at_base_is_whole_region),
 	    cmocka_unit_test(test_decommit_size0_not_at_base_fails),
+	    cmocka_unit_test(test_decommit_past_reservation_end_is_invalidarg),
 	    cmocka_unit_test(test_release_with_size_is_invalidarg),
 	    cmocka_unit_test(test_release_not_at_base_is_invalid_address),
 	    cmocka_unit_test(test_free_type_must_be_decommit_or_release),
@@ -1435,6 +1519,7 @@ int main(void)
 	    cmocka_unit_test(test_reset_must_stand_alone),
 	    cmocka_unit_test(test_reset_with_invalid_protect),
 	    cmocka_unit_test(test_reset_then_reset_undo),
+	    cmocka_unit_test(test_reset_of_reserved_pages_changes_nothing),
 	    cmocka_unit_test(test_alloc_size_zero),
 	    cmocka_unit_test(test_alloc_level_out_of_range),
 	    cmocka_unit_test(test_alloc_null_out_pointer),

@@ -618,7 +618,10 @@ static void test_decommit_credits(void **state)
 	assert_int_equal(b->ledger.committed, 26 * PG);
 	/* Refusals leave the ledger alone. */
 	assert_int_equal(decommit(b, 1, BASE + 64 * MIB, PG), HOST_E_INVALIDOPERATION);
-	assert_int_equal(decommit(b, 1, BASE + MIB - PG, 2 * PG), MB_E_INVALID_ADDRESS);
+	/* Past the reservation's end: E_INVALIDARG, as the client's own check (mb_win32_plan_free).
+	 */
+	assert_int_equal(decommit(b, 1, BASE + MIB - PG, 2 * PG), E_INVALIDARG);
+	assert_int_equal(decommit(b, 1, BASE, MIB + GR), E_INVALIDARG);
 	assert_int_equal(decommit(b, 1, BASE + 1, PG), E_INVALIDARG);
 	assert_int_equal(b->ledger.committed, 26 * PG);
 	/* The whole reservation. */
@@ -629,22 +632,32 @@ static void test_decommit_credits(void **state)
 	assert_int_equal(b->ledger.committed, 2 * PG);
 }
 
-static void test_reset_needs_commit(void **state)
+static void test_reset_of_reserved_pages_changes_nothing(void **state)
 {
 	mb_broker *b = *state;
 
 	open_session(b, 1, NULL);
 	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
-	assert_int_equal(reset(b, 1, BASE, PG, false), MB_E_INVALID_ADDRESS);
-	assert_int_equal(reset(b, 1, BASE, PG, true), MB_E_INVALID_ADDRESS);
+	/* Reserved pages: success, nothing marked, nothing queued for reclaim. */
+	assert_int_equal(reset(b, 1, BASE, PG, false), S_OK);
+	assert_int_equal(reset(b, 1, BASE, PG, true), S_OK);
+	mb_session *s = mb_broker_find_pipe(b, 1);
+	assert_int_equal(s->resets, 0);
 	assert_int_equal(commit(b, 1, BASE, 4 * PG, 0), S_OK);
-	assert_int_equal(reset(b, 1, BASE, 8 * PG, false), MB_E_INVALID_ADDRESS);
-	assert_int_equal(reset(b, 1, BASE, 4 * PG, false), S_OK);
+	/* Mixed: only the committed pages are marked. */
+	assert_int_equal(reset(b, 1, BASE, 8 * PG, false), S_OK);
+	mb_region *r = mb_regmap_find(&s->map, BASE);
+	assert_int_equal(mb_region_count(r, 0, 8, MB_PAGE_RESET, MB_PAGE_RESET), 4);
+	assert_int_equal(mb_region_committed_in(r, 0, 8), 4);
 	/* Reset pages stay charged until the broker discards them. */
 	assert_int_equal(b->ledger.committed, 4 * PG);
-	assert_int_equal(reset(b, 1, BASE, 4 * PG, true), S_OK);
+	assert_int_equal(reset(b, 1, BASE, 8 * PG, true), S_OK);
+	assert_int_equal(mb_region_count(r, 0, 8, MB_PAGE_RESET, MB_PAGE_RESET), 0);
 	assert_int_equal(b->ledger.committed, 4 * PG);
+	/* Outside every reservation, or running past its end. */
 	assert_int_equal(reset(b, 1, BASE + 64 * MIB, PG, false), MB_E_INVALID_ADDRESS);
+	assert_int_equal(reset(b, 1, BASE + MIB - PG, 2 * PG, false), MB_E_INVALID_ADDRESS);
+	assert_int_equal(reset(b, 1, BASE + 1, PG, false), E_INVALIDARG);
 }
 
 /* ---- release ---- */
@@ -1682,7 +1695,7 @@ int main(void)
 	    T(test_commit_over_budget),
 	    T(test_commit_same_pages_twice),
 	    T(test_decommit_credits),
-	    T(test_reset_needs_commit),
+	    T(test_reset_of_reserved_pages_changes_nothing),
 	    T(test_release),
 	    T(test_not_owner),
 	    T(test_unknown_pipe),

@@ -481,20 +481,65 @@ static void test_plan_free(void **state)
 			 MB_E_INVALID_ADDRESS);
 	assert_int_equal(mb_win32_plan_free(&f->map, A_BASE + PG, 0, MEM_DECOMMIT, &r),
 			 MB_E_INVALID_ADDRESS);
-	/* Decommit crossing the end, or overflowing. */
+	/* Decommit past the end of the reservation, over free pages or into the next reservation,
+	 * or overflowing: NT's STATUS_UNABLE_TO_FREE_VM, ERROR_INVALID_PARAMETER in Win32
+	 * (ReactOS's NtFreeVirtualMemory test: one byte more than the reservation, and a page
+	 * from base+1). */
 	assert_int_equal(mb_win32_plan_free(&f->map, A_BASE, 10 * PG + 1, MEM_DECOMMIT, &r),
-			 MB_E_INVALID_ADDRESS);
+			 E_INVALIDARG);
+	assert_int_equal(mb_win32_plan_free(&f->map, A_BASE + 1, 10 * PG, MEM_DECOMMIT, &r),
+			 E_INVALIDARG);
 	assert_int_equal(mb_win32_plan_free(&f->map, A_BASE + PG, GR, MEM_DECOMMIT, &r),
-			 MB_E_INVALID_ADDRESS);
+			 E_INVALIDARG);
+	assert_int_equal(
+	    mb_win32_plan_free(&f->map, A_BASE, B_BASE - A_BASE + PG, MEM_DECOMMIT, &r),
+	    E_INVALIDARG); /* allocated, free, then the next reservation's pages */
 	assert_int_equal(mb_win32_plan_free(&f->map, A_BASE, SIZE_MAX, MEM_DECOMMIT, &r),
-			 MB_E_INVALID_ADDRESS);
+			 E_INVALIDARG);
 	assert_int_equal(
 	    mb_win32_plan_free(&f->map, C_BASE + 1, SIZE_MAX - C_BASE, MEM_DECOMMIT, &r),
-	    MB_E_INVALID_ADDRESS);
+	    E_INVALIDARG);
+	/* ... but a range starting one byte in and ending inside is the pages it touches. */
+	assert_int_equal(mb_win32_plan_free(&f->map, A_BASE + 1, PG - 1, MEM_DECOMMIT, &r), S_OK);
+	expect_range(&r, f->a, A_BASE, 0, 1);
+	memset(&r, 0x5a, sizeof(r));
 	/* Arguments. */
 	assert_int_equal(mb_win32_plan_free(NULL, A_BASE, 0, MEM_RELEASE, &r), E_INVALIDARG);
 	assert_int_equal(mb_win32_plan_free(&f->map, A_BASE, 0, MEM_RELEASE, NULL), E_POINTER);
 	assert_int_equal(r.count, (size_t)0x5a5a5a5a5a5a5a5aull);
+}
+
+/* MEM_RESET / MEM_RESET_UNDO: any state inside one reservation; reserved pages are no error (Wine's
+ * test_VirtualAlloc: MEM_RESET of a reserved page returns its address and it stays MEM_RESERVE;
+ * one running past the reservation's end fails with ERROR_INVALID_ADDRESS). */
+static void test_plan_reset(void **state)
+{
+	struct fixture *f = *state;
+	mb_page_range r;
+	size_t committed = 99;
+
+	assert_int_equal(mb_win32_plan_reset(&f->map, A_BASE + PG, PG, &r, &committed), S_OK);
+	expect_range(&r, f->a, A_BASE + PG, 1, 1);
+	assert_int_equal(committed, 0);
+	assert_int_equal(mb_region_commit(&f->map, f->a, 2, 3, 2), 3);
+	assert_int_equal(mb_win32_plan_reset(&f->map, A_BASE + 1, 10 * PG - 1, &r, &committed),
+			 S_OK);
+	expect_range(&r, f->a, A_BASE, 0, 10);
+	assert_int_equal(committed, 3);
+	assert_int_equal(mb_win32_plan_reset(&f->map, A_BASE + 3 * PG, PG, &r, &committed), S_OK);
+	assert_int_equal(committed, 1);
+
+	memset(&r, 0x5a, sizeof(r));
+	committed = 99;
+	assert_int_equal(mb_win32_plan_reset(&f->map, A_BASE + 9 * PG, 2 * PG, &r, &committed),
+			 MB_E_INVALID_ADDRESS);
+	assert_int_equal(mb_win32_plan_reset(&f->map, 0x900000, PG, &r, &committed),
+			 MB_E_INVALID_ADDRESS);
+	assert_int_equal(mb_win32_plan_reset(&f->map, A_BASE, 0, &r, &committed), E_INVALIDARG);
+	assert_int_equal(mb_win32_plan_reset(&f->map, A_BASE, PG, NULL, &committed), E_POINTER);
+	assert_int_equal(mb_win32_plan_reset(&f->map, A_BASE, PG, &r, NULL), E_POINTER);
+	assert_int_equal(r.count, (size_t)0x5a5a5a5a5a5a5a5aull);
+	assert_int_equal(committed, 99);
 }
 
 static void query(const mb_regmap *map, uintptr_t addr, MEMORY_BASIC_INFORMATION *mbi)
@@ -776,6 +821,7 @@ int main(void)
 	    cmocka_unit_test(test_plan_reserve_invalid),
 	    cmocka_unit_test_setup_teardown(test_plan_range, setup_tracked, teardown),
 	    cmocka_unit_test_setup_teardown(test_plan_free, setup_tracked, teardown),
+	    cmocka_unit_test_setup_teardown(test_plan_reset, setup_tracked, teardown),
 	    cmocka_unit_test_setup_teardown(test_query_free, setup_tracked, teardown),
 	    cmocka_unit_test_setup_teardown(test_query_runs, setup_tracked, teardown),
 	    cmocka_unit_test_setup_teardown(test_query_untracked, setup_untracked, teardown),

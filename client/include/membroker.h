@@ -255,7 +255,9 @@ MB_API void mb_disconnect(mb_client *client);
  * because Linux cannot honour them: PAGE_GUARD, PAGE_WRITECOPY, PAGE_EXECUTE_WRITECOPY,
  * MEM_LARGE_PAGES, MEM_PHYSICAL, MEM_WRITE_WATCH. level is the EMemoryCriticalLevel the budget
  * arbitrates by. On S_OK, *mem is the base of the reserved region (64 KiB aligned) or the first
- * committed page; on failure *mem = NULL. Fresh commits read as zero.
+ * committed page; on failure *mem = NULL. Fresh commits read as zero. MEM_RESET and MEM_RESET_UNDO
+ * take pages of one reservation in any state: only committed pages are affected, so a reset of
+ * reserved pages succeeds and changes nothing.
  *
  * A commit of pages that are all uncommitted is usually served from the client's commit credit
  * (memory the broker granted ahead and charged already) without a round trip: it then costs one
@@ -269,7 +271,9 @@ MB_API HRESULT mb_virtual_alloc(mb_client *client, void *address, SIZE_T size,
 /*
  * VirtualFree. free_type: MEM_DECOMMIT (pages touching [address, address+size); size 0 at the base
  * = the whole region) or MEM_RELEASE (address = base returned at reserve, size = 0). Decommitted
- * pages go back to the budget and read as zero when committed again. Decommitting pages that were
+ * pages go back to the budget and read as zero when committed again. A decommit range that does
+ * not end inside the reservation it starts in is E_INVALIDARG (nothing is decommitted); size 0
+ * away from the base, or a release away from it, is MB_E_INVALID_ADDRESS. Decommitting pages that were
  * committed from credit and not yet reported is done locally, and gives the credit back.
  */
 MB_API HRESULT mb_virtual_free(mb_client *client, void *address, SIZE_T size, DWORD free_type);
