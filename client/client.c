@@ -23,6 +23,7 @@
 #define SEND_TIMEOUT_MS	   5000
 
 atomic_uint mb_fork_generation;
+_Thread_local uint64_t mb_thread_round_trips;
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -166,6 +167,8 @@ HRESULT mb_client_call_pipe(mb_client *c, mb_call_slot *slot, mb_request *req, m
 	 * cure. */
 	nng_aio_set_timeout(slot->aio, timeout_ms < SEND_TIMEOUT_MS ? timeout_ms : SEND_TIMEOUT_MS);
 	nng_aio_set_msg(slot->aio, msg);
+	atomic_fetch_add(&c->round_trips, 1);
+	mb_thread_round_trips++;
 	nng_ctx_send(slot->ctx, slot->aio);
 	nng_aio_wait(slot->aio);
 	if ((rv = nng_aio_result(slot->aio)) != 0) {

@@ -51,6 +51,10 @@ struct mb_client {
 	pthread_mutex_t sync_lock;
 	atomic_uint_fast64_t local_commits, local_decommits, syncs;
 
+	/* mb_get_client_stats: calls of mb_virtual_alloc / mb_virtual_free, those of them that
+	 * sent a request, and every request sent. */
+	atomic_uint_fast64_t alloc_calls, alloc_remote, free_calls, free_remote, round_trips;
+
 	pthread_mutex_t slot_lock;
 	mb_call_slot *free_slots;
 
@@ -77,6 +81,10 @@ struct mb_client {
 	pthread_t watch_thread;
 	mb_call_slot *watch_slot; /* the watch thread's own context, stopped at teardown */
 };
+
+/* Requests this thread has sent, over all clients: a call that sees it change made a round trip
+ * (mb_get_client_stats). */
+extern _Thread_local uint64_t mb_thread_round_trips;
 
 /* Incremented in every forked child (pthread_atfork). */
 extern atomic_uint mb_fork_generation;

@@ -209,8 +209,10 @@ static HRESULT reset(mb_client *c, uintptr_t addr, size_t size, bool undo, uintp
 	return S_OK;
 }
 
-HRESULT mb_virtual_alloc(mb_client *c, void *address, SIZE_T size, DWORD allocation_type,
-			 DWORD protect, EMemoryCriticalLevel level, void **mem)
+static HRESULT virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_type);
+
+static HRESULT virtual_alloc(mb_client *c, void *address, SIZE_T size, DWORD allocation_type,
+			     DWORD protect, EMemoryCriticalLevel level, void **mem)
 {
 	uintptr_t addr = (uintptr_t)address, base, out = 0;
 	size_t region_size;
@@ -241,7 +243,7 @@ HRESULT mb_virtual_alloc(mb_client *c, void *address, SIZE_T size, DWORD allocat
 			if (hr != S_OK) {
 				char why[MB_WIRE_MAX_DETAIL + 128];
 				snprintf(why, sizeof(why), "%s", mb_last_error());
-				mb_virtual_free(c, (void *)base, 0, MEM_RELEASE);
+				virtual_free(c, (void *)base, 0, MEM_RELEASE);
 				mb_client_error(hr, "%s", why);
 				return hr;
 			}
@@ -262,13 +264,11 @@ HRESULT mb_virtual_alloc(mb_client *c, void *address, SIZE_T size, DWORD allocat
 	return S_OK;
 }
 
-HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_type)
+static HRESULT virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_type)
 {
 	mb_page_range pr;
 	HRESULT hr;
 
-	if ((hr = mb_client_usable(c)) != S_OK)
-		return hr;
 	/* Pages committed locally are decommitted locally; pages the broker must handle are
 	 * reported to it first. */
 	if (free_type == MEM_DECOMMIT) {
@@ -321,6 +321,55 @@ HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_typ
 	if (hr == S_OK)
 		mb_credit_refund(c, refund, session);
 	return hr;
+}
+
+HRESULT mb_virtual_alloc(mb_client *c, void *address, SIZE_T size, DWORD allocation_type,
+			 DWORD protect, EMemoryCriticalLevel level, void **mem)
+{
+	uint64_t sent = mb_thread_round_trips;
+	HRESULT hr = virtual_alloc(c, address, size, allocation_type, protect, level, mem);
+
+	if (c != NULL) {
+		atomic_fetch_add(&c->alloc_calls, 1);
+		if (mb_thread_round_trips != sent)
+			atomic_fetch_add(&c->alloc_remote, 1);
+	}
+	return hr;
+}
+
+HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_type)
+{
+	uint64_t sent = mb_thread_round_trips;
+	HRESULT hr = mb_client_usable(c);
+
+	if (hr == S_OK)
+		hr = virtual_free(c, address, size, free_type);
+	if (c != NULL) {
+		atomic_fetch_add(&c->free_calls, 1);
+		if (mb_thread_round_trips != sent)
+			atomic_fetch_add(&c->free_remote, 1);
+	}
+	return hr;
+}
+
+HRESULT mb_get_client_stats(mb_client *c, mb_client_stats *stats)
+{
+	if (stats == NULL)
+		return mb_client_error(E_POINTER, "stats is NULL");
+	if (c == NULL)
+		return mb_client_error(E_INVALIDARG, "client is NULL");
+	stats->alloc_calls = atomic_load(&c->alloc_calls);
+	stats->alloc_remote = atomic_load(&c->alloc_remote);
+	stats->free_calls = atomic_load(&c->free_calls);
+	stats->free_remote = atomic_load(&c->free_remote);
+	stats->round_trips = atomic_load(&c->round_trips);
+	stats->local_commits = atomic_load(&c->local_commits);
+	stats->local_decommits = atomic_load(&c->local_decommits);
+	stats->syncs = atomic_load(&c->syncs);
+	pthread_mutex_lock(&c->reconnect_lock);
+	stats->reconnects = c->reconnects;
+	pthread_mutex_unlock(&c->reconnect_lock);
+	return S_OK;
 }
 
 HRESULT mb_virtual_query(mb_client *c, const void *address, MEMORY_BASIC_INFORMATION *info,

@@ -461,6 +461,74 @@ static void test_local_commits_skip_round_trip(void **state)
 	fx_finish(f);
 }
 
+/* ---- 1b. the library counts what crossed to the broker (mb_get_client_stats) ---- */
+
+static mb_client_stats stats_of(mb_client *c)
+{
+	mb_client_stats s;
+	memset(&s, 0xff, sizeof(s));
+	assert_hr(mb_get_client_stats(c, &s), S_OK);
+	return s;
+}
+
+static void test_client_stats_count_round_trips(void **state)
+{
+	fx *f = *state;
+	fx_start(f, (const char *[]){"--budget", "256M", NULL});
+	mb_client *c = fx_connect(f);
+
+	mb_client_stats s0 = stats_of(c), s;
+	assert_u64(s0.alloc_calls, 0);
+	assert_u64(s0.alloc_remote, 0);
+	assert_u64(s0.free_calls, 0);
+	assert_u64(s0.free_remote, 0);
+	assert_u64_ge(s0.round_trips, 1); /* Hello */
+
+	uint8_t *base = reserve(c, 16 * MiB); /* a round trip */
+	s = stats_of(c);
+	assert_u64(s.alloc_calls, 1);
+	assert_u64(s.alloc_remote, 1);
+	assert_u64(s.round_trips, s0.round_trips + 1);
+	assert_hr(commit_at(c, base, CHUNK, eTaskCritical), S_OK); /* the first: a round trip */
+	assert_hr(commit_at(c, base + CHUNK, CHUNK, eTaskCritical), S_OK); /* from credit */
+	s = stats_of(c);
+	assert_u64(s.alloc_calls, 3);
+	assert_u64(s.alloc_remote, 2);
+	assert_u64(s.local_commits, 1);
+	assert_u64(s.round_trips, s0.round_trips + 2);
+	assert_hr(decommit(c, base + CHUNK, CHUNK), S_OK); /* a local commit: done locally */
+	MEMORY_BASIC_INFORMATION mbi;
+	SIZE_T written = 0;
+	assert_hr(mb_virtual_query(c, base, &mbi, sizeof(mbi), &written), S_OK);
+	void *mem = NULL;
+	assert_hr(mb_virtual_alloc(c, base, 0, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &mem),
+		  E_INVALIDARG); /* refused inside the process: a call, not a round trip */
+	s = stats_of(c);
+	assert_u64(s.alloc_calls, 4);
+	assert_u64(s.alloc_remote, 2);
+	assert_u64(s.free_calls, 1);
+	assert_u64(s.free_remote, 0);
+	assert_u64(s.local_decommits, 1);
+	assert_u64(s.round_trips, s0.round_trips + 2);
+
+	assert_hr(release(c, base), S_OK);
+	s = stats_of(c);
+	assert_u64(s.free_calls, 2);
+	assert_u64(s.free_remote, 1);
+	assert_u64(s.round_trips, s0.round_trips + 3);
+	assert_u64(s.syncs, 0);
+	assert_u64(s.reconnects, 0);
+	/* Requests that are not VirtualAlloc/VirtualFree count as round trips only. */
+	status(c);
+	mb_client_stats s2 = stats_of(c);
+	assert_u64(s2.round_trips, s.round_trips + 1);
+	assert_u64(s2.alloc_remote + s2.free_remote, s.alloc_remote + s.free_remote);
+
+	assert_hr(mb_get_client_stats(c, NULL), E_POINTER);
+	assert_hr(mb_get_client_stats(NULL, &s), E_INVALIDARG);
+	fx_finish(f);
+}
+
 /* ---- 2. --commit-credit 0 ---- */
 
 static void test_credit_off(void **state)
@@ -1239,6 +1307,7 @@ int main(int argc, char **argv)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 	const struct CMUnitTest tests[] = {
 	    T(test_local_commits_skip_round_trip),
+	    T(test_client_stats_count_round_trips),
 	    T(test_credit_off),
 	    T(test_credit_taken_back_for_another_process),
 	    T(test_credit_limit_and_low_pressure),

@@ -273,8 +273,8 @@ MB_API HRESULT mb_virtual_alloc(mb_client *client, void *address, SIZE_T size,
  * = the whole region) or MEM_RELEASE (address = base returned at reserve, size = 0). Decommitted
  * pages go back to the budget and read as zero when committed again. A decommit range that does
  * not end inside the reservation it starts in is E_INVALIDARG (nothing is decommitted); size 0
- * away from the base, or a release away from it, is MB_E_INVALID_ADDRESS. Decommitting pages that were
- * committed from credit and not yet reported is done locally, and gives the credit back.
+ * away from the base, or a release away from it, is MB_E_INVALID_ADDRESS. Decommitting pages that
+ * were committed from credit and not yet reported is done locally, and gives the credit back.
  */
 MB_API HRESULT mb_virtual_free(mb_client *client, void *address, SIZE_T size, DWORD free_type);
 
@@ -340,6 +340,41 @@ typedef struct mb_session_status {
 
 /* Fills *status from the broker. */
 MB_API HRESULT mb_get_session_status(mb_client *client, mb_session_status *status);
+
+/*
+ * What this client did locally and what crossed to the broker, counted by the library since
+ * mb_connect (for benchmarks and tools; no round trip). Counters only grow.
+ *
+ *   alloc_calls, free_calls     calls of mb_virtual_alloc / mb_virtual_free on this client, any
+ *                               outcome, including those made for the client's COM objects
+ *                               (IHostMemoryManager::VirtualAlloc, the CreateMalloc heap)
+ *   alloc_remote, free_remote   of those, the calls that sent at least one request to the broker
+ *                               (the operation itself or a report it needed first); the others
+ *                               were served inside the process
+ *   round_trips                 every request this client sent, for any reason (also Sync,
+ *                               GetMemoryLoad, status, reconnection and the notification thread's
+ *                               long polls)
+ *   local_commits, local_decommits, syncs   as in mb_session_status
+ *   reconnects                  times the client connected again to a (new) broker
+ *
+ * A call counts as remote on the thread that made it: requests another thread sends meanwhile do
+ * not. Thread-safe; each counter is read atomically but the set is not one snapshot. Returns
+ * E_INVALIDARG for a NULL client, E_POINTER for a NULL stats, else S_OK (also in a forked child,
+ * which sees the parent's counts as of the fork).
+ */
+typedef struct mb_client_stats {
+	uint64_t alloc_calls;
+	uint64_t alloc_remote;
+	uint64_t free_calls;
+	uint64_t free_remote;
+	uint64_t round_trips;
+	uint64_t local_commits;
+	uint64_t local_decommits;
+	uint64_t syncs;
+	uint64_t reconnects;
+} mb_client_stats;
+
+MB_API HRESULT mb_get_client_stats(mb_client *client, mb_client_stats *stats);
 
 /*
  * Text explaining the last failure of a call made by this thread (empty if none). The pointer stays
