@@ -664,17 +664,18 @@ int mb_admin_handle(mb_broker *b, const void *req, size_t len, void **reply, siz
 
 /* ---- access control ---- */
 
-/* Supplementary groups of pid, checked against the admin list. */
-static bool proc_groups_allowed(const mb_admin *a, pid_t pid, uid_t uid)
+/* Supplementary groups of the peer (SO_PEERGROUPS), checked against the admin list. */
+static bool peer_groups_allowed(const mb_admin *a, pid_t pid, uid_t uid, gid_t gid)
 {
-	gid_t groups[256];
-	int n = mb_proc_groups(pid, uid, groups, 256);
+	gid_t *groups;
+	int n = mb_peer_groups(pid, uid, gid, &groups);
+	bool found = false;
 
-	for (int i = 0; i < n; i++)
-		for (int j = 0; j < a->ngids; j++)
-			if (a->gids[j] == groups[i])
-				return true;
-	return false;
+	for (int i = 0; i < n && !found; i++)
+		for (int j = 0; j < a->ngids && !found; j++)
+			found = a->gids[j] == groups[i];
+	free(groups);
+	return found;
 }
 
 int mb_admin_peer_allowed(const mb_admin *a, pid_t pid, uid_t uid, gid_t gid)
@@ -684,7 +685,7 @@ int mb_admin_peer_allowed(const mb_admin *a, pid_t pid, uid_t uid, gid_t gid)
 	for (int i = 0; i < a->ngids; i++)
 		if (a->gids[i] == gid)
 			return 1;
-	return a->ngids > 0 && pid > 0 && proc_groups_allowed(a, pid, uid);
+	return a->ngids > 0 && pid > 0 && peer_groups_allowed(a, pid, uid, gid);
 }
 
 /* Whether the peer behind pipe may administer; logs a refusal. */

@@ -4,8 +4,9 @@
  * A separate nng REP socket beside the RPC socket (its name with ".admin" appended, mode 0660),
  * speaking membroker.admin.v1 (proto/admin.proto): status, per-client usage, Prometheus metrics,
  * live budget changes and configuration reload. Only root, the broker's own user and members
- * (primary or supplementary) of the admin groups may use it: the peer credentials (SO_PEERCRED) of
- * every request are checked before anything else, and other peers get E_ACCESSDENIED.
+ * (primary or supplementary) of the admin groups may use it: the peer credentials (SO_PEERCRED,
+ * SO_PEERGROUPS) of every request are checked before anything else, and other peers get
+ * E_ACCESSDENIED.
  */
 #ifndef MB_ADMIN_H
 #define MB_ADMIN_H
@@ -54,8 +55,8 @@ void mb_admin_stop(mb_admin *a);
  */
 int mb_admin_handle(mb_broker *b, const void *req, size_t len, void **reply, size_t *reply_len);
 
-/* Credentials check: 1 when a peer with uid/gid (and supplementary groups of pid, read from
- * /proc) may administer, else 0. */
+/* Credentials check: 1 when a peer with uid/gid (and the supplementary groups it connected with,
+ * SO_PEERGROUPS of its connection, see mb_peer_groups) may administer, else 0. */
 int mb_admin_peer_allowed(const mb_admin *a, pid_t pid, uid_t uid, gid_t gid);
 
 #endif

@@ -1,42 +1,81 @@
 /*
- * creds.c: supplementary groups from /proc.
+ * creds.c: peer credentials: SO_PEERCRED through nng, supplementary groups through SO_PEERGROUPS.
  */
 #include "creds.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-int mb_proc_groups(pid_t pid, uid_t uid, gid_t *groups, int max)
+/* Whether fd is a connected AF_UNIX socket whose peer was (pid, uid, gid) at connect. */
+static bool peer_is(int fd, pid_t pid, uid_t uid, gid_t gid)
 {
-	char path[64], line[4096];
-	bool uid_ok = false;
-	int n = 0;
-	FILE *f;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (f == NULL)
-		return -1;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, "Uid:", 4) == 0) {
-			unsigned ruid, euid;
-			uid_ok = sscanf(line + 4, "%u %u", &ruid, &euid) == 2 && ruid == uid &&
-				 euid == uid;
-		} else if (strncmp(line, "Groups:", 7) == 0) {
-			char *p = line + 7, *end;
-			for (;;) {
-				unsigned long g = strtoul(p, &end, 10);
-				if (end == p || n >= max)
-					break;
-				groups[n++] = (gid_t)g;
-				p = end;
-			}
+	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && len == sizeof(cred) &&
+	       cred.pid == pid && cred.uid == uid && cred.gid == gid;
+}
+
+int mb_sock_peer_groups(int fd, gid_t **groups)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = NULL;
+
+	*groups = NULL;
+	for (int tries = 0; tries < 4; tries++) {
+		gid_t *bigger = realloc(g, len > 0 ? len : sizeof(gid_t));
+		if (bigger == NULL)
+			break;
+		g = bigger;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0) {
+			*groups = g;
+			return (int)(len / sizeof(gid_t));
 		}
+		/* ERANGE: len now holds the size needed. */
+		if (errno != ERANGE)
+			break;
 	}
-	fclose(f);
-	return uid_ok ? n : -1;
+	free(g);
+	return -1;
+}
+
+int mb_peer_groups(pid_t pid, uid_t uid, gid_t gid, gid_t **groups)
+{
+	DIR *dir;
+	struct dirent *e;
+	int n = -1;
+
+	*groups = NULL;
+	if (pid <= 0)
+		return -1; /* a peer in a pid namespace we cannot see: nothing to tell it apart */
+	dir = opendir("/proc/self/fd");
+	if (dir == NULL)
+		return -1;
+	while (n < 0 && (e = readdir(dir)) != NULL) {
+		char *end;
+		long fd = strtol(e->d_name, &end, 10);
+		int copy;
+
+		if (e->d_name[0] == '\0' || *end != '\0' || fd == dirfd(dir) ||
+		    !peer_is((int)fd, pid, uid, gid))
+			continue;
+		/* The number may be closed and reused by another connection meanwhile: the copy
+		 * holds one socket, checked again, so the groups read are that peer's. */
+		copy = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+		if (copy < 0)
+			continue;
+		if (peer_is(copy, pid, uid, gid))
+			n = mb_sock_peer_groups(copy, groups);
+		close(copy);
+	}
+	closedir(dir);
+	return n;
 }
 
 int mb_pipe_peer(nng_pipe p, pid_t *pid, uid_t *uid, gid_t *gid)

@@ -104,7 +104,8 @@ static HRESULT resolve(mb_broker *b, mb_session *s, uint64_t address, uint64_t s
 static bool access_allowed(const mb_broker *b, const mb_session *s)
 {
 	const mb_config *c = &b->conf;
-	gid_t groups[256];
+	gid_t *groups;
+	bool found = false;
 	int n;
 
 	if (s->uid == 0 || (c->access_uids.n == 0 && c->access_gids.n == 0))
@@ -112,11 +113,13 @@ static bool access_allowed(const mb_broker *b, const mb_session *s)
 	if (mb_id_list_has(&c->access_uids, (uint32_t)s->uid) ||
 	    mb_id_list_has(&c->access_gids, (uint32_t)s->gid))
 		return true;
-	n = mb_proc_groups(s->pid, s->uid, groups, 256);
-	for (int i = 0; i < n; i++)
-		if (mb_id_list_has(&c->access_gids, (uint32_t)groups[i]))
-			return true;
-	return false;
+	if (c->access_gids.n == 0)
+		return false;
+	n = mb_peer_groups(s->pid, s->uid, s->gid, &groups);
+	for (int i = 0; i < n && !found; i++)
+		found = mb_id_list_has(&c->access_gids, (uint32_t)groups[i]);
+	free(groups);
+	return found;
 }
 
 static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello *m, reply *r)

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -232,13 +233,18 @@ static void test_invalid_config_at_start(void **state)
 
 static const char *self_path;
 
-/* Child mode: become nobody, connect, exit 0 connected / 3 refused by the broker / 4 other. */
-static int access_child(const char *address)
+/* A group nobody is in, given to the access child as its only supplementary group. */
+#define SUPPLEMENTARY_GID 4242
+
+/* Child mode: become nobody (with supplementary group `group` unless NULL), connect, exit 0
+ * connected / 3 refused by the broker / 4 other. */
+static int access_child(const char *address, const char *group)
 {
+	gid_t g = group != NULL ? (gid_t)atoi(group) : 0;
 	mb_client *c;
 	HRESULT hr;
 
-	if (setgid(65534) != 0 || setuid(65534) != 0)
+	if (setgroups(group != NULL ? 1 : 0, &g) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
 		return 5;
 	hr = mb_connect(address, &c);
 	if (hr == S_OK) {
@@ -249,13 +255,16 @@ static int access_child(const char *address)
 	return hr == HOST_E_CLRNOTAVAILABLE && strstr(mb_last_error(), "not allowed") ? 3 : 4;
 }
 
-static int run_access_child(const char *address)
+static int run_access_child(const char *address, gid_t group)
 {
+	char g[16];
 	int status = -1;
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		execl(self_path, self_path, "--access-child", address, (char *)NULL);
+		snprintf(g, sizeof(g), "%u", (unsigned)group);
+		execl(self_path, self_path, "--access-child", address,
+		      group != (gid_t)-1 ? g : (char *)NULL, (char *)NULL);
 		_exit(127);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -282,14 +291,25 @@ static void test_access_control(void **state)
 	snprintf(sock, sizeof(sock), "%s/mb.sock.fd", r.dir);
 	assert_int_equal(stat(sock, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0666);
-	assert_int_equal(run_access_child(r.address), 3);
+	assert_int_equal(run_access_child(r.address, (gid_t)-1), 3);
+
+	/* A listed supplementary group lets nobody in (SO_PEERGROUPS of its connection); without
+	 * the group it stays out. */
+	write_file(r.config,
+		   "[broker]\nsocket_mode = 0666\n[access]\nuids = 1000-1999\ngids = 4242\n");
+	kill(r.pid, SIGHUP);
+	assert_true(rig_wait_for(&r, "RELOADING=1", 20000));
+	assert_true(rig_wait_for(&r, "READY=1", 20000));
+	assert_int_equal(run_access_child(r.address, SUPPLEMENTARY_GID), 0);
+	assert_int_equal(run_access_child(r.address, SUPPLEMENTARY_GID + 1), 3);
+	assert_int_equal(run_access_child(r.address, (gid_t)-1), 3);
 
 	/* Allowed after a reload that lists the uid. */
 	write_file(r.config, "[broker]\nsocket_mode = 0666\n[access]\nuids = 1000-1999, 65534\n");
 	kill(r.pid, SIGHUP);
 	assert_true(rig_wait_for(&r, "RELOADING=1", 20000));
 	assert_true(rig_wait_for(&r, "READY=1", 20000));
-	assert_int_equal(run_access_child(r.address), 0);
+	assert_int_equal(run_access_child(r.address, (gid_t)-1), 0);
 	rig_stop(&r);
 }
 
@@ -331,8 +351,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_access_control),
 	    cmocka_unit_test(test_unit_verifies_clean),
 	};
-	if (argc == 3 && strcmp(argv[1], "--access-child") == 0)
-		return access_child(argv[2]);
+	if ((argc == 3 || argc == 4) && strcmp(argv[1], "--access-child") == 0)
+		return access_child(argv[2], argc == 4 ? argv[3] : NULL);
 	self_path = argv[0];
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
