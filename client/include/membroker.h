@@ -77,10 +77,46 @@ typedef struct _GUID {
 #define __IID_DEFINED__
 typedef GUID IID;
 #endif
-/* IUnknown's reference counts (ULONG, 32 bits in every Windows data model). */
+/* IUnknown's reference counts (ULONG, 32 bits in every Windows data model, the PAL's and Wine's
+ * LP64 headers included). MB_ULONG is the same type under a name that never collides. */
 typedef uint32_t MB_ULONG;
+#if !defined(_WINDEF_) && !defined(__PAL_H__) && !defined(MB_NO_WIN32_TYPES) &&                    \
+    !defined(BASETYPES) && !defined(_ULONG_DEFINED)
+#define _ULONG_DEFINED
+typedef uint32_t ULONG;
+#endif
 
-#ifndef __MIDL___MIDL_itf_mscoree_0000_0000_0009_DEFINED
+/* guiddef.h: a reference to an IID (a pointer in C, a reference in C++), and its comparison. */
+#ifndef _REFIID_DEFINED
+#define _REFIID_DEFINED
+#ifdef __cplusplus
+#define REFIID const IID &
+#else
+#define REFIID const IID *
+#endif
+#endif
+#ifndef IsEqualGUID
+#ifdef __cplusplus
+static inline int mb_guid_equal(const GUID &a, const GUID &b)
+{
+	return a.Data1 == b.Data1 && a.Data2 == b.Data2 && a.Data3 == b.Data3 &&
+	       __builtin_memcmp(a.Data4, b.Data4, 8) == 0;
+}
+#else
+static inline int mb_guid_equal(const GUID *a, const GUID *b)
+{
+	return a->Data1 == b->Data1 && a->Data2 == b->Data2 && a->Data3 == b->Data3 &&
+	       __builtin_memcmp(a->Data4, b->Data4, 8) == 0;
+}
+#endif
+#define IsEqualGUID(a, b) mb_guid_equal(a, b)
+#endif
+#ifndef IsEqualIID
+#define IsEqualIID(a, b) IsEqualGUID(a, b)
+#endif
+
+/* mscoree.h's enums (its include guard is __mscoree_h__). */
+#if !defined(__mscoree_h__) && !defined(__MIDL___MIDL_itf_mscoree_0000_0000_0009_DEFINED)
 typedef enum {
 	eTaskCritical = 0,
 	eAppDomainCritical = 1,
@@ -392,72 +428,30 @@ MB_API const char *mb_hresult_name(HRESULT hr);
 #define STDMETHODCALLTYPE
 #endif
 
+/*
+ * Each interface is guarded the way MIDL guards it in mscoree.h and unknwn.h
+ * (__X_FWD_DEFINED__, __X_INTERFACE_DEFINED__), so a program that has included those headers, or
+ * declares the interfaces itself under the same guards, keeps its own definitions; the layouts are
+ * the same. The IID_ names stand for the library's mb_iid_ objects (same values as mscoree.h).
+ */
+#ifndef __IUnknown_FWD_DEFINED__
+#define __IUnknown_FWD_DEFINED__
+typedef struct IUnknown IUnknown;
+#endif
+#ifndef __IHostMalloc_FWD_DEFINED__
+#define __IHostMalloc_FWD_DEFINED__
 typedef struct IHostMalloc IHostMalloc;
+#endif
+#ifndef __IHostMemoryManager_FWD_DEFINED__
+#define __IHostMemoryManager_FWD_DEFINED__
 typedef struct IHostMemoryManager IHostMemoryManager;
+#endif
+#ifndef __ICLRMemoryNotificationCallback_FWD_DEFINED__
+#define __ICLRMemoryNotificationCallback_FWD_DEFINED__
 typedef struct ICLRMemoryNotificationCallback ICLRMemoryNotificationCallback;
+#endif
 
-typedef struct ICLRMemoryNotificationCallbackVtbl {
-	HRESULT(STDMETHODCALLTYPE *QueryInterface)
-	(ICLRMemoryNotificationCallback *This, const IID *riid, void **ppvObject);
-	MB_ULONG(STDMETHODCALLTYPE *AddRef)(ICLRMemoryNotificationCallback *This);
-	MB_ULONG(STDMETHODCALLTYPE *Release)(ICLRMemoryNotificationCallback *This);
-	HRESULT(STDMETHODCALLTYPE *OnMemoryNotification)
-	(ICLRMemoryNotificationCallback *This, EMemoryAvailable eMemoryAvailable);
-} ICLRMemoryNotificationCallbackVtbl;
-struct ICLRMemoryNotificationCallback {
-	const ICLRMemoryNotificationCallbackVtbl *lpVtbl;
-};
-
-typedef struct IHostMallocVtbl {
-	HRESULT(STDMETHODCALLTYPE *QueryInterface)
-	(IHostMalloc *This, const IID *riid, void **ppvObject);
-	MB_ULONG(STDMETHODCALLTYPE *AddRef)(IHostMalloc *This);
-	MB_ULONG(STDMETHODCALLTYPE *Release)(IHostMalloc *This);
-	HRESULT(STDMETHODCALLTYPE *Alloc)
-	(IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
-	HRESULT(STDMETHODCALLTYPE *DebugAlloc)
-	(IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, char *pszFileName,
-	 int iLineNo, void **ppMem);
-	HRESULT(STDMETHODCALLTYPE *Free)(IHostMalloc *This, void *pMem);
-} IHostMallocVtbl;
-struct IHostMalloc {
-	const IHostMallocVtbl *lpVtbl;
-};
-
-typedef struct IHostMemoryManagerVtbl {
-	HRESULT(STDMETHODCALLTYPE *QueryInterface)
-	(IHostMemoryManager *This, const IID *riid, void **ppvObject);
-	MB_ULONG(STDMETHODCALLTYPE *AddRef)(IHostMemoryManager *This);
-	MB_ULONG(STDMETHODCALLTYPE *Release)(IHostMemoryManager *This);
-	HRESULT(STDMETHODCALLTYPE *CreateMalloc)
-	(IHostMemoryManager *This, DWORD dwMallocType, IHostMalloc **ppMalloc);
-	HRESULT(STDMETHODCALLTYPE *VirtualAlloc)
-	(IHostMemoryManager *This, void *pAddress, SIZE_T dwSize, DWORD flAllocationType,
-	 DWORD flProtect, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
-	HRESULT(STDMETHODCALLTYPE *VirtualFree)
-	(IHostMemoryManager *This, LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType);
-	HRESULT(STDMETHODCALLTYPE *VirtualQuery)
-	(IHostMemoryManager *This, void *lpAddress, void *lpBuffer, SIZE_T dwLength,
-	 SIZE_T *pResult);
-	HRESULT(STDMETHODCALLTYPE *VirtualProtect)
-	(IHostMemoryManager *This, void *lpAddress, SIZE_T dwSize, DWORD flNewProtect,
-	 DWORD *pflOldProtect);
-	HRESULT(STDMETHODCALLTYPE *GetMemoryLoad)
-	(IHostMemoryManager *This, DWORD *pMemoryLoad, SIZE_T *pAvailableBytes);
-	HRESULT(STDMETHODCALLTYPE *RegisterMemoryNotificationCallback)
-	(IHostMemoryManager *This, ICLRMemoryNotificationCallback *pCallback);
-	HRESULT(STDMETHODCALLTYPE *NeedsVirtualAddressSpace)
-	(IHostMemoryManager *This, LPVOID startAddress, SIZE_T size);
-	HRESULT(STDMETHODCALLTYPE *AcquiredVirtualAddressSpace)
-	(IHostMemoryManager *This, LPVOID startAddress, SIZE_T size);
-	HRESULT(STDMETHODCALLTYPE *ReleasedVirtualAddressSpace)
-	(IHostMemoryManager *This, LPVOID startAddress);
-} IHostMemoryManagerVtbl;
-struct IHostMemoryManager {
-	const IHostMemoryManagerVtbl *lpVtbl;
-};
-
-/* IIDs from mscoree.h. */
+/* IIDs from mscoree.h (IUnknown's from unknwn.h). */
 #define MB_IID_IUNKNOWN_INIT                                                                       \
 	{                                                                                          \
 		0x00000000, 0x0000, 0x0000,                                                        \
@@ -492,13 +486,113 @@ MB_API extern const IID mb_iid_ihostmemorymanager;
 MB_API extern const IID mb_iid_ihostmalloc;
 MB_API extern const IID mb_iid_iclrmemorynotificationcallback;
 
-/*
- * Returns an IHostMemoryManager bound to `client`, with one reference owned by the caller (drop it
- * with Release). The object holds a reference on the client: mb_disconnect() of a client whose
- * manager is still referenced defers the disconnect to the last Release.
- */
-MB_API HRESULT mb_host_memory_manager(mb_client *client, IHostMemoryManager **manager);
+#ifndef __IUnknown_INTERFACE_DEFINED__
+#define __IUnknown_INTERFACE_DEFINED__
+#define IID_IUnknown mb_iid_iunknown
+typedef struct IUnknownVtbl {
+	HRESULT(STDMETHODCALLTYPE *QueryInterface)(IUnknown *This, REFIID riid, void **ppvObject);
+	ULONG(STDMETHODCALLTYPE *AddRef)(IUnknown *This);
+	ULONG(STDMETHODCALLTYPE *Release)(IUnknown *This);
+} IUnknownVtbl;
+struct IUnknown {
+	const IUnknownVtbl *lpVtbl;
+};
+#ifdef COBJMACROS
+#define IUnknown_QueryInterface(This, riid, ppv) ((This)->lpVtbl->QueryInterface(This, riid, ppv))
+#define IUnknown_AddRef(This)			 ((This)->lpVtbl->AddRef(This))
+#define IUnknown_Release(This)			 ((This)->lpVtbl->Release(This))
+#endif
+#endif
 
+#ifndef __ICLRMemoryNotificationCallback_INTERFACE_DEFINED__
+#define __ICLRMemoryNotificationCallback_INTERFACE_DEFINED__
+#define IID_ICLRMemoryNotificationCallback mb_iid_iclrmemorynotificationcallback
+typedef struct ICLRMemoryNotificationCallbackVtbl {
+	HRESULT(STDMETHODCALLTYPE *QueryInterface)
+	(ICLRMemoryNotificationCallback *This, REFIID riid, void **ppvObject);
+	ULONG(STDMETHODCALLTYPE *AddRef)(ICLRMemoryNotificationCallback *This);
+	ULONG(STDMETHODCALLTYPE *Release)(ICLRMemoryNotificationCallback *This);
+	HRESULT(STDMETHODCALLTYPE *OnMemoryNotification)
+	(ICLRMemoryNotificationCallback *This, EMemoryAvailable eMemoryAvailable);
+} ICLRMemoryNotificationCallbackVtbl;
+struct ICLRMemoryNotificationCallback {
+	const ICLRMemoryNotificationCallbackVtbl *lpVtbl;
+};
+#ifdef COBJMACROS
+#define ICLRMemoryNotificationCallback_QueryInterface(This, riid, ppv)                             \
+	((This)->lpVtbl->QueryInterface(This, riid, ppv))
+#define ICLRMemoryNotificationCallback_AddRef(This)  ((This)->lpVtbl->AddRef(This))
+#define ICLRMemoryNotificationCallback_Release(This) ((This)->lpVtbl->Release(This))
+#define ICLRMemoryNotificationCallback_OnMemoryNotification(This, e)                               \
+	((This)->lpVtbl->OnMemoryNotification(This, e))
+#endif
+#endif
+
+#ifndef __IHostMalloc_INTERFACE_DEFINED__
+#define __IHostMalloc_INTERFACE_DEFINED__
+#define IID_IHostMalloc mb_iid_ihostmalloc
+typedef struct IHostMallocVtbl {
+	HRESULT(STDMETHODCALLTYPE *QueryInterface)
+	(IHostMalloc *This, REFIID riid, void **ppvObject);
+	ULONG(STDMETHODCALLTYPE *AddRef)(IHostMalloc *This);
+	ULONG(STDMETHODCALLTYPE *Release)(IHostMalloc *This);
+	HRESULT(STDMETHODCALLTYPE *Alloc)
+	(IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
+	HRESULT(STDMETHODCALLTYPE *DebugAlloc)
+	(IHostMalloc *This, SIZE_T cbSize, EMemoryCriticalLevel eCriticalLevel, char *pszFileName,
+	 int iLineNo, void **ppMem);
+	HRESULT(STDMETHODCALLTYPE *Free)(IHostMalloc *This, void *pMem);
+} IHostMallocVtbl;
+struct IHostMalloc {
+	const IHostMallocVtbl *lpVtbl;
+};
+#ifdef COBJMACROS
+#define IHostMalloc_QueryInterface(This, riid, ppv)                                                \
+	((This)->lpVtbl->QueryInterface(This, riid, ppv))
+#define IHostMalloc_AddRef(This)	  ((This)->lpVtbl->AddRef(This))
+#define IHostMalloc_Release(This)	  ((This)->lpVtbl->Release(This))
+#define IHostMalloc_Alloc(This, s, l, pp) ((This)->lpVtbl->Alloc(This, s, l, pp))
+#define IHostMalloc_DebugAlloc(This, s, l, f, n, pp)                                               \
+	((This)->lpVtbl->DebugAlloc(This, s, l, f, n, pp))
+#define IHostMalloc_Free(This, p) ((This)->lpVtbl->Free(This, p))
+#endif
+#endif
+
+#ifndef __IHostMemoryManager_INTERFACE_DEFINED__
+#define __IHostMemoryManager_INTERFACE_DEFINED__
+#define IID_IHostMemoryManager mb_iid_ihostmemorymanager
+typedef struct IHostMemoryManagerVtbl {
+	HRESULT(STDMETHODCALLTYPE *QueryInterface)
+	(IHostMemoryManager *This, REFIID riid, void **ppvObject);
+	ULONG(STDMETHODCALLTYPE *AddRef)(IHostMemoryManager *This);
+	ULONG(STDMETHODCALLTYPE *Release)(IHostMemoryManager *This);
+	HRESULT(STDMETHODCALLTYPE *CreateMalloc)
+	(IHostMemoryManager *This, DWORD dwMallocType, IHostMalloc **ppMalloc);
+	HRESULT(STDMETHODCALLTYPE *VirtualAlloc)
+	(IHostMemoryManager *This, void *pAddress, SIZE_T dwSize, DWORD flAllocationType,
+	 DWORD flProtect, EMemoryCriticalLevel eCriticalLevel, void **ppMem);
+	HRESULT(STDMETHODCALLTYPE *VirtualFree)
+	(IHostMemoryManager *This, LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType);
+	HRESULT(STDMETHODCALLTYPE *VirtualQuery)
+	(IHostMemoryManager *This, void *lpAddress, void *lpBuffer, SIZE_T dwLength,
+	 SIZE_T *pResult);
+	HRESULT(STDMETHODCALLTYPE *VirtualProtect)
+	(IHostMemoryManager *This, void *lpAddress, SIZE_T dwSize, DWORD flNewProtect,
+	 DWORD *pflOldProtect);
+	HRESULT(STDMETHODCALLTYPE *GetMemoryLoad)
+	(IHostMemoryManager *This, DWORD *pMemoryLoad, SIZE_T *pAvailableBytes);
+	HRESULT(STDMETHODCALLTYPE *RegisterMemoryNotificationCallback)
+	(IHostMemoryManager *This, ICLRMemoryNotificationCallback *pCallback);
+	HRESULT(STDMETHODCALLTYPE *NeedsVirtualAddressSpace)
+	(IHostMemoryManager *This, LPVOID startAddress, SIZE_T size);
+	HRESULT(STDMETHODCALLTYPE *AcquiredVirtualAddressSpace)
+	(IHostMemoryManager *This, LPVOID startAddress, SIZE_T size);
+	HRESULT(STDMETHODCALLTYPE *ReleasedVirtualAddressSpace)
+	(IHostMemoryManager *This, LPVOID startAddress);
+} IHostMemoryManagerVtbl;
+struct IHostMemoryManager {
+	const IHostMemoryManagerVtbl *lpVtbl;
+};
 #ifdef COBJMACROS
 #define IHostMemoryManager_QueryInterface(This, riid, ppv)                                         \
 	((This)->lpVtbl->QueryInterface(This, riid, ppv))
@@ -521,17 +615,15 @@ MB_API HRESULT mb_host_memory_manager(mb_client *client, IHostMemoryManager **ma
 	((This)->lpVtbl->AcquiredVirtualAddressSpace(This, a, s))
 #define IHostMemoryManager_ReleasedVirtualAddressSpace(This, a)                                    \
 	((This)->lpVtbl->ReleasedVirtualAddressSpace(This, a))
-#define IHostMalloc_QueryInterface(This, riid, ppv)                                                \
-	((This)->lpVtbl->QueryInterface(This, riid, ppv))
-#define IHostMalloc_AddRef(This)	  ((This)->lpVtbl->AddRef(This))
-#define IHostMalloc_Release(This)	  ((This)->lpVtbl->Release(This))
-#define IHostMalloc_Alloc(This, s, l, pp) ((This)->lpVtbl->Alloc(This, s, l, pp))
-#define IHostMalloc_DebugAlloc(This, s, l, f, n, pp)                                               \
-	((This)->lpVtbl->DebugAlloc(This, s, l, f, n, pp))
-#define IHostMalloc_Free(This, p) ((This)->lpVtbl->Free(This, p))
-#define ICLRMemoryNotificationCallback_OnMemoryNotification(This, e)                               \
-	((This)->lpVtbl->OnMemoryNotification(This, e))
 #endif
+#endif
+
+/*
+ * Returns an IHostMemoryManager bound to `client`, with one reference owned by the caller (drop it
+ * with Release). The object holds a reference on the client: mb_disconnect() of a client whose
+ * manager is still referenced defers the disconnect to the last Release.
+ */
+MB_API HRESULT mb_host_memory_manager(mb_client *client, IHostMemoryManager **manager);
 
 #ifdef __cplusplus
 }
