@@ -36,7 +36,8 @@ static HRESULT STDMETHODCALLTYPE cb_query_interface(ICLRMemoryNotificationCallba
 	if (ppvObject == NULL)
 		return E_POINTER;
 	*ppvObject = NULL;
-	if (!IsEqualIID(riid, &IID_IUnknown) && !IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback))
+	if (!IsEqualIID(riid, &IID_IUnknown) &&
+	    !IsEqualIID(riid, &IID_ICLRMemoryNotificationCallback))
 		return E_NOINTERFACE;
 	*ppvObject = This;
 	This->lpVtbl->AddRef(This);
@@ -61,7 +62,10 @@ static HRESULT STDMETHODCALLTYPE cb_on_memory_notification(ICLRMemoryNotificatio
 }
 
 static const ICLRMemoryNotificationCallbackVtbl cb_vtbl = {
-    cb_query_interface, cb_add_ref, cb_release, cb_on_memory_notification,
+    cb_query_interface,
+    cb_add_ref,
+    cb_release,
+    cb_on_memory_notification,
 };
 
 static bool heard_level(void *arg)
@@ -73,14 +77,14 @@ static bool heard_level(void *arg)
 static void test_iids_have_mscoree_values(void **state)
 {
 	(void)state;
-	static const IID want_mm = {0x7BC698D1, 0xF9E3, 0x4460,
-				    {0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25}};
-	static const IID want_malloc = {0x1831991C, 0xCC53, 0x4A31,
-					{0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79}};
-	static const IID want_cb = {0x47EB8E57, 0x0846, 0x4546,
-				    {0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49}};
-	static const IID want_unk = {0x00000000, 0x0000, 0x0000,
-				     {0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46}};
+	static const IID want_mm = {
+	    0x7BC698D1, 0xF9E3, 0x4460, {0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25}};
+	static const IID want_malloc = {
+	    0x1831991C, 0xCC53, 0x4A31, {0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79}};
+	static const IID want_cb = {
+	    0x47EB8E57, 0x0846, 0x4546, {0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49}};
+	static const IID want_unk = {
+	    0x00000000, 0x0000, 0x0000, {0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46}};
 	assert_true(IsEqualIID(&IID_IHostMemoryManager, &want_mm));
 	assert_true(IsEqualIID(&IID_IHostMalloc, &want_malloc));
 	assert_true(IsEqualIID(&IID_ICLRMemoryNotificationCallback, &want_cb));
@@ -146,9 +150,9 @@ static void test_host_drives_the_manager_through_lpvtbl(void **state)
 	atomic_init(&cb.refs, 1);
 	atomic_init(&cb.last_level, 0);
 	void *q = NULL;
-	assert_hr(cb.iface.lpVtbl->QueryInterface(&cb.iface, &IID_ICLRMemoryNotificationCallback,
-						  &q),
-		  S_OK);
+	assert_hr(
+	    cb.iface.lpVtbl->QueryInterface(&cb.iface, &IID_ICLRMemoryNotificationCallback, &q),
+	    S_OK);
 	assert_ptr_equal(q, &cb.iface);
 	cb.iface.lpVtbl->Release(&cb.iface);
 	assert_hr(cb.iface.lpVtbl->QueryInterface(&cb.iface, &IID_IHostMemoryManager, &q),

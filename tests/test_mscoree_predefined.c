@@ -46,7 +46,7 @@ typedef struct _GUID {
 #define __IID_DEFINED__
 typedef GUID IID;
 #define _REFIID_DEFINED
-#define REFIID const IID *
+#define REFIID		  const IID *
 #define IsEqualGUID(a, b) (!memcmp((a), (b), sizeof(GUID)))
 #define IsEqualIID(a, b)  IsEqualGUID(a, b)
 
@@ -66,7 +66,11 @@ struct IUnknown {
 
 /* ---- mscoree.h (MIDL's C half, the interfaces this program uses) ---- */
 #define __mscoree_h__
-typedef enum { eTaskCritical = 0, eAppDomainCritical = 1, eProcessCritical = 2 } EMemoryCriticalLevel;
+typedef enum {
+	eTaskCritical = 0,
+	eAppDomainCritical = 1,
+	eProcessCritical = 2
+} EMemoryCriticalLevel;
 typedef enum {
 	eMemoryAvailableLow = 1,
 	eMemoryAvailableNeutral = 2,
@@ -98,7 +102,8 @@ struct ICLRMemoryNotificationCallback {
 #define __IHostMalloc_INTERFACE_DEFINED__
 extern const IID IID_IHostMalloc;
 typedef struct IHostMallocVtbl {
-	HRESULT(STDMETHODCALLTYPE *QueryInterface)(IHostMalloc *This, REFIID riid, void **ppvObject);
+	HRESULT(STDMETHODCALLTYPE *QueryInterface)
+	(IHostMalloc *This, REFIID riid, void **ppvObject);
 	ULONG(STDMETHODCALLTYPE *AddRef)(IHostMalloc *This);
 	ULONG(STDMETHODCALLTYPE *Release)(IHostMalloc *This);
 	HRESULT(STDMETHODCALLTYPE *Alloc)
@@ -149,12 +154,12 @@ struct IHostMemoryManager {
 
 /* The program's own IIDs, as an INITGUID translation unit defines them. */
 const IID IID_IUnknown = {0x00000000, 0x0000, 0x0000, {0xC0, 0, 0, 0, 0, 0, 0, 0x46}};
-const IID IID_IHostMemoryManager = {0x7BC698D1, 0xF9E3, 0x4460,
-				    {0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25}};
-const IID IID_IHostMalloc = {0x1831991C, 0xCC53, 0x4A31,
-			     {0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79}};
-const IID IID_ICLRMemoryNotificationCallback = {0x47EB8E57, 0x0846, 0x4546,
-						{0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49}};
+const IID IID_IHostMemoryManager = {
+    0x7BC698D1, 0xF9E3, 0x4460, {0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25}};
+const IID IID_IHostMalloc = {
+    0x1831991C, 0xCC53, 0x4A31, {0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79}};
+const IID IID_ICLRMemoryNotificationCallback = {
+    0x47EB8E57, 0x0846, 0x4546, {0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49}};
 
 /* Only now the library's header: it must add its own API and nothing that clashes. */
 #include "harness.h"
