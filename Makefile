@@ -2,11 +2,12 @@
 #   make run    install missing packages, build, start membrokerd with its defaults, serve a client
 #   make test   install missing packages, build (normal and ASan+UBSan), run the whole suite (CTest)
 #   make bench  the benchmark against bare nng and mmap baselines (BENCHMARKS.md)
+#   make deb    the Debian packages (debian/, dpkg-buildpackage), checked with lintian
 BUILD      ?= build
 BUILD_SAN  ?= build-sanitize
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build build-sanitize run test bench format check-format clean
+.PHONY: all deps build build-sanitize run test bench deb format check-format clean
 
 all: build
 
@@ -33,6 +34,9 @@ test: check-format build build-sanitize
 
 bench: build
 	@$(BUILD)/bench/mb_bench --json $(BUILD)/bench.json
+
+deb:
+	@scripts/build-deb.sh $(BUILD)/deb
 
 check-format: deps
 	@scripts/check-format.sh

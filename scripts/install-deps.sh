@@ -1,10 +1,23 @@
 #!/bin/sh
 # Installs the Debian 12 packages membroker needs to build and test.
 # Runs apt-get only when a package is missing, so repeated `make` calls stay fast and offline.
+#   install-deps.sh               build and test (make build, make test)
+#   install-deps.sh --packaging   also what `make deb` needs (debhelper, lintian)
+#   install-deps.sh --nspawn      also what `make test-systemd` needs (debootstrap, systemd-nspawn)
 set -eu
 
 PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler
 libsystemd-dev libcmocka-dev libbsd-dev libinih-dev libjson-c-dev clang clang-format systemd"
+for arg in "$@"; do
+	case $arg in
+	--packaging) PACKAGES="$PACKAGES debhelper dpkg-dev lintian" ;;
+	--nspawn) PACKAGES="$PACKAGES debootstrap systemd-container debian-archive-keyring" ;;
+	*)
+		echo "install-deps: unknown option $arg" >&2
+		exit 2
+		;;
+	esac
+done
 
 missing=""
 for p in $PACKAGES; do

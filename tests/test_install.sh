@@ -1,6 +1,8 @@
 #!/bin/sh
-# Installs the build tree into a temporary prefix and builds a tiny program against it twice: with
-# pkg-config and with find_package(membroker). Also checks that the library exports only mb_*.
+# Installs the build tree into a temporary prefix and builds a tiny program against it three times:
+# with pkg-config (shared, and static with --static) and with find_package(membroker). membroker.pc
+# must name the prefix installed to. Also checks that the library exports only mb_*, and that the
+# Debian symbols file lists exactly what the version script exports.
 # Usage: test_install.sh BUILD_DIR
 set -eu
 build=$1
@@ -17,8 +19,20 @@ extra=$(nm -D --defined-only "$lib" | awk '{print $3}' | grep -v '^mb_' | grep -
 [ -z "$extra" ] || { echo "unexpected exported symbols:"; echo "$extra"; exit 1; }
 readelf -d "$lib" | grep -q 'SONAME.*libmembroker.so.0' || { echo "no SONAME"; exit 1; }
 
-for f in membroker.h; do
-	[ -f "$tmp/prefix/include/$f" ] || { echo "$f not installed"; exit 1; }
+# debian/libmembroker0.symbols follows client/libmembroker.map (a new export needs both).
+src=$(dirname "$0")/..
+map=$(awk '/global:/{f=1;next} /local:/{f=0} f && /;/{gsub(/[ ;]/,""); print}' \
+	"$src/client/libmembroker.map" | sort)
+sym=$(sed -n 's/^ \(mb_[a-z_0-9]*\)@MEMBROKER_0 .*/\1/p' "$src/debian/libmembroker0.symbols" | sort)
+if [ "$map" != "$sym" ]; then
+	echo "debian/libmembroker0.symbols does not list what client/libmembroker.map exports"
+	echo "map:     $(echo $map)"
+	echo "symbols: $(echo $sym)"
+	exit 1
+fi
+
+for f in "$tmp/prefix/include/membroker.h" "$libdir/libmembroker.a"; do
+	[ -f "$f" ] || { echo "$f not installed"; exit 1; }
 done
 for f in sbin/membrokerd lib/systemd/system/membroker.service lib/sysusers.d/membroker.conf \
 	share/man/man8/membrokerd.8 share/man/man5/membroker.conf.5; do
@@ -38,13 +52,26 @@ int main(void)
 }
 C
 
-# pkg-config
+# pkg-config: the .pc names the prefix it was installed to, nothing redefined.
 pcdir=$(dirname "$(find "$tmp/prefix" -name membroker.pc | head -n 1)")
-flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --define-variable=prefix="$tmp/prefix" \
-	--cflags --libs membroker)
+grep -qx "prefix=$tmp/prefix" "$pcdir/membroker.pc" ||
+	{ echo "membroker.pc does not name the install prefix:"; cat "$pcdir/membroker.pc"; exit 1; }
+flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --cflags --libs membroker)
+# shellcheck disable=SC2086
 cc -o "$tmp/prog_pc" "$tmp/prog.c" $flags
 out=$(LD_LIBRARY_PATH="$libdir" "$tmp/prog_pc")
 [ "$out" = HOST_E_CLRNOTAVAILABLE ] || { echo "pkg-config build printed '$out'"; exit 1; }
+
+# The static library, with what pkg-config --static adds: the program needs no libmembroker.so.
+flags=$(PKG_CONFIG_PATH="$pcdir" pkg-config --static --cflags --libs membroker)
+# shellcheck disable=SC2086
+cc -o "$tmp/prog_static" "$tmp/prog.c" -L"$libdir" -Wl,-Bstatic -lmembroker -Wl,-Bdynamic $flags
+if readelf -d "$tmp/prog_static" | grep -q 'libmembroker'; then
+	echo "the static build still needs libmembroker.so"
+	exit 1
+fi
+out=$("$tmp/prog_static")
+[ "$out" = HOST_E_CLRNOTAVAILABLE ] || { echo "static build printed '$out'"; exit 1; }
 
 # find_package
 mkdir -p "$tmp/proj"
@@ -60,4 +87,4 @@ cmake -S "$tmp/proj" -B "$tmp/proj/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/de
 cmake --build "$tmp/proj/build" >/dev/null
 out=$(LD_LIBRARY_PATH="$libdir" "$tmp/proj/build/prog")
 [ "$out" = HOST_E_CLRNOTAVAILABLE ] || { echo "find_package build printed '$out'"; exit 1; }
-echo "install: pkg-config and find_package builds work; exports are mb_* only"
+echo "install: pkg-config (shared and static) and find_package builds work; exports are mb_* only"
