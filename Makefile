@@ -3,11 +3,12 @@
 #   make test   install missing packages, build (normal and ASan+UBSan), run the whole suite (CTest)
 #   make bench  the benchmark against bare nng and mmap baselines (BENCHMARKS.md)
 #   make deb    the Debian packages (debian/, dpkg-buildpackage), checked with lintian
+#   make test-systemd  the packages installed and run under a real systemd (Debian 12 in nspawn)
 BUILD      ?= build
 BUILD_SAN  ?= build-sanitize
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build build-sanitize run test bench deb format check-format clean
+.PHONY: all deps build build-sanitize run test bench deb test-systemd format check-format clean
 
 all: build
 
@@ -37,6 +38,9 @@ bench: build
 
 deb:
 	@scripts/build-deb.sh $(BUILD)/deb
+
+test-systemd: deb
+	@scripts/test-systemd.sh $(BUILD)/deb
 
 check-format: deps
 	@scripts/check-format.sh
