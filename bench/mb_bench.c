@@ -291,7 +291,7 @@ static void worker_wait_go(void)
 	worker_cpu_start = self_cpu_ns();
 }
 
-/* One request/reply on a REQ context, as libmembroker does it (client.c: mb_client_call_on). */
+/* One request/reply on a REQ context, as libmembroker does it (transport.c: mb_client_call_on). */
 static int echo_call_aio(nng_ctx ctx, nng_aio *aio, const void *payload, size_t len)
 {
 	nng_msg *msg;

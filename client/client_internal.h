@@ -1,5 +1,6 @@
 /*
- * client_internal.h: the mb_client object shared by the library's files.
+ * client_internal.h: the mb_client object shared by the library's files (transport.h and
+ * connection.h declare what those two files offer the others).
  */
 #ifndef MB_CLIENT_INTERNAL_H
 #define MB_CLIENT_INTERNAL_H
@@ -12,12 +13,14 @@
 
 #include <nng/nng.h>
 
+#include "connection.h"
 #include "credit.h"
 #include "mb_credit.h"
 #include "mb_regmap.h"
 #include "vaspace.h"
 #include "mb_wire.h"
 #include "membroker.h"
+#include "transport.h"
 
 /* One REQ context and its aio: one request in flight. Kept on a free list and reused. */
 typedef struct mb_call_slot {
@@ -69,7 +72,7 @@ struct mb_client {
 	atomic_bool disconnecting; /* mb_disconnect called; freed when refs reaches 0 */
 
 	struct mb_client *next_client; /* process-wide list, for HOST_E_NOT_OWNER answers */
-	struct mb_client *next_event;  /* process-wide list, for nng pipe events (client.c) */
+	struct mb_client *next_event;  /* process-wide list, for nng pipe events (connection.c) */
 
 	pthread_mutex_t notify_lock; /* guards notify_cb, notify_ctx, watch_started */
 	mb_memory_callback notify_cb;
@@ -82,65 +85,8 @@ struct mb_client {
 	mb_call_slot *watch_slot; /* the watch thread's own context, stopped at teardown */
 };
 
-/* Requests this thread has sent, over all clients: a call that sees it change made a round trip
- * (mb_get_client_stats). */
-extern _Thread_local uint64_t mb_thread_round_trips;
-
-/* Incremented in every forked child (pthread_atfork). */
-extern atomic_uint mb_fork_generation;
-
-/* Call timeout; $MEMBROKER_TIMEOUT_MS overrides the default of 30 s. */
-int mb_client_timeout_ms(void);
-
-/* Records a failure reason for mb_last_error() and returns hr. */
-HRESULT mb_client_error(HRESULT hr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/*
- * Checks that client may be used by this process: E_INVALIDARG for NULL, HOST_E_CLRNOTAVAILABLE in
- * a forked child or after the connection was lost. Clears the thread's last error.
- */
-HRESULT mb_client_usable(mb_client *client);
-
-/*
- * Sends req (its request_id is assigned here) and waits for the response. Returns S_OK with
- * *resp (free with mb_wire_free_response) or a transport failure: HOST_E_CLRNOTAVAILABLE (the
- * connection is marked lost; the next call reconnects), E_FAIL for a malformed or mismatched
- * response (the client is disabled).
- * The operation's own HRESULT is (*resp)->hresult.
- */
-HRESULT mb_client_call(mb_client *client, mb_request *req, mb_response **resp);
-
-/* mb_client_call on a given slot (kept by the caller), with a timeout in ms. */
-HRESULT mb_client_call_on(mb_client *client, mb_call_slot *slot, mb_request *req,
-			  mb_response **resp, int timeout_ms);
-
-/* mb_client_call_on, also telling the id of the nng pipe that carried the reply (may be NULL). */
-HRESULT mb_client_call_pipe(mb_client *client, mb_call_slot *slot, mb_request *req,
-			    mb_response **resp, int timeout_ms, uint32_t *pipe_id);
-
-/* A fresh slot (context + aio), or NULL. Free with mb_client_slot_free. */
-mb_call_slot *mb_client_slot_new(mb_client *client);
-void mb_client_slot_free(mb_call_slot *slot);
-
 /* Stops the notification thread, if any (notify.c). */
 void mb_notify_stop(mb_client *client);
-
-/* Like mb_client_call, returns the operation's HRESULT, recording the broker's detail text. */
-HRESULT mb_client_call_simple(mb_client *client, mb_request *req);
-
-/*
- * After a call failed because the connection dropped under it: waits briefly for nng to redial and
- * reconnects (Hello, section hand-back, re-registration). true if the client is connected again,
- * so the caller may repeat an operation the new broker has not seen.
- */
-bool mb_client_recover(mb_client *client);
-
-/* Another client of this process whose reservations contain addr (for HOST_E_NOT_OWNER). */
-bool mb_client_other_owner(const mb_client *client, uintptr_t addr);
-
-/* Reference counting shared with the COM face. */
-void mb_client_ref(mb_client *client);
-void mb_client_unref(mb_client *client);
 
 /* Reports address space the runtime maps by itself: op 1 needs, 2 acquired, 3 released (vm.c). */
 HRESULT mb_client_address_space(mb_client *client, int op, const void *address, size_t size);

@@ -189,7 +189,7 @@ HRESULT mb_host_memory_manager(mb_client *client, IHostMemoryManager **manager)
 	if (manager == NULL)
 		return mb_client_error(E_POINTER, "manager is NULL");
 	*manager = NULL;
-	if ((hr = mb_client_usable(client)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(client)) != S_OK)
 		return hr;
 	m = calloc(1, sizeof(*m));
 	if (m == NULL)

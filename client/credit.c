@@ -4,14 +4,12 @@
  */
 #include "credit.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/falloc.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "client_internal.h"
 #include "mb_win32.h"
+#include "pages.h"
 
 void mb_credit_attach(mb_client *c)
 {
@@ -135,18 +133,12 @@ HRESULT mb_credit_commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code
 		if (!full)
 			have = mb_credit_take(c->credit_word, len);
 		if (have) {
-			if (mb_region_commit(&c->map, pr.region, pr.first, pr.count, code) < 0) {
+			HRESULT hr = mb_pages_open(c, &pr, code);
+			if (hr != S_OK) {
 				pthread_rwlock_unlock(&c->map_lock);
 				mb_credit_give(c->credit_word, len);
-				return MB_CREDIT_REMOTE;
-			}
-			if (mprotect((void *)pr.start, len, mb_win32_prot_flags(code)) != 0) {
-				int err = errno;
-				mb_region_decommit(&c->map, pr.region, pr.first, pr.count);
-				pthread_rwlock_unlock(&c->map_lock);
-				mb_credit_give(c->credit_word, len);
-				return mb_client_error(E_FAIL, "mprotect failed: %s",
-						       strerror(err));
+				/* Without page state the broker's path may still succeed. */
+				return hr == E_OUTOFMEMORY ? MB_CREDIT_REMOTE : hr;
 			}
 			add_pending(c, pr.region, pr.start, len,
 				    level); /* room was checked above */
@@ -194,18 +186,14 @@ HRESULT mb_credit_decommit(mb_client *c, uintptr_t addr, size_t size)
 		bool split = e->address < lo && hi < e->address + e->size;
 		/* Room for the second half of a split range (mb_credit_forget_locked's rule). */
 		if (!split || c->npending < MB_WIRE_MAX_SYNC) {
-			/* Closed before the hole punch, so nothing writes in between; the credit
-			 * goes back only after the punch (see credit.h). */
-			mprotect((void *)lo, hi - lo, PROT_NONE);
-			if (fallocate(c->section_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-				      (off_t)lo, (off_t)(hi - lo)) != 0) {
+			/* Closed and punched before the credit goes back (see credit.h). */
+			if (mb_pages_close(c, &pr, true) != S_OK) {
 				/* The pages stay: report them as committed and let the broker
 				 * decommit them. */
 				pthread_rwlock_unlock(&c->map_lock);
 				mb_credit_sync(c);
 				return MB_CREDIT_REMOTE;
 			}
-			mb_region_decommit(&c->map, pr.region, pr.first, pr.count);
 			/* Cannot fail: the range lies in one pending range (never also in a
 			 * Sync in flight) and a split has room, as checked above. */
 			mb_credit_forget_locked(c, lo, hi);

@@ -469,7 +469,7 @@ static HRESULT heap_alloc(mb_heap *h, SIZE_T size, EMemoryCriticalLevel level, c
 	*ppMem = NULL;
 	if ((int)level < eTaskCritical || (int)level > eProcessCritical)
 		return mb_client_error(E_INVALIDARG, "invalid critical level %d", (int)level);
-	if ((hr = mb_client_usable(h->client)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(h->client)) != S_OK)
 		return hr;
 	if (size > MAX_ALLOC)
 		return mb_client_error(E_OUTOFMEMORY, "%zu bytes can never be allocated", size);
@@ -568,7 +568,7 @@ static HRESULT STDMETHODCALLTYPE hm_free(IHostMalloc *This, void *pMem)
 
 	if (pMem == NULL)
 		return S_OK;
-	if ((hr = mb_client_usable(h->client)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(h->client)) != S_OK)
 		return hr;
 	rd_lock(h);
 	s = map_find(h, p);
@@ -652,7 +652,7 @@ HRESULT mb_heap_create(mb_client *client, DWORD type, IHostMalloc **out)
 		return mb_client_error(
 		    E_INVALIDARG, "unknown MALLOC_TYPE bits 0x%" PRIx32,
 		    (uint32_t)(type & ~(DWORD)(MALLOC_THREADSAFE | MALLOC_EXECUTABLE)));
-	if ((hr = mb_client_usable(client)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(client)) != S_OK)
 		return hr;
 	h = calloc(1, sizeof(*h));
 	if (h == NULL)

@@ -34,14 +34,15 @@ static void *watch_thread(void *arg)
 			 * broker is there, so even an idle client is counted again after a broker
 			 * restart. (Sending now would only queue until nng redials.) */
 			usleep(RETRY_MS * 1000);
-			if (mb_client_usable(c) == S_OK)
+			if (mb_client_usable_or_reconnect(c) == S_OK)
 				last = 0; /* a new broker: report its level */
 			continue;
 		}
 		w.last_level = last;
 		req.body_case = MEMBROKER__V1__REQUEST__BODY_WATCH;
 		req.watch = &w;
-		if (mb_client_call_on(c, c->watch_slot, &req, &resp, WATCH_TIMEOUT_MS) != S_OK)
+		if (mb_client_call_on(c, c->watch_slot, &req, &resp, WATCH_TIMEOUT_MS, NULL) !=
+		    S_OK)
 			continue; /* stopped, or lost (then retried above) */
 		if (resp->body_case == MEMBROKER__V1__RESPONSE__BODY_WATCH)
 			level = resp->watch->level;
@@ -86,7 +87,7 @@ HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callbac
 {
 	HRESULT hr;
 
-	if ((hr = mb_client_usable(c)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(c)) != S_OK)
 		return hr;
 	pthread_mutex_lock(&c->notify_lock);
 	c->notify_cb = callback;

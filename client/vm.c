@@ -20,6 +20,7 @@
 
 #include "client_internal.h"
 #include "mb_win32.h"
+#include "pages.h"
 
 /* The answer for an address this client does not hold: HOST_E_NOT_OWNER if a sibling client of
  * this process holds it, else `otherwise`. */
@@ -79,7 +80,8 @@ static HRESULT call_range(mb_client *c, int op, uintptr_t addr, size_t len, int 
 		return E_FAIL;
 	}
 	HRESULT hr = mb_client_call_simple(c, &req);
-	if (hr != HOST_E_CLRNOTAVAILABLE || !atomic_load(&c->lost) || !mb_client_recover(c))
+	if (hr != HOST_E_CLRNOTAVAILABLE || !atomic_load(&c->lost) ||
+	    !mb_client_reconnect_after_drop(c))
 		return hr;
 	/*
 	 * The connection dropped under this request (a broker restart, a listener restarted), and
@@ -157,13 +159,11 @@ static HRESULT commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code, i
 	if (hr != S_OK)
 		return hr;
 	pthread_rwlock_wrlock(&c->map_lock);
-	mb_region *region = mb_regmap_find(&c->map, pr.start);
-	if (region != NULL) {
-		if (mb_region_commit(&c->map, region, mb_region_page(region, pr.start), pr.count,
-				     code) < 0)
-			hr = mb_client_error(E_OUTOFMEMORY, "no memory for page state");
-		else if (mprotect((void *)pr.start, len, mb_win32_prot_flags(code)) != 0)
-			hr = mb_client_error(E_FAIL, "mprotect failed: %s", strerror(errno));
+	/* Looked up again: another thread may have released the region meanwhile. */
+	pr.region = mb_regmap_find(&c->map, pr.start);
+	if (pr.region != NULL) {
+		pr.first = mb_region_page(pr.region, pr.start);
+		hr = mb_pages_open(c, &pr, code);
 	}
 	pthread_rwlock_unlock(&c->map_lock);
 	*out = pr.start;
@@ -223,7 +223,7 @@ static HRESULT virtual_alloc(mb_client *c, void *address, SIZE_T size, DWORD all
 	if (mem == NULL)
 		return mb_client_error(E_POINTER, "mem is NULL");
 	*mem = NULL;
-	if ((hr = mb_client_usable(c)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(c)) != S_OK)
 		return hr;
 	hr = mb_win32_check_alloc(addr, size, allocation_type, protect, (int)level, &op, &code);
 	if (hr != S_OK)
@@ -303,9 +303,9 @@ static HRESULT virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free
 	uint64_t session = c->session_id;
 	if (free_type == MEM_DECOMMIT) {
 		size_t len = pr.count * MB_PAGE_SIZE;
-		/* Close the pages before the broker frees them, so no write lands in between. */
-		mprotect((void *)pr.start, len, PROT_NONE);
-		mb_region_decommit(&c->map, pr.region, pr.first, pr.count);
+		/* Closed before the broker frees them, so no write lands in between; the broker
+		 * punches them. */
+		mb_pages_close(c, &pr, false);
 		pthread_rwlock_unlock(&c->map_lock);
 		hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_DECOMMIT, pr.start, len, 0);
 	} else {
@@ -340,7 +340,7 @@ HRESULT mb_virtual_alloc(mb_client *c, void *address, SIZE_T size, DWORD allocat
 HRESULT mb_virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free_type)
 {
 	uint64_t sent = mb_thread_round_trips;
-	HRESULT hr = mb_client_usable(c);
+	HRESULT hr = mb_client_usable_or_reconnect(c);
 
 	if (hr == S_OK)
 		hr = virtual_free(c, address, size, free_type);
@@ -452,7 +452,7 @@ HRESULT mb_get_memory_load(mb_client *c, DWORD *memory_load, SIZE_T *available_b
 
 	if (memory_load == NULL || available_bytes == NULL)
 		return mb_client_error(E_POINTER, "memory_load or available_bytes is NULL");
-	if ((hr = mb_client_usable(c)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(c)) != S_OK)
 		return hr;
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD;
 	req.memory_load = &ml;
@@ -479,7 +479,7 @@ HRESULT mb_get_session_status(mb_client *c, mb_session_status *status)
 
 	if (status == NULL)
 		return mb_client_error(E_POINTER, "status is NULL");
-	if ((hr = mb_client_usable(c)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(c)) != S_OK)
 		return hr;
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS;
 	req.session_status = &ss;
@@ -518,7 +518,7 @@ HRESULT mb_client_address_space(mb_client *c, int op, const void *address, size_
 	Membroker__V1__AddressSpace as = MEMBROKER__V1__ADDRESS_SPACE__INIT;
 	HRESULT hr;
 
-	if ((hr = mb_client_usable(c)) != S_OK)
+	if ((hr = mb_client_usable_or_reconnect(c)) != S_OK)
 		return hr;
 	if (address == NULL)
 		return mb_client_error(E_INVALIDARG, "address is NULL");
