@@ -376,7 +376,7 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	nng_socket_set_ms(c->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
 	nng_socket_set_size(c->sock, NNG_OPT_RECVMAXSZ, MB_WIRE_MAX_MESSAGE);
 	/* A blocking dial fails at once when nobody listens, rather than retrying forever. */
-	rv = nng_dial(c->sock, c->address, NULL, 0);
+	rv = mb_wire_dial(c->sock, c->address, mb_client_timeout_ms());
 	if (rv != 0) {
 		mb_client_error(HOST_E_CLRNOTAVAILABLE, "no broker at %s: %s", c->address,
 				nng_strerror(rv));

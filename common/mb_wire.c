@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "mb_hresult.h"
 
@@ -346,5 +348,23 @@ const char *mb_wire_op_name(int body_case)
 		return "sync";
 	default:
 		return "invalid";
+	}
+}
+
+int mb_wire_dial(nng_socket sock, const char *url, int timeout_ms)
+{
+	struct timespec start, now;
+	int rv;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		rv = nng_dial(sock, url, NULL, 0);
+		if (rv != NNG_EAGAIN)
+			return rv;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >=
+		    timeout_ms)
+			return rv;
+		usleep(1000);
 	}
 }

@@ -58,6 +58,13 @@ mb_response *mb_wire_unpack_response(const void *data, size_t len);
 void mb_wire_free_request(mb_request *req);
 void mb_wire_free_response(mb_response *resp);
 
+/*
+ * nng_dial(sock, url, NULL, 0), repeated for up to timeout_ms while the broker's listen queue is
+ * full (NNG_EAGAIN: a burst or a flood of connections, which the broker drains in microseconds
+ * each). Any other outcome is returned at once.
+ */
+int mb_wire_dial(nng_socket sock, const char *url, int timeout_ms);
+
 /* Name of a request's operation, for logs ("commit"); "invalid" for an unknown case. */
 const char *mb_wire_op_name(int body_case);
 

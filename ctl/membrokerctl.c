@@ -23,6 +23,7 @@
 #include "admin.pb-c.h"
 #include "mb_address.h"
 #include "mb_size.h"
+#include "mb_wire.h"
 #include "membroker.h"
 
 #define EXIT_BROKER 1
@@ -184,7 +185,7 @@ static int call(const char *url, const AdminRequest *req, int timeout_ms, AdminR
 		goto out;
 	}
 	membroker__admin__v1__admin_request__pack(req, nng_msg_body(msg));
-	rv = nng_dial(sock, url, NULL, 0);
+	rv = mb_wire_dial(sock, url, timeout_ms);
 	if (rv == NNG_ECONNREFUSED || rv == NNG_ENOENT || rv == NNG_EADDRINVAL) {
 		code = broker_down(url);
 		goto out;

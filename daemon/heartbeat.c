@@ -46,7 +46,7 @@ uint64_t mb_heartbeat_sleep_ms(const mb_heartbeat *h, uint64_t otherwise)
 	return h->interval_ms < otherwise ? h->interval_ms : otherwise;
 }
 
-int mb_probe(const char *url, int timeout_ms, void (*before_close)(void *arg), void *arg)
+int mb_probe(const char *url, int timeout_ms)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__MemoryLoad ml = MEMBROKER__V1__MEMORY_LOAD__INIT;
@@ -83,21 +83,8 @@ int mb_probe(const char *url, int timeout_ms, void (*before_close)(void *arg), v
 	rv = resp != NULL && resp->request_id == 1 ? 0 : NNG_EPROTO;
 	mb_wire_free_response(resp);
 out:
-	/* Hanging up before the handshake completed is what stops an nng 1.5.2 listener
-	 * (nng #1518): after a timeout, let the caller replace the listener first. */
-	if (rv == NNG_ETIMEDOUT && before_close != NULL)
-		before_close(arg);
 	nng_close(sock);
 	return rv;
-}
-
-/* A probe timed out: nng 1.5.2 stops accepting after a peer hangs up mid-handshake (nng #1518,
- * fixed upstream after 1.5.2); a fresh listener cures it. */
-static void relisten_now(void *arg)
-{
-	mb_heartbeat *h = arg;
-	if (h->relisten != NULL && h->relisten(h->relisten_arg) == 0)
-		h->relistened = true;
 }
 
 static void *probe_main(void *arg)
@@ -107,16 +94,12 @@ static void *probe_main(void *arg)
 	pthread_mutex_lock(&h->lock);
 	while (!h->stop) {
 		pthread_mutex_unlock(&h->lock);
-		h->relistened = false;
-		int rv = mb_probe(h->url, (int)h->probe_timeout_ms, relisten_now, h);
+		int rv = mb_probe(h->url, (int)h->probe_timeout_ms);
 		if (rv == 0)
 			atomic_store(&h->last_ok_ms, mb_now_ms());
 		else
-			mb_log(LOG_WARNING, "a new connection to %s was not answered (%s)%s",
-			       h->url, nng_strerror(rv),
-			       h->relistened ? "; the listener was restarted (clients reconnect "
-					       "by themselves)"
-					     : "");
+			mb_log(LOG_WARNING, "a new connection to %s was not answered (%s)", h->url,
+			       nng_strerror(rv));
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_sec += (time_t)(h->interval_ms / 1000);

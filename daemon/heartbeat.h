@@ -2,7 +2,8 @@
  * heartbeat.h: what membrokerd tells systemd: STATUS= with live figures and WATCHDOG=1, the latter
  * only after a request sent on a fresh connection through the broker's own socket came back, so a
  * wedged request path (stuck lock, no free context, a listener that stopped accepting) stops the
- * pings and systemd restarts the broker. A probe that times out first restarts the listener.
+ * pings and systemd restarts the broker. A probe that fails is logged and changes nothing else: a
+ * restart of the listener would drop every client's connection, which is what an attacker wants.
  */
 #ifndef MB_HEARTBEAT_H
 #define MB_HEARTBEAT_H
@@ -23,9 +24,6 @@ typedef struct mb_heartbeat {
 	uint64_t probe_timeout_ms;	 /* how long a probe waits for its answer */
 	uint64_t next_ping_ms;		 /* CLOCK_MONOTONIC time of the next watchdog ping */
 	atomic_uint_fast64_t last_ok_ms; /* when a probe last succeeded */
-	bool relistened;		 /* the last probe restarted the listener */
-	int (*relisten)(void *arg);
-	void *relisten_arg;
 	/* Probes run on their own thread, so that an nng call that never returns cannot stop
 	 * the main loop from handling signals; the watchdog then simply stops being pinged. */
 	pthread_t thread;
@@ -38,7 +36,7 @@ typedef struct mb_heartbeat {
 /* Reads the watchdog settings ($WATCHDOG_USEC); url is the broker's RPC address. */
 void mb_heartbeat_init(mb_heartbeat *h, const char *url);
 
-/* Starts the probe thread (relisten and relisten_arg set first). 0 or -errno. */
+/* Starts the probe thread. 0 or -errno. */
 int mb_heartbeat_start(mb_heartbeat *h);
 
 /* Longest the main loop may sleep before calling mb_heartbeat_tick again. */
@@ -49,10 +47,10 @@ void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b);
 
 /*
  * Connects to url afresh and sends one request: 0 when a broker answered within timeout_ms, else
- * an nng error. Waits for the answer before closing, so a healthy listener never sees it hang up
- * mid-handshake; on a timeout, before_close(arg) (may be NULL) runs before the connection closes.
+ * an nng error. Waits for the answer before closing, so a listener never sees it hang up
+ * mid-handshake.
  */
-int mb_probe(const char *url, int timeout_ms, void (*before_close)(void *arg), void *arg);
+int mb_probe(const char *url, int timeout_ms);
 
 void mb_heartbeat_fini(mb_heartbeat *h);
 

@@ -240,7 +240,7 @@ int main(int argc, char **argv)
 	}
 	/* Asking nng to listen on a live broker's socket would make it connect and hang up, which
 	 * stops that broker's nng 1.5.2 listener (nng #1518). A full round trip is harmless. */
-	if (mb_probe(url, 5000, NULL, NULL) == 0) {
+	if (mb_probe(url, 5000) == 0) {
 		mb_log(LOG_ERR, "another membrokerd is already serving %s", url);
 		mb_broker_fini(&broker);
 		return 1;
@@ -286,8 +286,6 @@ int main(int argc, char **argv)
 		   broker.ledger.budget >> 20);
 
 	mb_heartbeat_init(&heartbeat, url);
-	heartbeat.relisten = mb_server_relisten;
-	heartbeat.relisten_arg = server;
 	if (mb_heartbeat_start(&heartbeat) != 0)
 		mb_log(LOG_WARNING, "cannot start the self-probe: no watchdog pings");
 	mb_heartbeat_tick(&heartbeat, &broker);

@@ -371,16 +371,6 @@ static int listen_on(mb_server *srv)
 	return 0;
 }
 
-int mb_server_relisten(void *arg)
-{
-	mb_server *srv = arg;
-
-	/* Closing the listener also closes the connections it accepted: their clients reconnect
-	 * and hand their sections back, as after a broker restart. */
-	nng_listener_close(srv->listener);
-	return listen_on(srv);
-}
-
 int mb_server_start(mb_broker *b, const char *url, int contexts, int mode, gid_t gid,
 		    mb_server **out)
 {

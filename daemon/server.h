@@ -19,13 +19,6 @@ typedef struct mb_server mb_server;
 int mb_server_start(mb_broker *b, const char *url, int contexts, int mode, gid_t gid,
 		    mb_server **out);
 
-/*
- * Closes the listener and opens a new one on the same address (arg is the mb_server). 0 or an nng
- * error. The cure for nng 1.5.2's listener that stops accepting after a peer hangs up during the
- * handshake (nng #1518).
- */
-int mb_server_relisten(void *arg);
-
 /* Contexts that are parked (waiting commits, watches) or sending a reply. */
 int mb_server_busy(mb_server *srv);
 

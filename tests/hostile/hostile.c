@@ -1,0 +1,196 @@
+/*
+ * hostile.c: helpers of the attack tests (hostile.h).
+ */
+#include "hostile.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "membroker.h"
+
+const unsigned char mb_hostile_sp_req_header[8] = {0, 'S', 'P', 0, 0, 0x30, 0, 0};
+
+long long mb_hostile_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *mb_hostile_path(const mb_test_broker *b)
+{
+	return strncmp(b->address, "ipc://", 6) == 0 ? b->address + 6 : b->address;
+}
+
+void mb_hostile_path_with(const mb_test_broker *b, const char *suffix, char *out, size_t len)
+{
+	snprintf(out, len, "%s%s", mb_hostile_path(b), suffix);
+}
+
+int mb_hostile_connect(const char *path, int type)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int s = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		return -1;
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+	if (connect(s, (struct sockaddr *)&sun, sizeof(sun)) != 0) {
+		close(s);
+		return -1;
+	}
+	return s;
+}
+
+static int count_fds(pid_t pid, bool sockets_only)
+{
+	char dir[64], link[340], target[128];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	if ((d = opendir(dir)) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		if (sockets_only) {
+			snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+			ssize_t len = readlink(link, target, sizeof(target) - 1);
+			if (len <= 0)
+				continue;
+			target[len] = '\0';
+			if (strncmp(target, "socket:", 7) != 0)
+				continue;
+		}
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+int mb_hostile_fds(pid_t pid)
+{
+	return count_fds(pid, false);
+}
+
+int mb_hostile_sockets(pid_t pid)
+{
+	return count_fds(pid, true);
+}
+
+int mb_hostile_wait_fds(pid_t pid, int fds, int timeout_ms)
+{
+	long long deadline = mb_hostile_now_ms() + timeout_ms;
+	int n;
+
+	while ((n = mb_hostile_fds(pid)) > fds && mb_hostile_now_ms() < deadline)
+		usleep(20000);
+	return n;
+}
+
+pid_t mb_hostile_fork(void (*fn)(void *arg), void *arg)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		/* A failing test longjmps past its cleanup: its attackers must not outlive it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		signal(SIGPIPE, SIG_IGN);
+		fn(arg);
+		_exit(0);
+	}
+	return pid;
+}
+
+void mb_hostile_kill(pid_t pid)
+{
+	if (pid <= 0)
+		return;
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
+/* The role "honest": see mb_hostile_honest. Prints "ok <ms>" or "fail <reason>". */
+static int honest_role(const char *address, uint64_t bytes)
+{
+	long long t0 = mb_hostile_now_ms();
+	mb_client *c = NULL;
+	void *p = NULL;
+	HRESULT hr = mb_connect(address, &c);
+
+	if (hr != S_OK) {
+		printf("fail connect %s: %s\n", mb_hresult_name(hr), mb_last_error());
+		return 1;
+	}
+	hr = mb_virtual_alloc(c, NULL, (SIZE_T)bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+			      eTaskCritical, &p);
+	long long ms = mb_hostile_now_ms() - t0;
+	if (hr != S_OK) {
+		printf("fail commit %s: %s\n", mb_hresult_name(hr), mb_last_error());
+		mb_disconnect(c);
+		return 1;
+	}
+	memset(p, 0x5a, (size_t)bytes);
+	hr = mb_virtual_free(c, p, 0, MEM_RELEASE);
+	mb_disconnect(c);
+	if (hr != S_OK) {
+		printf("fail release %s\n", mb_hresult_name(hr));
+		return 1;
+	}
+	printf("ok %lld\n", ms);
+	return 0;
+}
+
+void mb_hostile_roles(int argc, char **argv)
+{
+	if (argc == 4 && strcmp(argv[1], "honest") == 0) {
+		fflush(stdout);
+		exit(honest_role(argv[2], strtoull(argv[3], NULL, 0)));
+	}
+}
+
+int mb_hostile_honest(const char *address, uint64_t bytes, long *ms)
+{
+	char cmd[600], line[300] = "";
+	FILE *f;
+	int rv = -1;
+
+	snprintf(cmd, sizeof(cmd), "exec /proc/%d/exe honest '%s' %llu", (int)getpid(), address,
+		 (unsigned long long)bytes);
+	if ((f = popen(cmd, "r")) == NULL)
+		return -1;
+	if (fgets(line, sizeof(line), f) != NULL && sscanf(line, "ok %ld", ms) == 1)
+		rv = 0;
+	if (pclose(f) != 0)
+		rv = -1;
+	if (rv != 0)
+		fprintf(stderr, "honest client: %s", line[0] ? line : "no answer\n");
+	return rv;
+}
+
+int mb_hostile_ctl_status(const char *address, long *ms)
+{
+	char cmd[700];
+	long long t0 = mb_hostile_now_ms();
+	int status;
+
+	snprintf(cmd, sizeof(cmd), "exec '%s' -a '%s' -t 20000 status >/dev/null 2>&1",
+		 MEMBROKERCTL_PATH, address);
+	status = system(cmd);
+	*ms = (long)(mb_hostile_now_ms() - t0);
+	return status >= 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

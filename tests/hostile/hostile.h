@@ -1,0 +1,58 @@
+/*
+ * hostile.h: what the attack tests share: raw sockets to the broker's three sockets, its descriptor
+ * count, and the honest client whose experience each test asserts on.
+ *
+ * Every attack program runs the real broker (harness.h), attacks it from forked children that use
+ * only raw system calls, and meanwhile measures an honest client in a fresh process (the program
+ * re-executes itself with a role, since nng cannot be used in a forked child).
+ */
+#ifndef MB_TEST_HOSTILE_H
+#define MB_TEST_HOSTILE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "harness.h"
+
+/* The file system path behind b's ipc:// address, and the same with a suffix (".fd", ".admin"). */
+const char *mb_hostile_path(const mb_test_broker *b);
+void mb_hostile_path_with(const mb_test_broker *b, const char *suffix, char *out, size_t len);
+
+/* A connected AF_UNIX socket of `type` (SOCK_STREAM, SOCK_SEQPACKET) to path, or -1. */
+int mb_hostile_connect(const char *path, int type);
+
+/* The SP header a REQ (0x30) peer sends first on an nng IPC connection. */
+extern const unsigned char mb_hostile_sp_req_header[8];
+
+/* Open descriptors of process pid, and how many of them are sockets. -1 if unreadable. */
+int mb_hostile_fds(pid_t pid);
+int mb_hostile_sockets(pid_t pid);
+
+/* Waits (up to timeout_ms) until pid holds at most `fds` descriptors; returns the last count. */
+int mb_hostile_wait_fds(pid_t pid, int fds, int timeout_ms);
+
+/* Forks a child that runs fn(arg) until it returns or is killed (fn must not use nng). */
+pid_t mb_hostile_fork(void (*fn)(void *arg), void *arg);
+
+/* SIGKILLs and reaps a child from mb_hostile_fork. */
+void mb_hostile_kill(pid_t pid);
+
+/*
+ * One honest client in a fresh process: mb_connect, reserve and commit `bytes` at eTaskCritical,
+ * write them, release, disconnect. Returns 0 and the milliseconds connect + commit took inside
+ * that process (*ms), or -1 with the reason printed.
+ */
+int mb_hostile_honest(const char *address, uint64_t bytes, long *ms);
+
+/* membrokerctl -a address status, output discarded: its exit code (-1: did not run), and the
+ * milliseconds it took (*ms). */
+int mb_hostile_ctl_status(const char *address, long *ms);
+
+/* Call first in main(): runs a role this program was re-executed for and exits; else returns. */
+void mb_hostile_roles(int argc, char **argv);
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+long long mb_hostile_now_ms(void);
+
+#endif
