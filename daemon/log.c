@@ -3,6 +3,7 @@
  */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,32 +58,63 @@ void mb_log(int priority, const char *fmt, ...)
 		fprintf(stderr, "membrokerd: %s: %s\n", names[priority & 7], line);
 }
 
-/* True when this event may be written: at most 20 a second, so a client hammering a full budget
- * cannot flood the journal. */
-static int rate_ok(void)
+int mb_log_allow(mb_log_limit *l, unsigned long long *suppressed)
 {
-	static time_t window;
-	static int count;
-	time_t now = time(NULL);
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	struct timespec ts;
+	int ok;
 
-	if (now != window) {
-		window = now;
-		count = 0;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	pthread_mutex_lock(&lock);
+	if (ts.tv_sec != l->window) {
+		l->window = ts.tv_sec;
+		l->written = 0;
 	}
-	return ++count <= 20;
+	ok = l->written < MB_LOG_BURST;
+	if (ok) {
+		l->written++;
+		*suppressed = l->suppressed;
+		l->suppressed = 0;
+	} else {
+		l->suppressed++;
+	}
+	pthread_mutex_unlock(&lock);
+	return ok;
+}
+
+void mb_log_limited(mb_log_limit *l, int priority, const char *fmt, ...)
+{
+	unsigned long long suppressed;
+	char line[900];
+	va_list ap;
+
+	if (priority > max_priority || !mb_log_allow(l, &suppressed))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (suppressed > 0)
+		mb_log(priority, "%s (%llu like it not logged)", line, suppressed);
+	else
+		mb_log(priority, "%s", line);
 }
 
 void mb_log_event(int priority, const char *message_id, int pid, unsigned uid, int level,
 		  unsigned long long bytes, unsigned hresult, const char *fmt, ...)
 {
+	static mb_log_limit events = MB_LOG_LIMIT_INIT;
+	unsigned long long suppressed;
 	char msg[512];
 	va_list ap;
 
-	if (priority > max_priority || !rate_ok())
+	if (priority > max_priority || !mb_log_allow(&events, &suppressed))
 		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (suppressed > 0 && n >= 0 && (size_t)n < sizeof(msg))
+		snprintf(msg + n, sizeof(msg) - (size_t)n,
+			 " (%llu events not logged before this one)", suppressed);
 	if (journal_prefix < 0)
 		journal_prefix = getenv("JOURNAL_STREAM") != NULL;
 	if (journal_prefix &&

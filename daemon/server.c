@@ -19,13 +19,14 @@
 
 #include "creds.h"
 #include "dispatch.h"
+#include "inflight.h"
 #include "log.h"
 #include "mb_address.h"
 #include "mb_wire.h"
 
-/* A reply the client does not read within this time is dropped with its connection (a client that
- * never reads must not pin a context forever; a merely slow one on a loaded machine must not lose
- * its connection). */
+/* A reply the client does not read within this time is dropped (a client that never reads must not
+ * pin a context forever; a merely slow one on a loaded machine must not lose its reply). The
+ * connection stays: closing a pipe whose replies are stuck can wedge nng 1.5.2's reaper. */
 #define SEND_TIMEOUT_MS 30000
 /* Contexts kept receiving while others are parked (waiting commits, watches). */
 #define MIN_RECEIVING 8
@@ -38,6 +39,7 @@ typedef struct work {
 	nng_ctx ctx;
 	struct mb_server *srv;
 	mb_parked park;
+	uint32_t pipe_id; /* of the request in hand, counted in srv->inflight */
 	struct work *next;
 	struct work *next_ready; /* on the waker's list of parked requests with an outcome */
 } work;
@@ -49,11 +51,12 @@ struct mb_server {
 	int mode;  /* socket file mode */
 	gid_t gid; /* socket file group, or (gid_t)-1 */
 	mb_broker *broker;
-	pthread_mutex_t lock; /* guards works and nworks */
+	pthread_mutex_t lock; /* guards works, nworks and inflight */
 	work *works;
 	int nworks;
-	atomic_int receiving; /* contexts waiting in nng_ctx_recv */
-	atomic_int busy;      /* contexts parked or sending */
+	mb_inflight *inflight; /* requests in flight per connection and per uid */
+	atomic_int receiving;  /* contexts waiting in nng_ctx_recv */
+	atomic_int busy;       /* contexts parked or sending */
 
 	/*
 	 * The waker answers parked requests. It sleeps until the earliest deadline or until the
@@ -65,13 +68,41 @@ struct mb_server {
 	pthread_t waker;
 	pthread_mutex_t waker_lock;
 	pthread_cond_t waker_cv;
-	work *ready;		/* parked requests with an outcome, to answer */
+	work *ready; /* parked requests with an outcome, to answer */
+	/* Connections to close: the waker closes them, never one of nng's callbacks (nng 1.5.2
+	 * can wedge its reaper when a pipe is closed from its own callback while a reply to it is
+	 * stuck in a full socket buffer). */
+	struct closing {
+		uint32_t pipe_id;
+	} * closing;
+	size_t nclosing, closing_cap;
 	uint64_t next_deadline; /* earliest deadline the waker knows of (ms), 0 = none */
 	bool waker_stop;
 	bool waker_started;
 };
 
 static int add_work(mb_server *srv);
+
+/* Has the waker close connection pipe_id soon. Safe from any thread, nng's callbacks included. */
+static void close_later(mb_server *srv, uint32_t pipe_id)
+{
+	pthread_mutex_lock(&srv->waker_lock);
+	for (size_t i = 0; i < srv->nclosing; i++)
+		if (srv->closing[i].pipe_id == pipe_id)
+			goto out;
+	if (srv->nclosing == srv->closing_cap) {
+		size_t cap = srv->closing_cap ? 2 * srv->closing_cap : 16;
+		struct closing *n = realloc(srv->closing, cap * sizeof(*n));
+		if (n == NULL)
+			goto out; /* the connection stays; its requests are still refused */
+		srv->closing = n;
+		srv->closing_cap = cap;
+	}
+	srv->closing[srv->nclosing++].pipe_id = pipe_id;
+	pthread_cond_signal(&srv->waker_cv);
+out:
+	pthread_mutex_unlock(&srv->waker_lock);
+}
 static int open_session(mb_server *srv, nng_pipe p);
 
 static void work_recv(work *w)
@@ -120,6 +151,50 @@ static void park_wake(mb_parked *p)
 static void work_recv(work *w);
 static void work_send(work *w, nng_msg *msg);
 
+/* The request w had in hand is answered or dropped: it no longer counts. */
+static void request_done(work *w)
+{
+	mb_server *srv = w->srv;
+
+	pthread_mutex_lock(&srv->lock);
+	mb_inflight_done(srv->inflight, w->pipe_id);
+	pthread_mutex_unlock(&srv->lock);
+	atomic_fetch_sub(&srv->busy, 1);
+}
+
+/*
+ * Counts a request arriving on pipe against its connection's and its uid's bounds. false: over a
+ * bound (or no memory to count it), and the request must not be served.
+ */
+static bool request_admit(mb_server *srv, nng_pipe pipe)
+{
+	static mb_log_limit refusals = MB_LOG_LIMIT_INIT;
+	uint32_t id = (uint32_t)nng_pipe_id(pipe);
+	mb_inflight_result r;
+	pid_t pid = 0;
+	uid_t uid = 0;
+	gid_t gid;
+
+	pthread_mutex_lock(&srv->lock);
+	bool known = mb_inflight_pipe(srv->inflight, id) > 0;
+	pthread_mutex_unlock(&srv->lock);
+	/* The uid is needed only for a connection's first request in flight. */
+	if (!known && mb_pipe_peer(pipe, &pid, &uid, &gid) != 0)
+		uid = (uid_t)-1; /* unknown: bounded like any non-root uid */
+	pthread_mutex_lock(&srv->lock);
+	r = mb_inflight_add(srv->inflight, id, uid);
+	pthread_mutex_unlock(&srv->lock);
+	if (r == MB_INFLIGHT_OK)
+		return true;
+	mb_log_limited(&refusals, LOG_WARNING, "pipe %u: %s; the request is dropped", (unsigned)id,
+		       r == MB_INFLIGHT_PIPE_FULL
+			   ? "more requests in flight than one connection may have"
+		       : r == MB_INFLIGHT_UID_FULL
+			   ? "its uid has more requests in flight than one uid may have"
+			   : "no memory to count its request");
+	return false;
+}
+
 /* Answers one parked request whose outcome is known. */
 static void answer(work *w)
 {
@@ -132,7 +207,7 @@ static void answer(work *w)
 	}
 	if (msg != NULL)
 		nng_msg_free(msg);
-	atomic_fetch_sub(&srv->busy, 1);
+	request_done(w);
 	work_recv(w);
 }
 
@@ -142,6 +217,21 @@ static void *waker_main(void *arg)
 
 	pthread_mutex_lock(&srv->waker_lock);
 	while (!srv->waker_stop) {
+		if (srv->nclosing > 0) {
+			struct closing *closing = srv->closing;
+			size_t n = srv->nclosing;
+			srv->closing = NULL;
+			srv->nclosing = srv->closing_cap = 0;
+			pthread_mutex_unlock(&srv->waker_lock);
+			for (size_t i = 0; i < n; i++) {
+				nng_pipe p = NNG_PIPE_INITIALIZER;
+				p.id = closing[i].pipe_id;
+				nng_pipe_close(p);
+			}
+			free(closing);
+			pthread_mutex_lock(&srv->waker_lock);
+			continue;
+		}
 		work *ready = srv->ready;
 		srv->ready = NULL;
 		if (ready != NULL) {
@@ -186,14 +276,12 @@ static void *waker_main(void *arg)
 
 static void close_pipe(void *arg, uint32_t pipe_id)
 {
-	nng_pipe p = NNG_PIPE_INITIALIZER;
-	(void)arg;
-	p.id = pipe_id;
-	nng_pipe_close(p);
+	close_later(arg, pipe_id);
 }
 
 static void work_cb(void *arg)
 {
+	static mb_log_limit unread = MB_LOG_LIMIT_INIT;
 	work *w = arg;
 	mb_server *srv = w->srv;
 	nng_msg *msg = NULL;
@@ -212,6 +300,20 @@ static void work_cb(void *arg)
 		msg = nng_aio_get_msg(w->aio);
 		nng_aio_set_msg(w->aio, NULL);
 		pipe = nng_msg_get_pipe(msg);
+		/* This context leaves the receiving ones until its reply is sent, which takes as
+		 * long as its client takes to read: keep enough others receiving. */
+		if (atomic_load(&srv->receiving) < MIN_RECEIVING)
+			add_work(srv);
+		if (!request_admit(srv, pipe)) {
+			/* A client over its bound gets no answer, and nobody else's request waits
+			 * for it. Its connection is left open: closing a pipe whose replies are
+			 * stuck in a full socket buffer (a client that does not read) can wedge
+			 * nng 1.5.2's reaper for good; the connection ends when its client goes. */
+			nng_msg_free(msg);
+			work_recv(w);
+			return;
+		}
+		w->pipe_id = (uint32_t)nng_pipe_id(pipe);
 		/* WAIT before dispatch: once parked, the waker may answer (and this aio complete
 		 * again on another thread) before this callback returns. */
 		w->state = WORK_WAIT;
@@ -225,7 +327,7 @@ static void work_cb(void *arg)
 						      &w->park);
 			if (rv == MB_DISPATCH_NO_SESSION) {
 				nng_msg_free(msg);
-				atomic_fetch_sub(&srv->busy, 1);
+				request_done(w);
 				work_recv(w);
 				return;
 			}
@@ -233,8 +335,6 @@ static void work_cb(void *arg)
 		if (rv == MB_DISPATCH_PARKED) {
 			/* w belongs to the waker now: touch only locals. */
 			nng_msg_free(msg);
-			if (atomic_load(&srv->receiving) < MIN_RECEIVING)
-				add_work(srv);
 			return;
 		}
 		if (rv == MB_DISPATCH_DROP) {
@@ -243,8 +343,8 @@ static void work_cb(void *arg)
 			mb_log(LOG_NOTICE, "pipe %d sent a malformed request; closing it",
 			       nng_pipe_id(pipe));
 			nng_msg_free(msg);
-			nng_pipe_close(pipe);
-			atomic_fetch_sub(&srv->busy, 1);
+			close_later(srv, (uint32_t)nng_pipe_id(pipe));
+			request_done(w);
 			work_recv(w);
 			return;
 		}
@@ -254,19 +354,17 @@ static void work_cb(void *arg)
 		/* No nng operation is pending while parked (the waker answers): not reached. */
 		return;
 	case WORK_SEND:
-		atomic_fetch_sub(&srv->busy, 1);
+		request_done(w);
 		if (rv != 0) {
 			msg = nng_aio_get_msg(w->aio);
 			if (msg != NULL) {
 				pipe = nng_msg_get_pipe(msg);
 				nng_msg_free(msg);
-				if (rv == NNG_ETIMEDOUT && nng_pipe_id(pipe) > 0) {
-					mb_log(
-					    LOG_NOTICE,
-					    "pipe %d did not read its reply in %d ms; closing it",
-					    nng_pipe_id(pipe), SEND_TIMEOUT_MS);
-					nng_pipe_close(pipe);
-				}
+				if (rv == NNG_ETIMEDOUT && nng_pipe_id(pipe) > 0)
+					mb_log_limited(&unread, LOG_NOTICE,
+						       "pipe %d did not read its reply in %d ms; "
+						       "the reply is dropped",
+						       nng_pipe_id(pipe), SEND_TIMEOUT_MS);
 			}
 			if (rv == NNG_ECLOSED)
 				return;
@@ -322,12 +420,12 @@ static int open_session(mb_server *srv, nng_pipe p)
 
 	if (mb_pipe_peer(p, &pid, &uid, &gid) != 0) {
 		mb_log(LOG_WARNING, "pipe %d: no peer credentials; closing it", nng_pipe_id(p));
-		nng_pipe_close(p);
+		close_later(srv, (uint32_t)nng_pipe_id(p));
 		return -1;
 	}
 	rv = mb_broker_connect(srv->broker, (uint32_t)nng_pipe_id(p), pid, uid, gid);
 	if (rv != 0 && rv != -EEXIST) {
-		nng_pipe_close(p);
+		close_later(srv, (uint32_t)nng_pipe_id(p));
 		return -1;
 	}
 	return 0;
@@ -384,12 +482,17 @@ int mb_server_start(mb_broker *b, const char *url, int contexts, int mode, gid_t
 	srv->gid = gid;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_mutex_init(&srv->waker_lock, NULL);
+	if ((srv->inflight = mb_inflight_new()) == NULL) {
+		free(srv);
+		return NNG_ENOMEM;
+	}
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&srv->waker_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	if (pthread_create(&srv->waker, NULL, waker_main, srv) != 0) {
+		mb_inflight_free(srv->inflight);
 		free(srv);
 		return NNG_ENOMEM;
 	}
@@ -449,7 +552,9 @@ void mb_server_stop(mb_server *srv)
 		nng_aio_free(w->aio);
 		free(w);
 	}
+	mb_inflight_free(srv->inflight);
 	pthread_mutex_destroy(&srv->lock);
+	free(srv->closing);
 	pthread_mutex_destroy(&srv->waker_lock);
 	pthread_cond_destroy(&srv->waker_cv);
 	free(srv);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "membroker.h"
+#include "membroker.pb-c.h"
 
 const unsigned char mb_hostile_sp_req_header[8] = {0, 'S', 'P', 0, 0, 0x30, 0, 0};
 
@@ -51,6 +52,83 @@ int mb_hostile_connect(const char *path, int type)
 		return -1;
 	}
 	return s;
+}
+
+/* Reads exactly len bytes; 0 or -1. */
+static int read_full(int s, void *buf, size_t len)
+{
+	for (size_t got = 0; got < len;) {
+		ssize_t n = read(s, (char *)buf + got, len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+static int write_full(int s, const void *buf, size_t len)
+{
+	for (size_t put = 0; put < len;) {
+		ssize_t n = write(s, (const char *)buf + put, len - put);
+		/* A send timeout in the middle of a frame must not cut it: finish it. */
+		if (n < 0 &&
+		    (errno == EINTR || ((errno == EAGAIN || errno == EWOULDBLOCK) && put > 0)))
+			continue;
+		if (n <= 0)
+			return -1;
+		put += (size_t)n;
+	}
+	return 0;
+}
+
+int mb_hostile_sp_open(const char *path)
+{
+	unsigned char head[8];
+	int s = mb_hostile_connect(path, SOCK_STREAM);
+
+	if (s < 0)
+		return -1;
+	if (write_full(s, mb_hostile_sp_req_header, sizeof(head)) != 0 ||
+	    read_full(s, head, sizeof(head)) != 0) {
+		close(s);
+		return -1;
+	}
+	return s;
+}
+
+int mb_hostile_sp_send(int s, const struct Membroker__V1__Request *req, uint32_t id)
+{
+	unsigned char frame[9 + 4 + 4096];
+	size_t body = membroker__v1__request__get_packed_size(req);
+	uint64_t len = 4 + body;
+
+	if (body > 4096)
+		return -1;
+	frame[0] = 1; /* a message; then its length, big endian, then REQ's request id */
+	for (int i = 0; i < 8; i++)
+		frame[1 + i] = (unsigned char)(len >> (56 - 8 * i));
+	id |= 0x80000000u;
+	for (int i = 0; i < 4; i++)
+		frame[9 + i] = (unsigned char)(id >> (24 - 8 * i));
+	membroker__v1__request__pack(req, frame + 13);
+	return write_full(s, frame, 13 + body);
+}
+
+long mb_hostile_sp_recv(int s, void *buf, size_t cap)
+{
+	unsigned char head[9], id[4];
+	uint64_t len = 0;
+
+	if (read_full(s, head, sizeof(head)) != 0 || head[0] != 1)
+		return -1;
+	for (int i = 0; i < 8; i++)
+		len = len << 8 | head[1 + i];
+	if (len < 4 || len - 4 > cap || read_full(s, id, 4) != 0 ||
+	    read_full(s, buf, (size_t)(len - 4)) != 0)
+		return -1;
+	return (long)(len - 4);
 }
 
 static int count_fds(pid_t pid, bool sockets_only)
@@ -91,6 +169,28 @@ int mb_hostile_sockets(pid_t pid)
 	return count_fds(pid, true);
 }
 
+void mb_hostile_dump_fds(pid_t pid)
+{
+	char dir[64], link[340], target[256];
+	struct dirent *e;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)pid);
+	if ((d = opendir(dir)) == NULL)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+		ssize_t len = readlink(link, target, sizeof(target) - 1);
+		if (len > 0) {
+			target[len] = '\0';
+			fprintf(stderr, "  fd %s -> %s\n", e->d_name, target);
+		}
+	}
+	closedir(d);
+}
+
 int mb_hostile_wait_fds(pid_t pid, int fds, int timeout_ms)
 {
 	long long deadline = mb_hostile_now_ms() + timeout_ms;
@@ -98,6 +198,11 @@ int mb_hostile_wait_fds(pid_t pid, int fds, int timeout_ms)
 
 	while ((n = mb_hostile_fds(pid)) > fds && mb_hostile_now_ms() < deadline)
 		usleep(20000);
+	if (n > fds) {
+		fprintf(stderr, "process %d holds %d descriptors, more than %d:\n", (int)pid, n,
+			fds);
+		mb_hostile_dump_fds(pid);
+	}
 	return n;
 }
 

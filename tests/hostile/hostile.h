@@ -25,9 +25,27 @@ int mb_hostile_connect(const char *path, int type);
 /* The SP header a REQ (0x30) peer sends first on an nng IPC connection. */
 extern const unsigned char mb_hostile_sp_req_header[8];
 
+/*
+ * An nng REQ connection spoken by hand (no nng in the attacking process): connects to path and
+ * exchanges SP headers. Returns the socket or -1.
+ */
+int mb_hostile_sp_open(const char *path);
+
+/* Sends one request (protobuf-c packed, with a REQ request id) on an mb_hostile_sp_open socket.
+ * 0, or -1 when the write failed (errno: EAGAIN when a send timeout of s passed before any of
+ * it was written; a frame once started is always finished). */
+struct Membroker__V1__Request;
+int mb_hostile_sp_send(int s, const struct Membroker__V1__Request *req, uint32_t id);
+
+/* Reads one reply's body into buf (at most cap bytes): its length, or -1. */
+long mb_hostile_sp_recv(int s, void *buf, size_t cap);
+
 /* Open descriptors of process pid, and how many of them are sockets. -1 if unreadable. */
 int mb_hostile_fds(pid_t pid);
 int mb_hostile_sockets(pid_t pid);
+
+/* Prints what each of pid's descriptors is (for a failing descriptor check). */
+void mb_hostile_dump_fds(pid_t pid);
 
 /* Waits (up to timeout_ms) until pid holds at most `fds` descriptors; returns the last count. */
 int mb_hostile_wait_fds(pid_t pid, int fds, int timeout_ms);
