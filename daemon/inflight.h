@@ -26,7 +26,7 @@ mb_inflight *mb_inflight_new(void);
 void mb_inflight_free(mb_inflight *t);
 
 typedef enum {
-	MB_INFLIGHT_OK,	      /* counted */
+	MB_INFLIGHT_OK,	       /* counted */
 	MB_INFLIGHT_PIPE_FULL, /* the connection is at its bound: not counted */
 	MB_INFLIGHT_UID_FULL,  /* the uid is at its bound: not counted */
 	MB_INFLIGHT_NOMEM,     /* no memory for the record: not counted */
