@@ -276,7 +276,8 @@ static int token_equal(const uint8_t *a, const uint8_t *b, size_t n)
 	return diff == 0;
 }
 
-/* The session a hand-over is for, if the token, uid and pid match. Burns the token either way. */
+/* The session a hand-over is for, if uid, pid and token match. Burns the token once uid and pid
+ * match, whether the token does or not. */
 static mb_session *claim_token(mb_broker *b, uint64_t session_id, const uint8_t *token,
 			       size_t token_len, uid_t uid, pid_t pid)
 {
@@ -285,10 +286,13 @@ static mb_session *claim_token(mb_broker *b, uint64_t session_id, const uint8_t 
 
 	if (s == NULL || s->token_used)
 		return NULL;
-	/* A wrong guess burns the token too: nobody gets to try twice. */
+	/* Only the session's own process may try: another process's guess must not burn the
+	 * token its client is about to use. */
+	if (s->uid != uid || s->pid != pid)
+		return NULL;
+	/* A wrong guess by that process burns the token too: nobody gets to try twice. */
 	s->token_used = true;
-	if (token_len != MB_WIRE_TOKEN_LEN || !token_equal(s->token, token, MB_WIRE_TOKEN_LEN) ||
-	    s->uid != uid || s->pid != pid)
+	if (token_len != MB_WIRE_TOKEN_LEN || !token_equal(s->token, token, MB_WIRE_TOKEN_LEN))
 		return NULL;
 	return s;
 }

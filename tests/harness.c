@@ -72,7 +72,8 @@ static int spawn(mb_test_broker *b, const char *const *extra_args)
 	const char *argv[64];
 	int n = 0;
 
-	argv[n++] = MEMBROKERD_PATH;
+	/* MB_TEST_MEMBROKERD runs the suite against another build (e.g. to measure a change). */
+	argv[n++] = getenv("MB_TEST_MEMBROKERD") ? getenv("MB_TEST_MEMBROKERD") : MEMBROKERD_PATH;
 	argv[n++] = "--listen";
 	argv[n++] = b->address;
 	for (int i = 0; extra_args && extra_args[i] && n < 62; i++)
