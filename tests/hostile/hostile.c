@@ -169,6 +169,19 @@ int mb_hostile_sockets(pid_t pid)
 	return count_fds(pid, true);
 }
 
+void mb_hostile_baseline(pid_t pid, int *fds, int *sockets)
+{
+	*fds = *sockets = 0;
+	for (int i = 0; i < 60; i++) {
+		int f = mb_hostile_fds(pid), s = mb_hostile_sockets(pid);
+		if (f > *fds)
+			*fds = f;
+		if (s > *sockets)
+			*sockets = s;
+		usleep(20000);
+	}
+}
+
 void mb_hostile_dump_fds(pid_t pid)
 {
 	char dir[64], link[340], target[256];

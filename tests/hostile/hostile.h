@@ -44,6 +44,12 @@ long mb_hostile_sp_recv(int s, void *buf, size_t cap);
 int mb_hostile_fds(pid_t pid);
 int mb_hostile_sockets(pid_t pid);
 
+/*
+ * The broker's descriptors (and sockets) before an attack: the most seen over 1.2 s, because its
+ * self-probe holds a connection for a moment every second.
+ */
+void mb_hostile_baseline(pid_t pid, int *fds, int *sockets);
+
 /* Prints what each of pid's descriptors is (for a failing descriptor check). */
 void mb_hostile_dump_fds(pid_t pid);
 

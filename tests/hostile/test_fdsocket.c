@@ -91,7 +91,8 @@ static void run_attack(void (*fn)(void *arg), const char *what)
 	long worst = 0, ms;
 
 	assert_int_equal(mb_test_broker_start(&b, args), 0);
-	int fds = mb_hostile_fds(b.pid);
+	int fds, sockets;
+	mb_hostile_baseline(b.pid, &fds, &sockets);
 	mb_hostile_path_with(&b, ".fd", a.path, sizeof(a.path));
 	long log_before = log_size(&b);
 	long long t0 = mb_hostile_now_ms();

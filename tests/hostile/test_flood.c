@@ -117,7 +117,8 @@ static void run_flood(bool watch)
 		  S_OK);
 	memset(mem, 0xa5, HONEST_BYTES);
 	assert_hr(mb_get_session_status(keeper, &before), S_OK);
-	int fds = mb_hostile_fds(b.pid);
+	int fds, sockets;
+	mb_hostile_baseline(b.pid, &fds, &sockets);
 
 	snprintf(a.path, sizeof(a.path), "%s", mb_hostile_path(&b));
 	for (int i = 0; i < ATTACKERS; i++) {

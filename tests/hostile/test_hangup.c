@@ -80,7 +80,8 @@ static void run_attack(const char *suffix, attack_kind kind)
 		  S_OK);
 	memset(mem, 0xc3, HONEST_BYTES);
 	assert_hr(mb_get_session_status(keeper, &before), S_OK);
-	int fds = mb_hostile_fds(b.pid), sockets = mb_hostile_sockets(b.pid);
+	int fds, sockets;
+	mb_hostile_baseline(b.pid, &fds, &sockets);
 
 	mb_hostile_path_with(&b, suffix, a.path, sizeof(a.path));
 	pid_t attacker = mb_hostile_fork(attack_loop, &a);
