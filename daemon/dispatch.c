@@ -188,8 +188,16 @@ static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Rese
 	uint32_t max_res =
 	    b->conf.client_max_reservations ? b->conf.client_max_reservations : MB_MAX_RESERVATIONS;
 	if (s->map.count >= max_res)
-		return fail(r, E_OUTOFMEMORY, "this client holds %u reservations, the limit",
+		return fail(r, E_OUTOFMEMORY,
+			    "client_max_reservations: this client holds %u reservations, the limit",
 			    max_res);
+	uint64_t max_reserved =
+	    b->conf.client_max_reserved ? b->conf.client_max_reserved : MB_MAX_RESERVED;
+	if (s->map.reserved_bytes > max_reserved || m->size > max_reserved - s->map.reserved_bytes)
+		return fail(r, E_OUTOFMEMORY,
+			    "client_max_reserved: %" PRIu64 " bytes reserved, %" PRIu64
+			    " more would pass the limit of %" PRIu64,
+			    (uint64_t)s->map.reserved_bytes, m->size, max_reserved);
 	rv = mb_regmap_insert(&s->map, (uintptr_t)m->address, (size_t)m->size, 0, NULL);
 	if (rv == -EEXIST)
 		return fail(r, MB_E_INVALID_ADDRESS, "0x%" PRIx64 " overlaps a reservation",
@@ -299,9 +307,9 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 			     fit == MB_FIT_CLIENT_MAX ? "client's" : "group's");
 		if (fit == MB_FIT_CLIENT_MAX)
 			return fail(r, E_OUTOFMEMORY,
-				    "client limit: %" PRIu64 " bytes committed, limit %" PRIu64,
+				    "client_max: %" PRIu64 " bytes committed, limit %" PRIu64,
 				    mb_session_charged(s), b->conf.client_max);
-		return fail(r, E_OUTOFMEMORY, "group '%s' limit: %" PRIu64 " of %" PRIu64 " bytes",
+		return fail(r, E_OUTOFMEMORY, "max of group '%s': %" PRIu64 " of %" PRIu64 " bytes",
 			    b->conf.groups[s->group].name, b->group_committed[s->group],
 			    b->conf.groups[s->group].max);
 	}
