@@ -31,8 +31,8 @@ static void test_client_max_reserved_default(void **state)
 
 	assert_int_equal(mb_test_broker_start(&b, args), 0);
 	assert_hr(mb_connect(b.address, &greedy), S_OK);
-	assert_hr(mb_virtual_alloc(greedy, NULL, 1 << 20, MEM_RESERVE | MEM_COMMIT,
-				   PAGE_READWRITE, eTaskCritical, &small),
+	assert_hr(mb_virtual_alloc(greedy, NULL, 1 << 20, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+				   eTaskCritical, &small),
 		  S_OK);
 	/* 20 TiB at once, past the 16 TiB default. */
 	assert_hr(mb_virtual_alloc(greedy, NULL, 20 * TiB, MEM_RESERVE, PAGE_NOACCESS,
@@ -44,8 +44,8 @@ static void test_client_max_reserved_default(void **state)
 	assert_hr(mb_virtual_alloc(greedy, NULL, 12 * TiB, MEM_RESERVE, PAGE_NOACCESS,
 				   eTaskCritical, &big),
 		  S_OK);
-	assert_hr(mb_virtual_alloc(greedy, NULL, 8 * TiB, MEM_RESERVE, PAGE_NOACCESS,
-				   eTaskCritical, &more),
+	assert_hr(mb_virtual_alloc(greedy, NULL, 8 * TiB, MEM_RESERVE, PAGE_NOACCESS, eTaskCritical,
+				   &more),
 		  E_OUTOFMEMORY);
 	assert_non_null(strstr(mb_last_error(), "client_max_reserved"));
 	memset(small, 0x11, 1 << 20);
