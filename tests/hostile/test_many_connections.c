@@ -76,8 +76,8 @@ static void test_one_uid_over_its_limit(void **state)
 	assert_true(opened >= 1024);
 
 	assert_int_equal(mb_hostile_honest(b.address, 1 << 20, &ms), 0);
-	printf("honest connect+commit with %d connections of uid %d open: %ld ms\n", opened,
-	       NOBODY, ms);
+	printf("honest connect+commit with %d connections of uid %d open: %ld ms\n", opened, NOBODY,
+	       ms);
 	mb_hostile_kill(attacker);
 
 	int now = mb_hostile_wait_fds(b.pid, fds, 30000);
