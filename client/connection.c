@@ -215,6 +215,18 @@ static void events_unregister(mb_client *c)
 	pthread_mutex_unlock(&events_lock);
 }
 
+/* The last step of every ending, failed connect or disconnect: the credit page, the section and
+ * the socket go, then the record. The caller has stopped every thread that could use them. */
+static void close_and_free(mb_client *c)
+{
+	mb_credit_detach(c);
+	if (c->section_fd >= 0)
+		close(c->section_fd);
+	events_unregister(c);
+	nng_close(c->sock);
+	client_free(c);
+}
+
 /* nng's view of the connection: it redials by itself after a loss, so a loss is only a reason
  * to say Hello again, which the next call does. */
 static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -397,12 +409,7 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	if (hr != S_OK) {
 		char why[MB_CLIENT_ERROR_MAX];
 		snprintf(why, sizeof(why), "%s", mb_last_error());
-		mb_credit_detach(c);
-		if (c->section_fd >= 0)
-			close(c->section_fd);
-		events_unregister(c);
-		nng_close(c->sock);
-		client_free(c);
+		close_and_free(c);
 		mb_client_error(hr, "%s", why);
 		return hr;
 	}
@@ -463,13 +470,8 @@ static void teardown(mb_client *c)
 	}
 	mb_notify_stop(c);
 	mb_vm_unmap_all(c);
-	mb_credit_detach(c);
-	if (c->section_fd >= 0)
-		close(c->section_fd);
 	/* Closing the socket ends the session: the broker releases everything it held. */
-	events_unregister(c);
-	nng_close(c->sock);
-	client_free(c);
+	close_and_free(c);
 }
 
 void mb_client_unref(mb_client *client)
