@@ -51,6 +51,13 @@ struct mb_client {
 	int npending;
 	mb_local_commit inflight[MB_WIRE_MAX_SYNC];
 	int ninflight;
+	/* Reservations made against reservation credit, not yet reported / in the Sync in flight
+	 * (guarded by map_lock, like the commits). */
+	mb_local_reserve pending_res[MB_WIRE_MAX_SYNC];
+	int npending_res;
+	mb_local_reserve inflight_res[MB_WIRE_MAX_SYNC];
+	int ninflight_res;
+	atomic_uint_fast64_t local_reserves, local_releases;
 	pthread_mutex_t sync_lock;
 	atomic_uint_fast64_t local_commits, local_decommits, syncs;
 

@@ -4,6 +4,9 @@
  */
 #include "credit.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -39,7 +42,18 @@ void mb_credit_reset(mb_client *c)
 	pthread_rwlock_wrlock(&c->map_lock);
 	c->npending = 0;
 	c->ninflight = 0;
+	c->npending_res = 0;
+	c->ninflight_res = 0;
 	pthread_rwlock_unlock(&c->map_lock);
+}
+
+/* Index of the reservation at base in list, or -1. */
+static int find_reserve(const mb_local_reserve *list, int n, uintptr_t base)
+{
+	for (int i = 0; i < n; i++)
+		if (list[i].address == base)
+			return i;
+	return -1;
 }
 
 static bool overlaps(const mb_local_commit *e, int n, uintptr_t lo, uintptr_t hi)
@@ -76,8 +90,10 @@ HRESULT mb_credit_sync(mb_client *c)
 	Membroker__V1__Sync sync = MEMBROKER__V1__SYNC__INIT;
 	Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC];
 	Membroker__V1__LocalCommit *lcp[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalReserve lr[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalReserve *lrp[MB_WIRE_MAX_SYNC];
 	HRESULT hr = S_OK;
-	int n;
+	int n, nr;
 
 	pthread_mutex_lock(&c->sync_lock);
 	pthread_rwlock_wrlock(&c->map_lock);
@@ -85,8 +101,20 @@ HRESULT mb_credit_sync(mb_client *c)
 	memcpy(c->inflight, c->pending, (size_t)n * sizeof(c->pending[0]));
 	c->ninflight = n;
 	c->npending = 0;
+	nr = c->npending_res;
+	memcpy(c->inflight_res, c->pending_res, (size_t)nr * sizeof(c->pending_res[0]));
+	c->ninflight_res = nr;
+	c->npending_res = 0;
 	pthread_rwlock_unlock(&c->map_lock);
-	if (n > 0) {
+	if (n > 0 || nr > 0) {
+		for (int i = 0; i < nr; i++) {
+			membroker__v1__local_reserve__init(&lr[i]);
+			lr[i].address = c->inflight_res[i].address;
+			lr[i].size = c->inflight_res[i].size;
+			lrp[i] = &lr[i];
+		}
+		sync.n_reserves = (size_t)nr;
+		sync.reserves = lrp;
 		for (int i = 0; i < n; i++) {
 			membroker__v1__local_commit__init(&lc[i]);
 			lc[i].address = c->inflight[i].address;
@@ -107,9 +135,122 @@ HRESULT mb_credit_sync(mb_client *c)
 	}
 	pthread_rwlock_wrlock(&c->map_lock);
 	c->ninflight = 0;
+	c->ninflight_res = 0;
 	pthread_rwlock_unlock(&c->map_lock);
 	pthread_mutex_unlock(&c->sync_lock);
 	return hr;
+}
+
+HRESULT mb_credit_reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect, uintptr_t *out)
+{
+	size_t span = mb_span_of(size);
+	uintptr_t base = 0;
+	mb_region *region;
+
+	if (c->credit_word == NULL)
+		return MB_CREDIT_REMOTE;
+	for (int attempt = 0;; attempt++) {
+		pthread_rwlock_rdlock(&c->map_lock);
+		bool full = c->npending_res == MB_WIRE_MAX_SYNC;
+		bool pending = c->npending_res > 0;
+		pthread_rwlock_unlock(&c->map_lock);
+		if (!full && mb_reserve_take(c->credit_word, size))
+			break;
+		/* Reporting what was reserved frees the credit it used; the broker tops it up in
+		 * the same round trip. Nothing pending: the Reserve's own round trip tops up. */
+		if (attempt > 0 || (!full && !pending))
+			return MB_CREDIT_REMOTE;
+		mb_credit_sync(c);
+	}
+	uint64_t session = c->session_id;
+	int rv = mb_vaspace_alloc(&c->va, want, span, &base);
+	if (rv != 0) {
+		mb_reserve_give(c->credit_word, size);
+		if (rv == -EEXIST)
+			return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already in use",
+					       (void *)want);
+		return mb_client_error(E_OUTOFMEMORY, "no address space for %zu bytes", span);
+	}
+	pthread_rwlock_wrlock(&c->map_lock);
+	if (c->npending_res == MB_WIRE_MAX_SYNC ||
+	    mb_regmap_insert(&c->map, base, size, protect, &region) != 0) {
+		pthread_rwlock_unlock(&c->map_lock);
+		mb_vaspace_free(&c->va, base, span);
+		if (c->session_id == session)
+			mb_reserve_give(c->credit_word, size);
+		return MB_CREDIT_REMOTE;
+	}
+	c->pending_res[c->npending_res++] = (mb_local_reserve){base, size};
+	pthread_rwlock_unlock(&c->map_lock);
+	atomic_fetch_add(&c->local_reserves, 1);
+	*out = base;
+	return S_OK;
+}
+
+HRESULT mb_credit_release(mb_client *c, uintptr_t base)
+{
+	if (c->credit_word == NULL)
+		return MB_CREDIT_REMOTE;
+	pthread_rwlock_wrlock(&c->map_lock);
+	mb_region *region = mb_regmap_find(&c->map, base);
+	int i = region != NULL && region->base == base
+		    ? find_reserve(c->pending_res, c->npending_res, base)
+		    : -1;
+	if (i < 0) {
+		bool in_flight = region != NULL &&
+				 find_reserve(c->inflight_res, c->ninflight_res, region->base) >= 0;
+		pthread_rwlock_unlock(&c->map_lock);
+		if (in_flight)
+			mb_credit_sync(c); /* waits for the Sync that carries it */
+		return MB_CREDIT_REMOTE;
+	}
+	size_t size = region->size, span = region->span;
+	/* Commits in a reservation nobody reported were never reported either: they are all on
+	 * the pending list, none in flight, and none crosses the reservation (no split). */
+	size_t refund = mb_credit_forget_locked(c, base, base + size);
+	if (refund == SIZE_MAX) {
+		pthread_rwlock_unlock(&c->map_lock);
+		mb_credit_sync(c);
+		return MB_CREDIT_REMOTE;
+	}
+	/* Closed, then punched, and only then is any credit given back (see credit.h). */
+	mprotect((void *)base, size, PROT_NONE);
+	if (fallocate(c->section_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)base,
+		      (off_t)size) != 0) {
+		/* The pages stay; the caller's round trip has the broker punch them (the credit
+		 * of the commits forgotten above stays used until the session ends). */
+		pthread_rwlock_unlock(&c->map_lock);
+		mb_credit_sync(c);
+		return MB_CREDIT_REMOTE;
+	}
+	uint64_t session = c->session_id;
+	c->pending_res[i] = c->pending_res[--c->npending_res];
+	mb_regmap_remove(&c->map, region);
+	pthread_rwlock_unlock(&c->map_lock);
+	mb_vaspace_free(&c->va, base, span);
+	mb_credit_refund(c, refund, session);
+	if (c->session_id == session)
+		mb_reserve_give(c->credit_word, size);
+	atomic_fetch_add(&c->local_releases, 1);
+	return S_OK;
+}
+
+void mb_credit_report_reservation(mb_client *c, uintptr_t addr)
+{
+	bool report = false;
+
+	if (c->credit_word == NULL)
+		return;
+	pthread_rwlock_rdlock(&c->map_lock);
+	if (c->npending_res > 0 || c->ninflight_res > 0) {
+		mb_region *region = mb_regmap_find(&c->map, addr);
+		report = region != NULL &&
+			 (find_reserve(c->pending_res, c->npending_res, region->base) >= 0 ||
+			  find_reserve(c->inflight_res, c->ninflight_res, region->base) >= 0);
+	}
+	pthread_rwlock_unlock(&c->map_lock);
+	if (report)
+		mb_credit_sync(c);
 }
 
 HRESULT mb_credit_commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code, int level,
@@ -213,6 +354,7 @@ void mb_credit_settle(mb_client *c, uintptr_t addr, size_t size)
 
 	if (c->credit_word == NULL)
 		return;
+	mb_credit_report_reservation(c, addr);
 	pthread_rwlock_rdlock(&c->map_lock);
 	if (c->npending > 0 || c->ninflight > 0)
 		report = overlaps(c->pending, c->npending, addr, addr + size) ||

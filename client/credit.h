@@ -13,6 +13,11 @@
  *    carries out instead takes them off the list and gives their credit back once the broker has
  *    punched them: it needs no report.
  *  - One Sync is in flight at a time (sync_lock); a thread that needs pages reported waits for it.
+ *  - Reservations work alike: one made against the reservation credit lives in the local map and
+ *    on a pending list until a Sync reports it (before the commits in it, in the same message). A
+ *    round trip about it (a commit, decommit, MEM_RESET or release the broker must carry out)
+ *    reports it first; releasing it before it was reported is local (closed, punched, and only
+ *    then both credits given back).
  */
 #ifndef MB_CLIENT_CREDIT_H
 #define MB_CLIENT_CREDIT_H
@@ -34,6 +39,12 @@ typedef struct mb_local_commit {
 	size_t size;
 	int level;
 } mb_local_commit;
+
+/* A reservation made locally against reservation credit, not yet reported to the broker. */
+typedef struct mb_local_reserve {
+	uintptr_t address;
+	size_t size;
+} mb_local_reserve;
 
 /* Maps the credit word of the client's section (after the section arrived). No credit is used
  * if this fails: every commit then takes a round trip, as without credit. */
@@ -77,7 +88,28 @@ void mb_credit_refund(mb_client *c, size_t bytes, uint64_t session_id);
  * trip that needs the broker to know them (MEM_RESET, an overlapping commit). */
 void mb_credit_settle(mb_client *c, uintptr_t addr, size_t size);
 
-/* Reports every pending local commit (and lets the broker top the credit up). */
+/* Reports every pending local reservation and commit (and lets the broker top both credits up). */
 HRESULT mb_credit_sync(mb_client *c);
+
+/*
+ * Reserves size bytes (a page multiple; at want, 64 KiB aligned, or anywhere when want is 0)
+ * against the reservation credit, without a round trip: the address space is placed, the region
+ * enters the local map, and the reservation is reported in a later Sync. S_OK with *out;
+ * MB_CREDIT_REMOTE when the credit does not cover it (the caller asks the broker); or the
+ * failure a remote reserve would give for the address (MB_E_INVALID_ADDRESS, E_OUTOFMEMORY).
+ */
+HRESULT mb_credit_reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect, uintptr_t *out);
+
+/*
+ * Releases the reservation at base locally when the broker has not heard of it yet: its pages are
+ * closed and punched out of the section, its pending local commits forgotten and their commit
+ * credit, like the reservation credit, given back. S_OK when done; MB_CREDIT_REMOTE otherwise (a
+ * reported reservation, or one in a Sync in flight, which is then waited for).
+ */
+HRESULT mb_credit_release(mb_client *c, uintptr_t base);
+
+/* Before a round trip about the reservation containing addr: reports it first if the broker has
+ * not heard of it (waiting for a Sync in flight that carries it). */
+void mb_credit_report_reservation(mb_client *c, uintptr_t addr);
 
 #endif

@@ -111,6 +111,10 @@ static HRESULT reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect,
 			return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already reserved",
 					       (void *)want);
 	}
+	/* Most reservations are made from the reservation credit, without a round trip. */
+	hr = mb_credit_reserve(c, want, size, protect, out);
+	if (hr != MB_CREDIT_REMOTE)
+		return hr;
 	rv = mb_vaspace_alloc(&c->va, want, span, &base);
 	if (rv == -EEXIST)
 		return mb_client_error(MB_E_INVALID_ADDRESS, "%p is already in use", (void *)want);
@@ -275,7 +279,13 @@ static HRESULT virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free
 		hr = mb_credit_decommit(c, (uintptr_t)address, size);
 		if (hr != MB_CREDIT_REMOTE)
 			return hr;
+	} else if (free_type == MEM_RELEASE && size == 0) {
+		hr = mb_credit_release(c, (uintptr_t)address);
+		if (hr != MB_CREDIT_REMOTE)
+			return hr;
 	}
+	/* The broker must know the reservation it is asked about. */
+	mb_credit_report_reservation(c, (uintptr_t)address);
 	size_t refund = 0;
 	for (int attempt = 0;; attempt++) {
 		pthread_rwlock_wrlock(&c->map_lock);
@@ -366,6 +376,8 @@ HRESULT mb_get_client_stats(mb_client *c, mb_client_stats *stats)
 	stats->local_commits = atomic_load(&c->local_commits);
 	stats->local_decommits = atomic_load(&c->local_decommits);
 	stats->syncs = atomic_load(&c->syncs);
+	stats->local_reserves = atomic_load(&c->local_reserves);
+	stats->local_releases = atomic_load(&c->local_releases);
 	pthread_mutex_lock(&c->reconnect_lock);
 	stats->reconnects = c->reconnects;
 	pthread_mutex_unlock(&c->reconnect_lock);
@@ -481,6 +493,12 @@ HRESULT mb_get_session_status(mb_client *c, mb_session_status *status)
 		return mb_client_error(E_POINTER, "status is NULL");
 	if ((hr = mb_client_usable_or_reconnect(c)) != S_OK)
 		return hr;
+	/* Reservations made locally are reported first, so the figures count them. */
+	pthread_rwlock_rdlock(&c->map_lock);
+	bool unreported = c->npending_res > 0;
+	pthread_rwlock_unlock(&c->map_lock);
+	if (unreported)
+		mb_credit_sync(c);
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS;
 	req.session_status = &ss;
 	if ((hr = mb_client_call(c, &req, &resp)) != S_OK)

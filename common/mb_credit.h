@@ -11,6 +11,11 @@
  * The word lives at file offset 0 of the section. No reservation can cover that page (addresses
  * start at MB_ADDRESS_MIN), so it never aliases client memory; both sides map it MAP_SHARED.
  *
+ * Reservation credit works the same way for address space: the broker counts it against the
+ * client's reservation quotas when granted, and the client reserves by itself (reporting the
+ * reservation in a later Sync, where the broker checks it with the Win32 rules) while both the
+ * count and the bytes allow.
+ *
  * Trust: the client can write the word. The broker therefore never believes it beyond what it
  * granted (every read is clamped to the session's outstanding credit), and the audit still checks
  * the section's real size against the session's charge, so a client that raises its own credit
@@ -29,6 +34,10 @@
 /* The page's layout; the rest of the page is reserved and zero. */
 typedef struct mb_credit_word {
 	uint64_t credit; /* bytes the client may still commit without a round trip */
+	/* Reservation credit: address space the client may still reserve without a round trip,
+	 * as a number of reservations and their bytes (both bounded by its quotas). */
+	uint64_t reserve_count;
+	uint64_t reserve_bytes;
 } mb_credit_word;
 
 /* Client: takes bytes of credit if that much is left. Lock-free; safe against the broker. */
@@ -54,6 +63,37 @@ static inline void mb_credit_give(mb_credit_word *w, uint64_t bytes)
 static inline uint64_t mb_credit_revoke(mb_credit_word *w)
 {
 	return __atomic_exchange_n(&w->credit, 0, __ATOMIC_ACQ_REL);
+}
+
+/* Takes one word's bytes if that much is left (lock-free, like mb_credit_take). */
+static inline bool mb_credit_take_from(uint64_t *word, uint64_t bytes)
+{
+	uint64_t have = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+
+	do {
+		if (have < bytes)
+			return false;
+	} while (!__atomic_compare_exchange_n(word, &have, have - bytes, true, __ATOMIC_ACQ_REL,
+					      __ATOMIC_ACQUIRE));
+	return true;
+}
+
+/* Client: takes one reservation of bytes from the reservation credit, if both parts allow. */
+static inline bool mb_reserve_take(mb_credit_word *w, uint64_t bytes)
+{
+	if (!mb_credit_take_from(&w->reserve_count, 1))
+		return false;
+	if (mb_credit_take_from(&w->reserve_bytes, bytes))
+		return true;
+	__atomic_fetch_add(&w->reserve_count, 1, __ATOMIC_ACQ_REL);
+	return false;
+}
+
+/* Client: gives one reservation of bytes back (a local release of an unreported one). */
+static inline void mb_reserve_give(mb_credit_word *w, uint64_t bytes)
+{
+	__atomic_fetch_add(&w->reserve_bytes, bytes, __ATOMIC_ACQ_REL);
+	__atomic_fetch_add(&w->reserve_count, 1, __ATOMIC_ACQ_REL);
 }
 
 /* Either side: the unused credit now (unclamped). */

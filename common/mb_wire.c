@@ -66,9 +66,10 @@ int mb_wire_pack_response(const mb_response *resp, nng_msg **out)
  * otherwise pay a malloc and a free per sub-message, and a walk of the whole message to free it.
  *
  * The arena is 16 KiB: a body is at most MB_WIRE_MAX_MESSAGE bytes, and the largest well-formed
- * one, a Sync of MB_WIRE_MAX_SYNC commits, takes under 7 KiB unpacked, nearly half of it
- * protobuf-c's scratch arrays (which it "frees" before returning, a no-op here). The rest is
- * headroom for the schema to grow; only hostile bodies (a thousand tiny fields) need more.
+ * one, a Sync of MB_WIRE_MAX_SYNC commits and as many reservations, takes under 11 KiB unpacked,
+ * nearly half of it protobuf-c's scratch arrays (which it "frees" before returning, a no-op here).
+ * The rest is headroom for the schema to grow; only hostile bodies (a thousand tiny fields) need
+ * more.
  *
  * A body that does not fit is unpacked again on the heap rather than mixing arena and heap blocks
  * in one message. Mixing would force a full free_unpacked walk for every arena message to find the
@@ -235,10 +236,14 @@ static int request_ok(const mb_request *r)
 	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
 		return r->adopt_done != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_SYNC:
-		if (r->sync == NULL || r->sync->n_commits > MB_WIRE_MAX_SYNC)
+		if (r->sync == NULL || r->sync->n_commits > MB_WIRE_MAX_SYNC ||
+		    r->sync->n_reserves > MB_WIRE_MAX_SYNC)
 			return 0;
 		for (size_t i = 0; i < r->sync->n_commits; i++)
 			if (r->sync->commits[i] == NULL)
+				return 0;
+		for (size_t i = 0; i < r->sync->n_reserves; i++)
+			if (r->sync->reserves[i] == NULL)
 				return 0;
 		return 1;
 	default:

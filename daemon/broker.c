@@ -339,6 +339,8 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 		mb_broker_credit(b, s, s->credit); /* used without reservations: impossible */
 		b->credit_total -= s->credit;
 		s->credit = 0;
+		s->reserve_count = 0; /* the new word holds none */
+		s->reserve_bytes = 0;
 		mb_section_unmap_credit(s->credit_word);
 		close(s->section_fd);
 		s->section_fd = fd;

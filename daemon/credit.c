@@ -169,3 +169,58 @@ HRESULT mb_broker_credit_report(mb_broker *b, mb_session *s, uint64_t address, u
 		s->max_level = (int)level;
 	return S_OK;
 }
+
+/* Rewrites one credit word to what is unused (clamped to the books) plus add; returns the unused
+ * part. A take racing with this sees the word briefly empty and asks the broker instead. */
+static uint64_t rewrite_word(uint64_t *word, uint64_t books, uint64_t add)
+{
+	uint64_t unused = __atomic_exchange_n(word, 0, __ATOMIC_ACQ_REL);
+
+	if (unused > books)
+		unused = books;
+	__atomic_fetch_add(word, unused + add, __ATOMIC_ACQ_REL);
+	return unused;
+}
+
+static uint64_t room(uint64_t limit, uint64_t used, uint64_t cap)
+{
+	uint64_t left = used < limit ? limit - used : 0;
+	return left < cap ? left : cap;
+}
+
+void mb_broker_reserve_topup(mb_broker *b, mb_session *s, uint64_t max_count, uint64_t max_bytes)
+{
+	if (s->credit_word == NULL || b->conf.commit_credit == 0 || b->stopping || s->adopting)
+		return;
+	/* Quotas hold with the credit counted as reserved: reservations + credit <= limit. */
+	uint64_t want_count = room(max_count, s->map.count, MB_RESERVE_CREDIT_COUNT);
+	uint64_t want_bytes = room(max_bytes, s->map.reserved_bytes, MB_RESERVE_CREDIT_BYTES);
+	uint64_t add_count = want_count > s->reserve_count ? want_count - s->reserve_count : 0;
+	uint64_t add_bytes = want_bytes > s->reserve_bytes ? want_bytes - s->reserve_bytes : 0;
+
+	rewrite_word(&s->credit_word->reserve_count, s->reserve_count, add_count);
+	rewrite_word(&s->credit_word->reserve_bytes, s->reserve_bytes, add_bytes);
+	s->reserve_count += add_count;
+	s->reserve_bytes += add_bytes;
+}
+
+void mb_broker_reserve_revoke(mb_session *s)
+{
+	if (s->credit_word == NULL)
+		return;
+	uint64_t count = __atomic_exchange_n(&s->credit_word->reserve_count, 0, __ATOMIC_ACQ_REL);
+	uint64_t bytes = __atomic_exchange_n(&s->credit_word->reserve_bytes, 0, __ATOMIC_ACQ_REL);
+	s->reserve_count -= count < s->reserve_count ? count : s->reserve_count;
+	s->reserve_bytes -= bytes < s->reserve_bytes ? bytes : s->reserve_bytes;
+}
+
+bool mb_broker_reserve_covered(const mb_session *s, uint64_t size)
+{
+	return s->reserve_count >= 1 && s->reserve_bytes >= size;
+}
+
+void mb_broker_reserve_used(mb_session *s, uint64_t size)
+{
+	s->reserve_count -= 1;
+	s->reserve_bytes -= size;
+}

@@ -12,6 +12,7 @@
 #ifndef MB_CREDIT_DAEMON_H
 #define MB_CREDIT_DAEMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,27 @@ uint64_t mb_broker_credit_revoke_for(mb_broker *b, mb_session *s, mb_fit fit);
 
 /* mb_broker_credit_revoke for every session; returns the total taken. */
 uint64_t mb_broker_credit_revoke_all(mb_broker *b);
+
+/* Reservation credit granted to one session at most: reservations, and their bytes. */
+#define MB_RESERVE_CREDIT_COUNT 256
+#define MB_RESERVE_CREDIT_BYTES ((uint64_t)64 << 30)
+
+/*
+ * Tops s's reservation credit up to MB_RESERVE_CREDIT_COUNT / _BYTES, cut so that its reservations
+ * plus the credit stay within max_count reservations and max_bytes (its quotas). Only while commit
+ * credit is on (a client with --commit-credit 0 asks for every reservation).
+ */
+void mb_broker_reserve_topup(mb_broker *b, mb_session *s, uint64_t max_count, uint64_t max_bytes);
+
+/* Takes s's unused reservation credit back (before a quota refuses it a reservation). */
+void mb_broker_reserve_revoke(mb_session *s);
+
+/*
+ * Whether a reservation of size bytes that s reports having made by itself is within its
+ * reservation credit; mb_broker_reserve_used then books it.
+ */
+bool mb_broker_reserve_covered(const mb_session *s, uint64_t size);
+void mb_broker_reserve_used(mb_session *s, uint64_t size);
 
 /*
  * Books one local commit s reported in a Sync: [address, address+size) at level, made against its

@@ -171,40 +171,86 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 	return S_OK;
 }
 
-static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Reserve *m, reply *r)
+static uint64_t max_reservations(const mb_broker *b)
+{
+	return b->conf.client_max_reservations ? b->conf.client_max_reservations
+					       : MB_MAX_RESERVATIONS;
+}
+
+static uint64_t max_reserved(const mb_broker *b)
+{
+	return b->conf.client_max_reserved ? b->conf.client_max_reserved : MB_MAX_RESERVED;
+}
+
+/* Whether one more reservation of size bytes keeps s within its quotas, its reservation credit
+ * counted as reserved. */
+static bool reserve_quota_allows(const mb_broker *b, const mb_session *s, uint64_t size)
+{
+	uint64_t count = s->map.count + s->reserve_count;
+	uint64_t bytes = s->map.reserved_bytes + s->reserve_bytes;
+	return count < max_reservations(b) && bytes <= max_reserved(b) &&
+	       size <= max_reserved(b) - bytes;
+}
+
+/*
+ * The broker's checks of a reservation, the same for a Reserve request and for one the client made
+ * by itself and reports in a Sync (local): 64 KiB aligned, a page multiple, inside the usable
+ * address range, overlapping no other reservation's 64 KiB span. A Reserve must fit the quotas
+ * (the client's own unused reservation credit is taken back first if it stands in the way); a
+ * local one must be covered by the reservation credit it was granted, which it then uses up.
+ */
+static HRESULT add_reservation(mb_broker *b, mb_session *s, uint64_t address, uint64_t size,
+			       bool local, reply *r)
 {
 	uint64_t span;
 	int rv;
 
-	if ((m->address & (MB_GRANULARITY - 1)) != 0 || !page_aligned(m->size) || m->size == 0)
+	if ((address & (MB_GRANULARITY - 1)) != 0 || !page_aligned(size) || size == 0)
 		return fail(r, E_INVALIDARG,
 			    "reservation must be 64 KiB aligned, size a page multiple");
-	if (m->size > b->section_size || m->address < MB_ADDRESS_MIN ||
-	    m->address > b->section_size - m->size)
+	if (size > b->section_size || address < MB_ADDRESS_MIN || address > b->section_size - size)
 		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
-	span = mb_span_of((size_t)m->size);
-	if (m->address > b->section_size - span)
+	span = mb_span_of((size_t)size);
+	if (address > b->section_size - span)
 		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
-	uint32_t max_res =
-	    b->conf.client_max_reservations ? b->conf.client_max_reservations : MB_MAX_RESERVATIONS;
-	if (s->map.count >= max_res)
-		return fail(r, E_OUTOFMEMORY,
-			    "client_max_reservations: this client holds %u reservations, the limit",
-			    max_res);
-	uint64_t max_reserved =
-	    b->conf.client_max_reserved ? b->conf.client_max_reserved : MB_MAX_RESERVED;
-	if (s->map.reserved_bytes > max_reserved || m->size > max_reserved - s->map.reserved_bytes)
-		return fail(r, E_OUTOFMEMORY,
-			    "client_max_reserved: %" PRIu64 " bytes reserved, %" PRIu64
-			    " more would pass the limit of %" PRIu64,
-			    (uint64_t)s->map.reserved_bytes, m->size, max_reserved);
-	rv = mb_regmap_insert(&s->map, (uintptr_t)m->address, (size_t)m->size, 0, NULL);
+	if (local && !mb_broker_reserve_covered(s, size))
+		return fail(r, E_INVALIDARG,
+			    "local reservation at 0x%" PRIx64 " of %" PRIu64
+			    " bytes exceeds the session's reservation credit (%" PRIu64
+			    " reservations, %" PRIu64 " bytes)",
+			    address, size, s->reserve_count, s->reserve_bytes);
+	if (!local && !reserve_quota_allows(b, s, size)) {
+		mb_broker_reserve_revoke(s);
+		if (s->map.count >= max_reservations(b))
+			return fail(r, E_OUTOFMEMORY,
+				    "client_max_reservations: this client holds %zu reservations, "
+				    "the limit",
+				    s->map.count);
+		if (!reserve_quota_allows(b, s, size))
+			return fail(r, E_OUTOFMEMORY,
+				    "client_max_reserved: %zu bytes reserved, %" PRIu64
+				    " more would pass the limit of %" PRIu64,
+				    s->map.reserved_bytes, size, max_reserved(b));
+	}
+	rv = mb_regmap_insert(&s->map, (uintptr_t)address, (size_t)size, 0, NULL);
 	if (rv == -EEXIST)
 		return fail(r, MB_E_INVALID_ADDRESS, "0x%" PRIx64 " overlaps a reservation",
-			    m->address);
+			    address);
 	if (rv != 0)
 		return fail(r, E_OUTOFMEMORY, "no memory for the reservation record");
+	if (local)
+		mb_broker_reserve_used(s, size);
 	return S_OK;
+}
+
+static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Reserve *m, reply *r)
+{
+	HRESULT hr = add_reservation(b, s, m->address, m->size, false, r);
+
+	/* A client that had to ask is out of reservation credit: top it up in the same trip. */
+	if (hr == S_OK)
+		mb_broker_reserve_topup(b, s, max_reservations(b), max_reserved(b));
+	return hr;
 }
 
 /* Returns the pages of [first, first+count) in region to the pool. */
@@ -437,6 +483,13 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 /* Local commits made against credit become ordinary commits; then the credit is topped up. */
 static HRESULT do_sync(mb_broker *b, mb_session *s, const Membroker__V1__Sync *m, reply *r)
 {
+	/* Reservations first: the commits reported with them may lie in them. */
+	for (size_t i = 0; i < m->n_reserves; i++) {
+		HRESULT hr =
+		    add_reservation(b, s, m->reserves[i]->address, m->reserves[i]->size, true, r);
+		if (hr != S_OK)
+			return hr;
+	}
 	for (size_t i = 0; i < m->n_commits; i++) {
 		const Membroker__V1__LocalCommit *lc = m->commits[i];
 		HRESULT hr = mb_broker_credit_report(b, s, lc->address, lc->size, lc->level,
@@ -450,6 +503,7 @@ static HRESULT do_sync(mb_broker *b, mb_session *s, const Membroker__V1__Sync *m
 		}
 	}
 	mb_broker_credit_topup(b, s);
+	mb_broker_reserve_topup(b, s, max_reservations(b), max_reserved(b));
 	mb_broker_update_pressure(b);
 	r->sync.credit = mb_broker_credit_unused(s);
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_SYNC;

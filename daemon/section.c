@@ -60,6 +60,8 @@ struct mb_credit_word *mb_section_map_credit(int fd)
 	if (p == MAP_FAILED)
 		return NULL;
 	__atomic_store_n(&((mb_credit_word *)p)->credit, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&((mb_credit_word *)p)->reserve_count, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&((mb_credit_word *)p)->reserve_bytes, 0, __ATOMIC_RELEASE);
 	return p;
 }
 

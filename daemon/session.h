@@ -54,6 +54,9 @@ typedef struct mb_session {
 	 * section, mapped here), NULL when none is mapped. */
 	uint64_t credit;
 	struct mb_credit_word *credit_word;
+	/* Reservation credit (credit.c): reservations and bytes the client may reserve by itself,
+	 * unused or used but not yet reported; counted against its reservation quotas. */
+	uint64_t reserve_count, reserve_bytes;
 } mb_session;
 
 /* A session for a new connection (no section yet). NULL on allocation failure. */

@@ -529,6 +529,108 @@ static void test_client_stats_count_round_trips(void **state)
 	fx_finish(f);
 }
 
+/* ---- 1c. reservations and releases without a round trip ---- */
+
+static void test_reserve_and_release_skip_round_trip(void **state)
+{
+	fx *f = *state;
+	fx_start(f, (const char *[]){"--budget", "256M", NULL});
+	mb_client *c = fx_connect(f);
+	const uint64_t block = 256 * 1024;
+	mb_session_status st;
+
+	/* The first reservation and commit are round trips: they bring both credits. */
+	uint8_t *first = NULL;
+	assert_hr(mb_virtual_alloc(c, NULL, block, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+				   eTaskCritical, (void **)&first),
+		  S_OK);
+	fill(first, block, 7);
+	mb_client_stats s0 = stats_of(c);
+
+	/* A runtime's large blocks: reserve and commit, use, release. No round trip at all. */
+	for (uint64_t i = 0; i < 300; i++) {
+		uint8_t *p = NULL;
+		assert_hr(mb_virtual_alloc(c, NULL, block, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+					   eTaskCritical, (void **)&p),
+			  S_OK);
+		assert_zero(p, block);
+		fill(p, block, 1000 + i);
+		MEMORY_BASIC_INFORMATION mbi;
+		SIZE_T written = 0;
+		assert_hr(mb_virtual_query(c, p, &mbi, sizeof(mbi), &written), S_OK);
+		assert_int_equal(mbi.State, MEM_COMMIT);
+		assert_ptr_equal(mbi.AllocationBase, p);
+		assert_int_equal(mbi.RegionSize, block);
+		assert_pattern(p, block, 1000 + i);
+		assert_hr(release(c, p), S_OK);
+	}
+	mb_client_stats s1 = stats_of(c);
+	assert_u64(s1.round_trips, s0.round_trips);
+	assert_u64(s1.alloc_calls - s0.alloc_calls, 300);
+	assert_u64(s1.alloc_remote, s0.alloc_remote);
+	assert_u64(s1.free_remote, s0.free_remote);
+	assert_u64(s1.local_reserves - s0.local_reserves, 300);
+	assert_u64(s1.local_releases - s0.local_releases, 300);
+	/* The broker's figures are exact: nothing of it is left, in the books or the section. */
+	st = status(c);
+	assert_u64(st.committed, block);
+	assert_u64(st.total_committed, block);
+	assert_u64(st.reservations, 1);
+	assert_u64(st.reserved, block);
+	assert_u64(st.section_allocated, block);
+	assert_pattern(first, block, 7);
+
+	/* Long-lived reservations: reported in Syncs as the credit runs out, with their commits. */
+	enum { KEEP = 400 };
+	static uint8_t *kept[KEEP];
+	for (int i = 0; i < KEEP; i++) {
+		assert_hr(mb_virtual_alloc(c, NULL, 64 * 1024, MEM_RESERVE | MEM_COMMIT,
+					   PAGE_READWRITE, eTaskCritical, (void **)&kept[i]),
+			  S_OK);
+		fill(kept[i], 64 * 1024, 5000 + (uint64_t)i);
+	}
+	mb_client_stats s2 = stats_of(c);
+	assert_u64_ge(s2.syncs, s1.syncs + 1);
+	/* Round trips stay a small share of the calls. */
+	assert_u64_le(s2.alloc_remote - s1.alloc_remote, KEEP / 10);
+	st = status(c);
+	assert_u64(st.reservations, 1 + KEEP);
+	assert_u64(st.committed, block + KEEP * 64 * 1024);
+	assert_u64(st.total_committed, block + KEEP * 64 * 1024);
+
+	/* A round trip about a reservation the broker has not heard of reports it first: a commit
+	 * larger than the commit credit in a fresh local reservation. */
+	uint8_t *big = reserve(c, 16 * MiB);
+	assert_hr(commit_at(c, big, 8 * MiB, eTaskCritical), S_OK);
+	fill(big, 4 * MiB, 9);
+	fill(big + 4 * MiB, 4 * MiB, 10);
+	assert_hr(decommit(c, big, 4 * MiB), S_OK);
+	MEMORY_BASIC_INFORMATION mbi;
+	SIZE_T written = 0;
+	assert_hr(mb_virtual_query(c, big, &mbi, sizeof(mbi), &written), S_OK);
+	assert_int_equal(mbi.State, MEM_RESERVE);
+	assert_int_equal(mbi.RegionSize, 4 * MiB);
+	assert_hr(commit_at(c, big, 4 * MiB, eTaskCritical), S_OK);
+	assert_zero(big, 4 * MiB);
+	assert_hr(decommit(c, big, 4 * MiB), S_OK);
+	assert_pattern(big + 4 * MiB, 4 * MiB, 10);
+	st = status(c);
+	assert_u64(st.committed, block + KEEP * 64 * 1024 + 4 * MiB);
+
+	for (int i = 0; i < KEEP; i++) {
+		assert_pattern(kept[i], 64 * 1024, 5000 + (uint64_t)i);
+		assert_hr(release(c, kept[i]), S_OK);
+	}
+	assert_hr(release(c, big), S_OK);
+	assert_hr(release(c, first), S_OK);
+	st = status(c);
+	assert_u64(st.committed, 0);
+	assert_u64(st.total_committed, 0);
+	assert_u64(st.reservations, 0);
+	assert_u64(st.section_allocated, 0);
+	fx_finish(f);
+}
+
 /* ---- 2. --commit-credit 0 ---- */
 
 static void test_credit_off(void **state)
@@ -1311,6 +1413,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    T(test_local_commits_skip_round_trip),
 	    T(test_client_stats_count_round_trips),
+	    T(test_reserve_and_release_skip_round_trip),
 	    T(test_credit_off),
 	    T(test_credit_taken_back_for_another_process),
 	    T(test_credit_limit_and_low_pressure),

@@ -1152,6 +1152,126 @@ static void test_credit_sync_books_local_commits(void **state)
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 }
 
+/* A Sync carrying local reservations (and commits in them, after them). */
+static HRESULT sync_reserves(mb_broker *b, uint32_t pipe, const uint64_t (*res)[2], size_t nres,
+			     const local_commit *e, size_t n)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
+	Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalCommit *ptrs[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalReserve lr[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalReserve *rptrs[MB_WIRE_MAX_SYNC];
+	mb_response *r;
+	HRESULT hr;
+
+	pack_sync(&req, &m, lc, ptrs, e, n);
+	for (size_t i = 0; i < nres; i++) {
+		membroker__v1__local_reserve__init(&lr[i]);
+		lr[i].address = res[i][0];
+		lr[i].size = res[i][1];
+		rptrs[i] = &lr[i];
+	}
+	m.n_reserves = nres;
+	m.reserves = rptrs;
+	r = call(b, pipe, &req);
+	hr = (HRESULT)r->hresult;
+	mb_wire_free_response(r);
+	return hr;
+}
+
+/*
+ * Reservation credit: granted with the first Reserve, counted against the quotas, spent by the
+ * reservations a Sync reports (checked with the Win32 rules first), never believed beyond the
+ * grant.
+ */
+static void test_reserve_credit(void **state)
+{
+	mb_broker *b = *state;
+	b->conf.client_max_reservations = 10;
+	b->conf.client_max_reserved = 64 * MIB;
+
+	open_session(b, 1, NULL);
+	mb_session *s = sess(b, 1);
+	assert_int_equal(s->reserve_count, 0);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	/* Cut to the quotas: 10 - 1 reservations, 64 - 8 MiB. */
+	assert_int_equal(s->reserve_count, 9);
+	assert_int_equal(s->reserve_bytes, 56 * MIB);
+	assert_int_equal(s->credit_word->reserve_count, 9);
+	assert_int_equal(s->credit_word->reserve_bytes, 56 * MIB);
+
+	/* The client reserves two by itself (takes from the word) and reports them, with a commit
+	 * made in one of them from commit credit. */
+	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK); /* brings commit credit */
+	assert_true(mb_reserve_take(s->credit_word, 4 * MIB));
+	assert_true(mb_reserve_take(s->credit_word, GR));
+	assert_false(mb_reserve_take(s->credit_word, 64 * MIB)); /* more bytes than granted */
+	assert_true(take(b, 1, 4 * PG));
+	{
+		const uint64_t res[2][2] = {{BASE + 16 * MIB, 4 * MIB}, {BASE + 32 * MIB, GR}};
+		local_commit e = {BASE + 16 * MIB, 4 * PG, 0};
+		assert_int_equal(sync_reserves(b, 1, res, 2, &e, 1), S_OK);
+	}
+	assert_int_equal(s->map.count, 3);
+	assert_int_equal(s->map.reserved_bytes, 12 * MIB + GR);
+	assert_int_equal(mb_session_committed(s), 5 * PG);
+	/* Topped up again within the quotas. */
+	assert_int_equal(s->reserve_count, 7);
+	assert_int_equal(s->reserve_bytes, 64 * MIB - (12 * MIB + GR));
+	assert_int_equal(s->credit_word->reserve_count, 7);
+
+	/* Refused, and nothing booked: misaligned, overlapping, outside the range, beyond the
+	 * credit (a forged word gains nothing). */
+	{
+		const uint64_t bad[][2] = {
+		    {BASE + 40 * MIB + PG, GR},	 /* not 64 KiB aligned */
+		    {BASE + 40 * MIB, GR + 1},	 /* not a page multiple */
+		    {BASE + 32 * MIB, GR},	 /* overlaps a reservation */
+		    {BASE + 4 * MIB, GR},	 /* inside another one */
+		    {0, GR},			 /* below the usable range */
+		    {BASE + 40 * MIB, 60 * MIB}, /* more bytes than the credit */
+		};
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			assert_int_not_equal(sync_reserves(b, 1, &bad[i], 1, NULL, 0), S_OK);
+			assert_int_equal(s->map.count, 3);
+		}
+	}
+	s->credit_word->reserve_count = 1000; /* forged */
+	for (int i = 0; i < 7; i++) {
+		const uint64_t one[1][2] = {{BASE + 48 * MIB + (uint64_t)i * GR, GR}};
+		assert_int_equal(sync_reserves(b, 1, one, 1, NULL, 0), S_OK);
+	}
+	assert_int_equal(s->map.count, 10);
+	/* The quota holds exactly: the credit is gone, and a Reserve is refused. */
+	assert_int_equal(s->reserve_count, 0);
+	{
+		const uint64_t one[1][2] = {{BASE + 60 * MIB, GR}};
+		assert_int_not_equal(sync_reserves(b, 1, one, 1, NULL, 0), S_OK);
+	}
+	assert_int_equal(reserve(b, 1, BASE + 60 * MIB, GR), E_OUTOFMEMORY);
+	assert_int_equal(s->map.count, 10);
+	/* A release makes room; the next Reserve takes the client's own unused credit back first
+	 * when it stands in the way. */
+	assert_int_equal(release(b, 1, BASE + 48 * MIB), S_OK);
+	assert_int_equal(reserve(b, 1, BASE + 60 * MIB, GR), S_OK);
+	assert_true(s->map.count + s->reserve_count <= 10);
+	assert_true(s->map.reserved_bytes + s->reserve_bytes <= 64 * MIB);
+}
+
+/* Without commit credit there is no reservation credit either: every reservation is asked for. */
+static void test_reserve_credit_off(void **state)
+{
+	mb_broker *b = *state;
+
+	open_session(b, 1, NULL);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	assert_int_equal(sess(b, 1)->reserve_count, 0);
+	const uint64_t one[1][2] = {{BASE + 16 * MIB, GR}};
+	assert_int_equal(sync_reserves(b, 1, one, 1, NULL, 0), E_INVALIDARG);
+	assert_int_equal(sess(b, 1)->map.count, 1);
+}
+
 static void test_credit_sync_refusals(void **state)
 {
 	mb_broker *b = *state;
@@ -1714,6 +1834,8 @@ int main(void)
 	    TC(test_credit_first_commit_tops_up),
 	    TC(test_credit_sync_books_local_commits),
 	    TC(test_credit_sync_refusals),
+	    TC(test_reserve_credit),
+	    T(test_reserve_credit_off),
 	    TC(test_credit_revoked_for_commit),
 	    TC(test_credit_revoked_on_low),
 	    TC(test_credit_limit_80_percent),

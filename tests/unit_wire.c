@@ -1453,11 +1453,21 @@ static void test_request_sync_max_round_trip(void **state)
 		lc[i].level = (uint32_t)(i % 3);
 		lcp[i] = &lc[i];
 	}
+	Membroker__V1__LocalReserve lr[MB_WIRE_MAX_SYNC + 1];
+	Membroker__V1__LocalReserve *lrp[MB_WIRE_MAX_SYNC + 1];
+	for (size_t i = 0; i <= MB_WIRE_MAX_SYNC; i++) {
+		membroker__v1__local_reserve__init(&lr[i]);
+		lr[i].address = UINT64_MAX - i * 0x20000;
+		lr[i].size = UINT64_MAX - i;
+		lrp[i] = &lr[i];
+	}
 	req.request_id = UINT64_MAX;
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_SYNC;
 	req.sync = &sync;
 	sync.commits = lcp;
 	sync.n_commits = MB_WIRE_MAX_SYNC;
+	sync.reserves = lrp;
+	sync.n_reserves = MB_WIRE_MAX_SYNC;
 	buf = req_bytes(&req, &len);
 	assert_true(len <= MB_WIRE_MAX_MESSAGE);
 	heap_allocs = 0;
@@ -1472,9 +1482,18 @@ static void test_request_sync_max_round_trip(void **state)
 		assert_int_equal(out->sync->commits[i]->address, UINT64_MAX - i * 0x10000);
 		assert_int_equal(out->sync->commits[i]->size, (i + 1) * 0x1000);
 		assert_int_equal(out->sync->commits[i]->level, i % 3);
+		assert_non_null(out->sync->reserves[i]);
+		assert_int_equal(out->sync->reserves[i]->address, UINT64_MAX - i * 0x20000);
+		assert_int_equal(out->sync->reserves[i]->size, UINT64_MAX - i);
 	}
+	assert_int_equal(out->sync->n_reserves, MB_WIRE_MAX_SYNC);
 	mb_wire_free_request(out);
 	free(buf);
+
+	/* One reservation more than allowed is refused too. */
+	sync.n_reserves = MB_WIRE_MAX_SYNC + 1;
+	assert_null(req_trip(&req));
+	sync.n_reserves = 0;
 
 	/* One more than allowed is refused; none at all is a valid (empty) report. */
 	sync.n_commits = MB_WIRE_MAX_SYNC + 1;

@@ -297,8 +297,10 @@ MB_API void mb_disconnect(mb_client *client);
  *
  * A commit of pages that are all uncommitted is usually served from the client's commit credit
  * (memory the broker granted ahead and charged already) without a round trip: it then costs one
- * mprotect. The library reports such commits to the broker later, on its own. Reserving, MEM_RESET
- * and commits the credit does not cover take a round trip, and so may wait per level.
+ * mprotect. The library reports such commits to the broker later, on its own. Reservations are
+ * likewise usually made from the client's reservation credit (address space granted ahead, within
+ * its quotas) and reported later. MEM_RESET and commits the credit does not cover take a round
+ * trip, and so may wait per level.
  */
 MB_API HRESULT mb_virtual_alloc(mb_client *client, void *address, SIZE_T size,
 				DWORD allocation_type, DWORD protect, EMemoryCriticalLevel level,
@@ -309,8 +311,10 @@ MB_API HRESULT mb_virtual_alloc(mb_client *client, void *address, SIZE_T size,
  * = the whole region) or MEM_RELEASE (address = base returned at reserve, size = 0). Decommitted
  * pages go back to the budget and read as zero when committed again. A decommit range that does
  * not end inside the reservation it starts in is E_INVALIDARG (nothing is decommitted); size 0
- * away from the base, or a release away from it, is MB_E_INVALID_ADDRESS. Decommitting pages that
- * were committed from credit and not yet reported is done locally, and gives the credit back.
+ * away from the base, or a release away from it, is MB_E_INVALID_ADDRESS. Releasing a reservation
+ * the library has not reported to the broker yet is done locally, without a round trip.
+ * Decommitting pages that were committed from credit and not yet reported is done locally, and
+ * gives the credit back.
  */
 MB_API HRESULT mb_virtual_free(mb_client *client, void *address, SIZE_T size, DWORD free_type);
 
@@ -374,7 +378,8 @@ typedef struct mb_session_status {
 	uint64_t syncs;		  /* round trips that reported local commits */
 } mb_session_status;
 
-/* Fills *status from the broker. */
+/* Fills *status from the broker. Reservations this client made without a round trip are reported
+ * to the broker first (one Sync), so reserved and reservations count them. */
 MB_API HRESULT mb_get_session_status(mb_client *client, mb_session_status *status);
 
 /*
@@ -392,6 +397,9 @@ MB_API HRESULT mb_get_session_status(mb_client *client, mb_session_status *statu
  *                               long polls)
  *   local_commits, local_decommits, syncs   as in mb_session_status
  *   reconnects                  times the client connected again to a (new) broker
+ *   local_reserves              reservations made from the reservation credit, no round trip
+ *   local_releases              releases of such reservations before they were reported, no
+ *                               round trip
  *
  * A call counts as remote on the thread that made it: requests another thread sends meanwhile do
  * not. Thread-safe; each counter is read atomically but the set is not one snapshot. Returns
@@ -408,6 +416,8 @@ typedef struct mb_client_stats {
 	uint64_t local_decommits;
 	uint64_t syncs;
 	uint64_t reconnects;
+	uint64_t local_reserves;
+	uint64_t local_releases;
 } mb_client_stats;
 
 MB_API HRESULT mb_get_client_stats(mb_client *client, mb_client_stats *stats);

@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "credit.h"
 #include "dispatch.h"
 #include "log.h"
 #include "mb_credit.h"
@@ -266,6 +267,12 @@ static void check_broker(void)
 		/* The harness never takes credit from the word, while Sync may report local
 		 * commits that never took any: the word can only hold more than the books. */
 		CHECK(s->credit_word == NULL || mb_credit_peek(s->credit_word) >= s->credit);
+		/* Reservation quotas hold with the reservation credit counted as reserved. */
+		CHECK(
+		    s->map.count + s->reserve_count <=
+		    (b->conf.client_max_reservations ? b->conf.client_max_reservations : 1000000u));
+		CHECK(s->reserve_count <= MB_RESERVE_CREDIT_COUNT);
+		CHECK(s->reserve_bytes <= MB_RESERVE_CREDIT_BYTES);
 		CHECK(s->group < b->conf.ngroups);
 		CHECK(s->hello || s->group < 0);
 		if (s->group >= 0) {

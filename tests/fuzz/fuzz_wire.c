@@ -76,8 +76,11 @@ static void check_request(const mb_request *r)
 		break;
 	case MEMBROKER__V1__REQUEST__BODY_SYNC:
 		CHECK(r->sync != NULL && r->sync->n_commits <= MB_WIRE_MAX_SYNC);
+		CHECK(r->sync->n_reserves <= MB_WIRE_MAX_SYNC);
 		for (size_t i = 0; i < r->sync->n_commits; i++)
 			CHECK(r->sync->commits[i] != NULL);
+		for (size_t i = 0; i < r->sync->n_reserves; i++)
+			CHECK(r->sync->reserves[i] != NULL);
 		break;
 	default:
 		CHECK(!"request without an operation decoded");

@@ -256,6 +256,37 @@ static void sync_commits(buf *b, uint8_t sel, uint64_t address, uint64_t size, u
 	frame(b, sel, &r);
 }
 
+/* Reports n local reservations of size bytes each, from address on, spaced by stride, and one
+ * local commit in the first. */
+static void sync_reserves(buf *b, uint8_t sel, uint64_t address, uint64_t size, uint64_t stride,
+			  int n)
+{
+	mb_request r = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
+	Membroker__V1__LocalReserve lr[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalReserve *lrp[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalCommit lc = MEMBROKER__V1__LOCAL_COMMIT__INIT;
+	Membroker__V1__LocalCommit *lcp = &lc;
+
+	if (n > MB_WIRE_MAX_SYNC)
+		n = MB_WIRE_MAX_SYNC;
+	for (int i = 0; i < n; i++) {
+		membroker__v1__local_reserve__init(&lr[i]);
+		lr[i].address = address + (uint64_t)i * stride;
+		lr[i].size = size;
+		lrp[i] = &lr[i];
+	}
+	m.n_reserves = (size_t)n;
+	m.reserves = lrp;
+	lc.address = address;
+	lc.size = 4 * KIB;
+	m.n_commits = 1;
+	m.commits = &lcp;
+	r.body_case = MEMBROKER__V1__REQUEST__BODY_SYNC;
+	r.sync = &m;
+	frame(b, sel, &r);
+}
+
 /* ---- wire corpus: one file per message ---- */
 
 static void wire_request(const char *name, void (*fn)(buf *, uint8_t))
@@ -311,6 +342,10 @@ static void w_watch(buf *b, uint8_t s)
 	watch(b, s, 2);
 }
 
+static void w_sync_reserves(buf *b, uint8_t s)
+{
+	sync_reserves(b, s, BASE, 64 * KIB, 64 * KIB, 3);
+}
 static void w_sync(buf *b, uint8_t s)
 {
 	sync_commits(b, s, BASE, 4 * KIB, 8 * KIB, 3, 1);
@@ -349,6 +384,7 @@ static void wire_corpus(void)
 	wire_request("req-session-status", w_status);
 	wire_request("req-watch", w_watch);
 	wire_request("req-sync", w_sync);
+	wire_request("req-sync-reserves", w_sync_reserves);
 
 	r.request_id = 7;
 	r.hresult = (uint32_t)S_OK;
@@ -428,6 +464,23 @@ static void s_sync(buf *b)
 	status(b, SEL_PARK(0));
 	memory_load(b, SEL_PARK(0));
 	decommit(b, SEL_PARK(0), BASE, 1 * MIB);
+	release(b, SEL_PARK(0), BASE);
+	status(b, SEL_PARK(0));
+}
+
+/* Reservation credit: a Reserve grants it; Syncs book local reservations (good and bad ones). */
+static void s_sync_reserves(buf *b)
+{
+	reserve(b, SEL_PARK(0), BASE, 1 * MIB);
+	commit(b, SEL_PARK(0), BASE, 64 * KIB, 0);
+	sync_reserves(b, SEL_PARK(0), BASE + 2 * MIB, 256 * KIB, 256 * KIB, 8);
+	sync_reserves(b, SEL_PARK(0), BASE + 2 * MIB, 256 * KIB, 256 * KIB, 1);	 /* again */
+	sync_reserves(b, SEL_PARK(0), BASE + 4 * MIB + 4 * KIB, 64 * KIB, 0, 1); /* misaligned */
+	sync_reserves(b, SEL_PARK(0), BASE + 8 * MIB, 128ull << 30, 0, 1); /* over the credit */
+	sync_reserves(b, SEL_PARK(0), BASE + 16 * MIB, 64 * KIB, 64 * KIB, 64);
+	sync_reserves(b, SEL_PARK(1), BASE, 64 * KIB, 0, 1); /* before any reservation */
+	status(b, SEL_PARK(0));
+	release(b, SEL_PARK(0), BASE + 2 * MIB);
 	release(b, SEL_PARK(0), BASE);
 	status(b, SEL_PARK(0));
 }
@@ -670,6 +723,7 @@ static void dispatch_corpus(void)
 	    {"seed-garbage", s_garbage},
 	    {"seed-every-slot", s_everything_every_slot},
 	    {"seed-sync", s_sync},
+	    {"seed-sync-reserves", s_sync_reserves},
 	};
 	buf *b = malloc(sizeof(*b));
 
