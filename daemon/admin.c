@@ -6,6 +6,7 @@
  * the lock is released, so a large `clients` or `metrics` answer does not hold up the request path.
  */
 #include "admin.h"
+#include "clock.h"
 #include "credit.h"
 #include "creds.h"
 
@@ -110,13 +111,13 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 	memset(sn, 0, sizeof(*sn));
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&b->lock);
-	sn->ledger = b->ledger;
-	/* Committed means in use: unused commit credit is reported on its own. */
-	sn->credit = mb_broker_credit_unused_total(b);
-	sn->ledger.committed -= sn->credit;
-	sn->credit_revoked = b->credit_revoked_bytes;
+	/* Committed means in use (credit.h): unused commit credit is reported on its own. */
+	sn->ledger = mb_ledger_in_use(&b->books, &b->reg);
+	sn->credit = mb_credit_unused_total(&b->books, &b->reg);
+	sn->credit_revoked = b->books.credit_taken_back_bytes;
 	sn->commit_credit = b->conf.commit_credit;
-	sn->sessions = b->clients; /* connections that said Hello: not the broker's own probes */
+	sn->sessions =
+	    b->reg.clients; /* connections that said Hello: not the broker's own probes */
 	sn->nwaiters = b->nwaiters;
 	for (int i = 0; i < MB_LEVELS; i++)
 		sn->waiters[i] = count_list(&b->waiters[i]);
@@ -137,24 +138,24 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 			 b->conf.groups[g].name);
 		sn->groups[g].max = b->conf.groups[g].max;
 		sn->groups[g].reserve = b->conf.groups[g].reserve;
-		sn->groups[g].committed = b->group_committed[g];
-		sn->groups[g].sessions = b->group_sessions[g];
+		sn->groups[g].committed = b->books.group_charged[g];
+		sn->groups[g].sessions = b->books.group_sessions[g];
 	}
-	if (with_clients && b->sessions > 0) {
-		sn->clients = calloc(b->sessions, sizeof(*sn->clients));
+	if (with_clients && b->reg.sessions > 0) {
+		sn->clients = calloc(b->reg.sessions, sizeof(*sn->clients));
 		if (sn->clients == NULL) {
 			pthread_mutex_unlock(&b->lock);
 			return -ENOMEM;
 		}
 	}
-	for (s = mb_broker_first(b); s != NULL; s = mb_broker_next(s)) {
+	for (s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
 		int lvl = s->max_level >= 0 && s->max_level < MB_LEVELS ? s->max_level : 0;
-		uint64_t unused = mb_broker_credit_unused(s);
+		uint64_t unused = mb_credit_unused(s);
 		uint64_t committed = mb_session_charged(s) - unused;
 
 		sn->by_level[lvl] += committed;
 		sn->sessions_by_level[lvl]++;
-		if (sn->clients == NULL || sn->nclients >= b->sessions)
+		if (sn->clients == NULL || sn->nclients >= b->reg.sessions)
 			continue;
 		snap_client *c = &sn->clients[sn->nclients++];
 		c->id = s->hello ? s->id : 0;
@@ -593,21 +594,12 @@ static int handle_set_budget(mb_broker *b, uint64_t bytes, void **reply, size_t 
 	if (bytes < MB_ADMIN_MIN_BUDGET)
 		return reply_error(E_INVALIDARG, "the budget must be at least 1 MiB", reply,
 				   reply_len);
-	pthread_mutex_lock(&b->lock);
-	old = b->ledger.budget;
-	committed = b->ledger.committed;
-	if (bytes < committed) {
-		/* The ledger never holds more than the budget: commits are not taken back. */
-		pthread_mutex_unlock(&b->lock);
+	if (mb_broker_set_budget(b, bytes, &old, &committed) != 0) {
 		snprintf(detail, sizeof(detail),
 			 "%" PRIu64 " bytes are committed now; the budget cannot go below that",
 			 committed);
 		return reply_error(E_INVALIDARG, detail, reply, reply_len);
 	}
-	b->ledger.budget = bytes;
-	mb_broker_grant_waiters(b);
-	mb_broker_update_pressure(b);
-	pthread_mutex_unlock(&b->lock);
 	mb_log(LOG_NOTICE, "budget changed by membrokerctl: %" PRIu64 " -> %" PRIu64 " bytes", old,
 	       bytes);
 	snprintf(detail, sizeof(detail), "budget %" PRIu64 " bytes (was %" PRIu64 ")", bytes, old);

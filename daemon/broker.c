@@ -1,5 +1,6 @@
 /*
- * broker.c: session table, connection lifecycle and section hand-over.
+ * broker.c: the entry points: connection lifecycle, section hand-over and adoption, and the
+ * operations other threads run against the state, each under the broker lock.
  */
 #include "broker.h"
 
@@ -13,70 +14,31 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "arbiter.h"
+#include "audit.h"
+#include "clock.h"
 #include "credit.h"
 #include "log.h"
 #include "mb_win32.h"
 #include "section.h"
-
-static int cmp_pipe(const mb_session *a, const mb_session *b)
-{
-	return a->pipe_id < b->pipe_id ? -1 : a->pipe_id > b->pipe_id;
-}
-
-static int cmp_id(const mb_session *a, const mb_session *b)
-{
-	return a->id < b->id ? -1 : a->id > b->id;
-}
-
-/* libbsd's RB_GENERATE_STATIC uses an undefined __unused on Debian 12: spell it out. */
-RB_GENERATE_INTERNAL(mb_session_pipe_tree, mb_session, by_pipe, cmp_pipe,
-		     __attribute__((unused)) static)
-RB_GENERATE_INTERNAL(mb_session_id_tree, mb_session, by_id, cmp_id, __attribute__((unused)) static)
 
 int mb_broker_init(mb_broker *b, uint64_t budget)
 {
 	memset(b, 0, sizeof(*b));
 	if (pthread_mutex_init(&b->lock, NULL) != 0)
 		return -ENOMEM;
-	mb_ledger_init(&b->ledger, budget);
 	mb_config_defaults(&b->conf);
-	RB_INIT(&b->by_pipe);
-	RB_INIT(&b->by_id);
-	b->next_session_id = 1;
+	mb_books_init(&b->books, budget, &b->conf);
+	mb_registry_init(&b->reg);
 	b->section_size = MB_ADDRESS_LIMIT;
 	for (int i = 0; i < MB_LEVELS; i++) {
 		TAILQ_INIT(&b->waiters[i]);
 		TAILQ_INIT(&b->resets[i]);
 	}
 	TAILQ_INIT(&b->watchers);
-	b->pressure = mb_pressure_next(0, &b->ledger, false);
+	b->pressure = mb_pressure_next(0, &b->books.ledger, false);
 	b->death_epfd = epoll_create1(EPOLL_CLOEXEC);
 	return 0;
-}
-
-/* Answers the session's parked requests and forgets its MEM_RESET ranges. Caller holds the lock. */
-static void drop_pending(mb_broker *b, mb_session *s)
-{
-	mb_parked *p, *ptmp;
-	mb_reset_range *r, *rtmp;
-
-	for (int level = 0; level < MB_LEVELS; level++)
-		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, ptmp)
-			if (p->pipe_id == s->pipe_id) {
-				b->waits_abandoned++;
-				mb_broker_finish_parked(b, p, HOST_E_ABANDONED,
-							"the client disconnected");
-			}
-	TAILQ_FOREACH_SAFE(p, &b->watchers, link, ptmp)
-		if (p->pipe_id == s->pipe_id)
-			mb_broker_finish_parked(b, p, S_OK, NULL);
-	for (int level = 0; level < MB_LEVELS && s->resets > 0; level++)
-		TAILQ_FOREACH_SAFE(r, &b->resets[level], link, rtmp)
-			if (r->pipe_id == s->pipe_id) {
-				TAILQ_REMOVE(&b->resets[level], r, link);
-				free(r);
-				s->resets--;
-			}
 }
 
 static void drop_detached(mb_broker *b, int i, bool punch);
@@ -84,21 +46,13 @@ static void drop_detached(mb_broker *b, int i, bool punch);
 /* Caller holds the lock. */
 static void end_session(mb_broker *b, mb_session *s)
 {
-	drop_pending(b, s);
-	RB_REMOVE(mb_session_pipe_tree, &b->by_pipe, s);
-	if (s->hello) {
-		RB_REMOVE(mb_session_id_tree, &b->by_id, s);
-		b->clients--;
-	}
-	b->sessions--;
-	b->credit_total -= s->credit;
-	mb_broker_credit(b, s, mb_session_charged(s));
-	if (s->group >= 0 && b->group_sessions[s->group] > 0)
-		b->group_sessions[s->group]--;
+	mb_arbiter_drop_session(b, s);
+	mb_registry_remove(&b->reg, s);
+	mb_books_leave(&b->books, s);
 	/* At shutdown clients keep their memory: it stays mapped and readable in them. */
 	mb_session_free(s, !b->stopping);
 	if (!b->stopping)
-		mb_broker_grant_waiters(b);
+		mb_arbiter_grant_waiters(b);
 }
 
 void mb_broker_fini(mb_broker *b)
@@ -107,7 +61,7 @@ void mb_broker_fini(mb_broker *b)
 
 	pthread_mutex_lock(&b->lock);
 	b->stopping = true;
-	while ((s = RB_MIN(mb_session_pipe_tree, &b->by_pipe)) != NULL)
+	while ((s = mb_registry_first(&b->reg)) != NULL)
 		end_session(b, s);
 	for (int level = 0; level < MB_LEVELS; level++) {
 		mb_reset_range *r;
@@ -148,22 +102,16 @@ int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_
 	pthread_mutex_lock(&b->lock);
 	uint32_t limit =
 	    b->conf.sessions_per_uid ? b->conf.sessions_per_uid : MB_DEFAULT_SESSIONS_PER_UID;
-	uint32_t same = 0;
-	if (uid != 0)
-		for (mb_session *o = RB_MIN(mb_session_pipe_tree, &b->by_pipe); o != NULL;
-		     o = RB_NEXT(mb_session_pipe_tree, &b->by_pipe, o))
-			same += o->uid == uid;
+	uint32_t same = uid != 0 ? mb_registry_count_uid(&b->reg, uid) : 0;
 	if (uid != 0 && same >= limit) {
 		mb_log(LOG_WARNING,
 		       "uid %u already holds %u connections (the limit); refusing pid %d",
 		       (unsigned)uid, same, (int)pid);
 		rv = -EMFILE;
 		mb_session_free(s, true);
-	} else if (RB_INSERT(mb_session_pipe_tree, &b->by_pipe, s) != NULL) {
+	} else if (mb_registry_add(&b->reg, s) != 0) {
 		rv = -EEXIST;
 		mb_session_free(s, true);
-	} else {
-		b->sessions++;
 	}
 	pthread_mutex_unlock(&b->lock);
 	return rv;
@@ -235,11 +183,10 @@ void mb_broker_sweep_detached(mb_broker *b)
 
 void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
 {
-	mb_session key = {.pipe_id = pipe_id};
 	mb_session *s;
 
 	pthread_mutex_lock(&b->lock);
-	s = RB_FIND(mb_session_pipe_tree, &b->by_pipe, &key);
+	s = mb_registry_by_pipe(&b->reg, pipe_id);
 	if (s != NULL) {
 		mb_log(LOG_DEBUG, "session %llu (pid %d uid %u) ended, %llu bytes returned",
 		       (unsigned long long)s->id, (int)s->pid, (unsigned)s->uid,
@@ -252,14 +199,13 @@ void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
 
 void mb_broker_process_exited(mb_broker *b, uint32_t pipe_id)
 {
-	mb_session key = {.pipe_id = pipe_id};
 	mb_session *s;
 
 	/* The session ends now; its connection is left to close by itself (when the last
 	 * process holding the socket exits). Closing it from here raced nng 1.5.2's own close of
 	 * a dead peer's pipe and could wedge nng's reaper. */
 	pthread_mutex_lock(&b->lock);
-	s = RB_FIND(mb_session_pipe_tree, &b->by_pipe, &key);
+	s = mb_registry_by_pipe(&b->reg, pipe_id);
 	if (s != NULL) {
 		mb_log(LOG_DEBUG, "client pid %d exited; ending its session", (int)s->pid);
 		end_session(b, s);
@@ -281,8 +227,7 @@ static int token_equal(const uint8_t *a, const uint8_t *b, size_t n)
 static mb_session *claim_token(mb_broker *b, uint64_t session_id, const uint8_t *token,
 			       size_t token_len, uid_t uid, pid_t pid)
 {
-	mb_session key = {.id = session_id};
-	mb_session *s = RB_FIND(mb_session_id_tree, &b->by_id, &key);
+	mb_session *s = mb_registry_by_id(&b->reg, session_id);
 
 	if (s == NULL || s->token_used)
 		return NULL;
@@ -335,12 +280,7 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 	if (s != NULL && s->map.count == 0) {
 		/* Credit granted on the section being replaced is void; the adopted one's word is
 		 * reset (a previous broker's grant means nothing here). */
-		mb_broker_credit_revoke(b, s);
-		mb_broker_credit(b, s, s->credit); /* used without reservations: impossible */
-		b->credit_total -= s->credit;
-		s->credit = 0;
-		s->reserve_count = 0; /* the new word holds none */
-		s->reserve_bytes = 0;
+		mb_credit_void(&b->books, s);
 		mb_section_unmap_credit(s->credit_word);
 		close(s->section_fd);
 		s->section_fd = fd;
@@ -363,37 +303,158 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 	return rv;
 }
 
+void mb_broker_apply_config(mb_broker *b, const mb_config *conf)
+{
+	pthread_mutex_lock(&b->lock);
+	/* Take all credit back first: a smaller amount or none may be configured now, and the
+	 * groups are recomputed from the sessions' charges below. */
+	mb_credit_take_back_all(&b->books, &b->reg);
+	b->conf = *conf;
+	mb_books_clear_groups(&b->books);
+	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s))
+		if (s->hello)
+			mb_books_join_group(&b->books, s);
+	mb_arbiter_grant_waiters(b);
+	pthread_mutex_unlock(&b->lock);
+}
+
+int mb_broker_set_budget(mb_broker *b, uint64_t bytes, uint64_t *old, uint64_t *in_use)
+{
+	int rv = 0;
+
+	pthread_mutex_lock(&b->lock);
+	*old = b->books.ledger.budget;
+	/* Unused credit is not in use: it goes back before the new budget is judged. */
+	if (bytes < b->books.ledger.committed)
+		mb_credit_take_back_all(&b->books, &b->reg);
+	*in_use = b->books.ledger.committed;
+	if (bytes < *in_use) {
+		/* The ledger never holds more than the budget: commits are not taken back. */
+		rv = -EBUSY;
+	} else {
+		b->books.ledger.budget = bytes;
+		mb_arbiter_grant_waiters(b);
+	}
+	pthread_mutex_unlock(&b->lock);
+	return rv;
+}
+
+uint32_t mb_broker_abandon_all(mb_broker *b)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&b->lock);
+	n = mb_arbiter_abandon_all(b);
+	pthread_mutex_unlock(&b->lock);
+	return n;
+}
+
+uint64_t mb_broker_expire(mb_broker *b, uint64_t now)
+{
+	uint64_t next;
+
+	pthread_mutex_lock(&b->lock);
+	next = mb_arbiter_expire(b, now);
+	pthread_mutex_unlock(&b->lock);
+	return next;
+}
+
+uint32_t mb_broker_parked(mb_broker *b)
+{
+	uint32_t n;
+
+	pthread_mutex_lock(&b->lock);
+	n = mb_arbiter_parked(b);
+	pthread_mutex_unlock(&b->lock);
+	return n;
+}
+
+/* Refuses future sessions of s's process until it exits (repeated offences). Caller holds the
+ * lock. */
+static void ban(mb_broker *b, const mb_session *s)
+{
+	int fd;
+
+	if (s->pidfd < 0 || mb_broker_banned(b, s->pid))
+		return;
+	if (b->nbanned == (int)(sizeof(b->banned) / sizeof(b->banned[0]))) {
+		/* Full: the oldest ban gives way. */
+		close(b->banned[0].pidfd);
+		memmove(&b->banned[0], &b->banned[1],
+			sizeof(b->banned[0]) * (size_t)(b->nbanned - 1));
+		b->nbanned--;
+	}
+	fd = fcntl(s->pidfd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return;
+	b->banned[b->nbanned].pid = s->pid;
+	b->banned[b->nbanned].pidfd = fd;
+	b->nbanned++;
+}
+
+bool mb_broker_banned(mb_broker *b, pid_t pid)
+{
+	bool found = false;
+
+	for (int i = 0; i < b->nbanned;) {
+		if (mb_pidfd_exited(b->banned[i].pidfd)) {
+			/* The process exited: its pid may be reused by an innocent one. */
+			close(b->banned[i].pidfd);
+			b->banned[i] = b->banned[--b->nbanned];
+			continue;
+		}
+		found |= b->banned[i].pid == pid;
+		i++;
+	}
+	return found;
+}
+
+uint64_t mb_broker_audit(mb_broker *b)
+{
+	uint64_t discarded = 0;
+	uint32_t to_close[16];
+	int nclose;
+	void (*close_pipe)(void *, uint32_t);
+	void *close_arg;
+
+	pthread_mutex_lock(&b->lock);
+	nclose =
+	    mb_audit_all(b, to_close, (int)(sizeof(to_close) / sizeof(to_close[0])), &discarded);
+	for (int i = 0; i < nclose; i++) {
+		mb_session *s = mb_registry_by_pipe(&b->reg, to_close[i]);
+		mb_log(LOG_WARNING, "disconnecting client pid %d after repeated offences",
+		       (int)s->pid);
+		ban(b, s);
+	}
+	mb_arbiter_grant_waiters(b);
+	close_pipe = b->close_pipe;
+	close_arg = b->close_pipe_arg;
+	pthread_mutex_unlock(&b->lock);
+	/* Outside the lock: nng's pipe callbacks take it (see mb_broker_process_exited). More
+	 * offenders than fit here are closed at the next audit. */
+	for (int i = 0; i < nclose && close_pipe != NULL; i++)
+		close_pipe(close_arg, to_close[i]);
+	return discarded;
+}
+
 uint64_t mb_broker_sum_sessions(mb_broker *b)
 {
 	uint64_t sum = 0;
-	mb_session *s;
 
 	pthread_mutex_lock(&b->lock);
-	RB_FOREACH(s, mb_session_pipe_tree, &b->by_pipe)
+	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s))
 		sum += mb_session_charged(s);
 	pthread_mutex_unlock(&b->lock);
 	return sum;
 }
 
-/* Lookup helpers for dispatch.c, which shares the trees through these wrappers. */
-mb_session *mb_broker_find_pipe(mb_broker *b, uint32_t pipe_id)
+void mb_broker_usage(mb_broker *b, uint32_t *clients, uint64_t *in_use, uint64_t *budget,
+		     uint32_t *waiting)
 {
-	mb_session key = {.pipe_id = pipe_id};
-	return RB_FIND(mb_session_pipe_tree, &b->by_pipe, &key);
-}
-
-void mb_broker_register_id(mb_broker *b, mb_session *s)
-{
-	s->id = b->next_session_id++;
-	RB_INSERT(mb_session_id_tree, &b->by_id, s);
-}
-
-mb_session *mb_broker_first(mb_broker *b)
-{
-	return RB_MIN(mb_session_pipe_tree, &b->by_pipe);
-}
-
-mb_session *mb_broker_next(mb_session *s)
-{
-	return RB_NEXT(mb_session_pipe_tree, NULL, s);
+	pthread_mutex_lock(&b->lock);
+	*clients = b->reg.clients;
+	*in_use = mb_memory_in_use(&b->books, &b->reg);
+	*budget = b->books.ledger.budget;
+	*waiting = b->nwaiters;
+	pthread_mutex_unlock(&b->lock);
 }

@@ -14,7 +14,7 @@
 #include <ini.h>
 
 #include "log.h"
-#include "options.h"
+#include "mb_size.h"
 
 typedef struct parse_ctx {
 	mb_config *c;
@@ -34,6 +34,41 @@ bool mb_id_list_has(const mb_id_list *l, uint32_t id)
 		if (id >= l->r[i].lo && id <= l->r[i].hi)
 			return true;
 	return false;
+}
+
+int mb_parse_triple(const char *s, bool percent, uint32_t out[3])
+{
+	const char *p = s;
+
+	if (s == NULL)
+		return -1;
+	for (int i = 0; i < 3; i++) {
+		char *end;
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		errno = 0;
+		double v = strtod(p, &end);
+		if (errno != 0 || end == p)
+			return -1;
+		if (percent) {
+			if (!(v > 0 && v <= 100))
+				return -1;
+			out[i] = (uint32_t)(v * 10 + 0.5);
+			if (i > 0 && out[i] < out[i - 1])
+				return -1;
+		} else {
+			if (!(v >= 0 && v <= 600000) || v != (double)(uint32_t)v)
+				return -1;
+			out[i] = (uint32_t)v;
+		}
+		p = end;
+		if (i < 2) {
+			if (*p != ',')
+				return -1;
+			p++;
+		}
+	}
+	return *p == '\0' ? 0 : -1;
 }
 
 static int parse_u32(const char **p, uint32_t *out)

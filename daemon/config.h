@@ -73,6 +73,10 @@ typedef struct mb_config {
 	mb_group_conf groups[MB_MAX_GROUPS];
 } mb_config;
 
+/* Parses "a,b,c" into three values; percent=true reads percentages (0 < v <= 100, one decimal,
+ * non-decreasing) into permille, else milliseconds (<= 600000). Returns 0 or -1. */
+int mb_parse_triple(const char *s, bool percent, uint32_t out[3]);
+
 /* Built-in defaults (everything unset). */
 void mb_config_defaults(mb_config *c);
 

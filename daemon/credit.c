@@ -1,6 +1,6 @@
 /*
  * credit.c: commit credit, granted ahead so that most commits need no round trip, and taken back
- * under pressure.
+ * under pressure; and memory in use.
  */
 #include "credit.h"
 
@@ -9,10 +9,9 @@
 
 #include "log.h"
 #include "mb_credit.h"
-#include "mb_win32.h"
 #include "section.h"
 
-uint64_t mb_broker_credit_unused(const mb_session *s)
+uint64_t mb_credit_unused(const mb_session *s)
 {
 	uint64_t w;
 
@@ -22,9 +21,9 @@ uint64_t mb_broker_credit_unused(const mb_session *s)
 	return w < s->credit ? w : s->credit;
 }
 
-uint64_t mb_broker_credit_used(const mb_session *s)
+uint64_t mb_credit_used(const mb_session *s)
 {
-	return s->credit - mb_broker_credit_unused(s);
+	return s->credit - mb_credit_unused(s);
 }
 
 uint64_t mb_session_allocated(const mb_session *s)
@@ -36,29 +35,62 @@ uint64_t mb_session_allocated(const mb_session *s)
 	return a > MB_CREDIT_PAGE ? a - MB_CREDIT_PAGE : 0;
 }
 
-uint64_t mb_broker_credit_unused_total(mb_broker *b)
+uint64_t mb_credit_unused_total(const mb_books *k, const mb_registry *r)
 {
 	uint64_t sum = 0;
 
-	if (b->credit_total == 0)
+	if (k->credit_total == 0)
 		return 0;
-	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s))
-		sum += mb_broker_credit_unused(s);
+	for (mb_session *s = mb_registry_first(r); s != NULL; s = mb_registry_next(s))
+		sum += mb_credit_unused(s);
 	return sum;
 }
 
-uint64_t mb_broker_credit_topup(mb_broker *b, mb_session *s)
+uint64_t mb_memory_in_use(const mb_books *k, const mb_registry *r)
+{
+	uint64_t total = k->ledger.committed, unused = mb_credit_unused_total(k, r);
+
+	return unused < total ? total - unused : 0;
+}
+
+mb_ledger mb_ledger_in_use(const mb_books *k, const mb_registry *r)
+{
+	mb_ledger l = k->ledger;
+
+	l.committed = mb_memory_in_use(k, r);
+	return l;
+}
+
+int mb_pressure_in_use(const mb_books *k, const mb_registry *r, int current, bool waiters)
+{
+	mb_ledger used = k->ledger;
+	int hi = mb_pressure_next(current, &used, waiters);
+
+	if (k->credit_total == 0)
+		return hi;
+	/* Memory in use lies between the ledger less all credit and the ledger itself, and the
+	 * level only falls as use grows: when both ends give the same level, so does the exact
+	 * figure, and this runs on every commit without reading every session's word. */
+	uint64_t total = k->ledger.committed;
+	used.committed = total - (k->credit_total < total ? k->credit_total : total);
+	if (mb_pressure_next(current, &used, waiters) == hi)
+		return hi;
+	used.committed = mb_memory_in_use(k, r);
+	return mb_pressure_next(current, &used, waiters);
+}
+
+uint64_t mb_credit_topup(mb_books *k, mb_session *s, bool waiters, bool stopping)
 {
 	uint64_t add;
 
-	if (s->credit_word == NULL || b->conf.commit_credit == 0 || b->stopping || s->adopting)
+	if (s->credit_word == NULL || k->conf->commit_credit == 0 || stopping || s->adopting)
 		return 0;
-	add = mb_ledger_credit_grant(&b->ledger, s->credit, b->conf.commit_credit, b->nwaiters > 0);
+	add = mb_ledger_credit_grant(&k->ledger, s->credit, k->conf->commit_credit, waiters);
 	/* Quotas as for a task-level commit: credit must not let a client past its own or its
 	 * group's limit, nor into other groups' reserves. */
-	if (add == 0 || mb_broker_fits(b, s, 0, add) != MB_FIT_OK)
+	if (add == 0 || mb_books_fits(k, s, 0, add) != MB_FIT_OK)
 		return 0;
-	mb_broker_charge(b, s, add);
+	mb_books_charge(k, s, add);
 	/* Rewrite the word rather than add to it: a value the client forged above what it was
 	 * granted is cut back here. A take or give racing with this is not lost: a take sees the
 	 * word briefly empty and asks the broker instead; a give lands on top. */
@@ -66,12 +98,12 @@ uint64_t mb_broker_credit_topup(mb_broker *b, mb_session *s)
 	if (unused > s->credit)
 		unused = s->credit;
 	s->credit += add;
-	b->credit_total += add;
+	k->credit_total += add;
 	mb_credit_give(s->credit_word, unused + add);
 	return add;
 }
 
-uint64_t mb_broker_credit_revoke(mb_broker *b, mb_session *s)
+uint64_t mb_credit_take_back(mb_books *k, mb_session *s)
 {
 	uint64_t taken;
 
@@ -85,47 +117,68 @@ uint64_t mb_broker_credit_revoke(mb_broker *b, mb_session *s)
 	if (taken == 0)
 		return 0;
 	s->credit -= taken;
-	b->credit_total -= taken;
-	mb_broker_credit(b, s, taken);
-	b->credit_revoked_bytes += taken;
+	k->credit_total -= taken;
+	mb_books_refund(k, s, taken);
+	k->credit_taken_back_bytes += taken;
 	return taken;
 }
 
-uint64_t mb_broker_credit_revoke_for(mb_broker *b, mb_session *s, mb_fit fit)
+bool mb_credit_in_way(const mb_books *k, const mb_session *s, mb_fit fit)
+{
+	if (fit == MB_FIT_OK)
+		return false;
+	if (fit == MB_FIT_CLIENT_MAX || (fit == MB_FIT_GROUP_MAX && s->group < 0))
+		return s->credit > 0;
+	return k->credit_total > 0;
+}
+
+uint64_t mb_credit_take_back_for(mb_books *k, const mb_registry *r, mb_session *s, mb_fit fit)
 {
 	uint64_t taken = 0;
 
 	if (fit == MB_FIT_CEILING)
-		return mb_broker_credit_revoke_all(b);
+		return mb_credit_take_back_all(k, r);
 	/* Others' credit never helps a client past its own or its group's limit. */
 	if (fit == MB_FIT_CLIENT_MAX || s->group < 0)
-		taken = mb_broker_credit_revoke(b, s);
+		taken = mb_credit_take_back(k, s);
 	else if (fit == MB_FIT_GROUP_MAX)
-		for (mb_session *o = mb_broker_first(b); o != NULL; o = mb_broker_next(o))
+		for (mb_session *o = mb_registry_first(r); o != NULL; o = mb_registry_next(o))
 			if (o->group == s->group)
-				taken += mb_broker_credit_revoke(b, o);
+				taken += mb_credit_take_back(k, o);
 	if (taken > 0)
-		b->credit_revocations++;
+		k->credit_taken_back++;
 	return taken;
 }
 
-uint64_t mb_broker_credit_revoke_all(mb_broker *b)
+uint64_t mb_credit_take_back_all(mb_books *k, const mb_registry *r)
 {
 	uint64_t taken = 0;
 
-	if (b->credit_total == 0)
+	if (k->credit_total == 0)
 		return 0;
-	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s))
-		taken += mb_broker_credit_revoke(b, s);
+	for (mb_session *s = mb_registry_first(r); s != NULL; s = mb_registry_next(s))
+		taken += mb_credit_take_back(k, s);
 	if (taken > 0) {
-		b->credit_revocations++;
+		k->credit_taken_back++;
 		mb_log(LOG_DEBUG, "took back %" PRIu64 " KiB of unused commit credit", taken >> 10);
 	}
 	return taken;
 }
 
-HRESULT mb_broker_credit_report(mb_broker *b, mb_session *s, uint64_t address, uint64_t size,
-				uint32_t level, char *why, size_t whylen)
+void mb_credit_void(mb_books *k, mb_session *s)
+{
+	mb_credit_take_back(k, s);
+	/* What is left was used for local commits that will never be reported to these books. */
+	mb_books_refund(k, s, s->credit);
+	k->credit_total -= s->credit < k->credit_total ? s->credit : k->credit_total;
+	s->credit = 0;
+	/* Reservation credit likewise: the new word holds none. */
+	s->reserve_count = 0;
+	s->reserve_bytes = 0;
+}
+
+HRESULT mb_credit_book(mb_books *k, mb_session *s, uint64_t address, uint64_t size, uint32_t level,
+		       char *why, size_t whylen)
 {
 	mb_page_range pr;
 	long gained;
@@ -162,9 +215,9 @@ HRESULT mb_broker_credit_report(mb_broker *b, mb_session *s, uint64_t address, u
 	 * already counted as committed (a round-trip commit overtook this report) are not charged
 	 * twice: their share of the credit goes back to the budget. */
 	s->credit -= size;
-	b->credit_total -= size;
+	k->credit_total -= size;
 	if (size > (uint64_t)gained * MB_PAGE_SIZE)
-		mb_broker_credit(b, s, size - (uint64_t)gained * MB_PAGE_SIZE);
+		mb_books_refund(k, s, size - (uint64_t)gained * MB_PAGE_SIZE);
 	if ((int)level > s->max_level)
 		s->max_level = (int)level;
 	return S_OK;
@@ -188,13 +241,15 @@ static uint64_t room(uint64_t limit, uint64_t used, uint64_t cap)
 	return left < cap ? left : cap;
 }
 
-void mb_broker_reserve_topup(mb_broker *b, mb_session *s, uint64_t max_count, uint64_t max_bytes)
+void mb_credit_reserve_topup(mb_books *k, mb_session *s, bool stopping)
 {
-	if (s->credit_word == NULL || b->conf.commit_credit == 0 || b->stopping || s->adopting)
+	if (s->credit_word == NULL || k->conf->commit_credit == 0 || stopping || s->adopting)
 		return;
 	/* Quotas hold with the credit counted as reserved: reservations + credit <= limit. */
-	uint64_t want_count = room(max_count, s->map.count, MB_RESERVE_CREDIT_COUNT);
-	uint64_t want_bytes = room(max_bytes, s->map.reserved_bytes, MB_RESERVE_CREDIT_BYTES);
+	uint64_t want_count =
+	    room(mb_books_max_reservations(k), s->map.count, MB_RESERVE_CREDIT_COUNT);
+	uint64_t want_bytes =
+	    room(mb_books_max_reserved(k), s->map.reserved_bytes, MB_RESERVE_CREDIT_BYTES);
 	uint64_t add_count = want_count > s->reserve_count ? want_count - s->reserve_count : 0;
 	uint64_t add_bytes = want_bytes > s->reserve_bytes ? want_bytes - s->reserve_bytes : 0;
 
@@ -204,7 +259,7 @@ void mb_broker_reserve_topup(mb_broker *b, mb_session *s, uint64_t max_count, ui
 	s->reserve_bytes += add_bytes;
 }
 
-void mb_broker_reserve_revoke(mb_session *s)
+void mb_credit_reserve_take_back(mb_session *s)
 {
 	if (s->credit_word == NULL)
 		return;
@@ -214,12 +269,12 @@ void mb_broker_reserve_revoke(mb_session *s)
 	s->reserve_bytes -= bytes < s->reserve_bytes ? bytes : s->reserve_bytes;
 }
 
-bool mb_broker_reserve_covered(const mb_session *s, uint64_t size)
+bool mb_credit_reserve_covered(const mb_session *s, uint64_t size)
 {
 	return s->reserve_count >= 1 && s->reserve_bytes >= size;
 }
 
-void mb_broker_reserve_used(mb_session *s, uint64_t size)
+void mb_credit_reserve_used(mb_session *s, uint64_t size)
 {
 	s->reserve_count -= 1;
 	s->reserve_bytes -= size;

@@ -1,13 +1,19 @@
 /*
- * credit.h: commit credit on the broker's side: granting it, taking it back, and booking the
- * commits a client made with it (see common/mb_credit.h for the shared word).
+ * credit.h: commit credit on the broker's side: granting it, taking it back, booking the commits
+ * a client made with it (see common/mb_credit.h for the shared word), and the one view of memory
+ * in use that every figure shown or acted on is computed from.
  *
  * Invariant, for an honest client: s->credit == the word's value + the bytes of the client's local
- * commits not yet reported. s->credit is charged to the budget, the session and its group like a
- * commit, so the budget is never exceeded; unused credit is taken back before any commit is
- * refused, made to wait or served by reclaiming MEM_RESET pages.
+ * commits not yet reported. s->credit is charged through the books like a commit, so the budget is
+ * never exceeded; unused credit is taken back before any commit is refused, made to wait or served
+ * by reclaiming MEM_RESET pages (decide.h).
  *
- * Every function here runs with the broker lock held.
+ * Memory in use = the ledger's total less the unused credit of every session: credit a client
+ * used for local commits it has not reported yet is in use; credit it holds unused is not. Status,
+ * metrics, GetMemoryLoad, pressure and the systemd STATUS= line all read it from here.
+ *
+ * Beneath the arbiter, above the books. Lock contract: every function runs with the broker lock
+ * held; the only memory shared with a client is the credit word, read and written atomically.
  */
 #ifndef MB_CREDIT_DAEMON_H
 #define MB_CREDIT_DAEMON_H
@@ -16,33 +22,54 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "broker.h"
+#include "books.h"
+#include "mb_hresult.h"
+#include "registry.h"
 
 /* Credit s has not used yet (the word, clamped to what was granted). */
-uint64_t mb_broker_credit_unused(const mb_session *s);
+uint64_t mb_credit_unused(const mb_session *s);
 
 /* Credit s has used for local commits it has not reported yet. */
-uint64_t mb_broker_credit_used(const mb_session *s);
+uint64_t mb_credit_used(const mb_session *s);
 
 /* Bytes allocated in s's section for its memory (the credit page left out). */
 uint64_t mb_session_allocated(const mb_session *s);
 
-/* Unused credit of all sessions. O(sessions): for status and load, not for the hot path. */
-uint64_t mb_broker_credit_unused_total(mb_broker *b);
+/* Unused credit of all sessions. O(sessions) while any credit is out, else O(1). */
+uint64_t mb_credit_unused_total(const mb_books *k, const mb_registry *r);
 
-/* Tops s's credit up to the configured amount when mb_ledger_credit_grant and s's quotas allow.
- * Returns the bytes granted. */
-uint64_t mb_broker_credit_topup(mb_broker *b, mb_session *s);
+/* Memory in use, all sessions (see above). */
+uint64_t mb_memory_in_use(const mb_books *k, const mb_registry *r);
 
-/* Takes s's unused credit back (returned to the budget). Returns the bytes taken. */
-uint64_t mb_broker_credit_revoke(mb_broker *b, mb_session *s);
+/* The ledger as memory in use sees it (committed = mb_memory_in_use): for the load percentage
+ * and what a level may still commit. */
+mb_ledger mb_ledger_in_use(const mb_books *k, const mb_registry *r);
+
+/* The next pressure level (mb_pressure_next) of memory in use. Cheap on the hot path: it reads
+ * every session's word only when the bounds [total - all credit, total] disagree on the level. */
+int mb_pressure_in_use(const mb_books *k, const mb_registry *r, int current, bool waiters);
+
+/* Tops s's credit up to k->conf->commit_credit when mb_ledger_credit_grant and s's quotas allow,
+ * unless anything waits for memory or the broker stops. Returns the bytes granted. */
+uint64_t mb_credit_topup(mb_books *k, mb_session *s, bool waiters, bool stopping);
+
+/* Takes s's unused credit back (refunded to the budget). Returns the bytes taken. */
+uint64_t mb_credit_take_back(mb_books *k, mb_session *s);
+
+/* Whether unused credit exists that mb_credit_take_back_for could free for a commit of s that
+ * did not fit for reason fit. */
+bool mb_credit_in_way(const mb_books *k, const mb_session *s, mb_fit fit);
 
 /* Takes back the credit that stands between s and a commit that did not fit: everyone's for the
  * budget's ceiling, s's own for its limit, its group's for the group's limit. Returns the total. */
-uint64_t mb_broker_credit_revoke_for(mb_broker *b, mb_session *s, mb_fit fit);
+uint64_t mb_credit_take_back_for(mb_books *k, const mb_registry *r, mb_session *s, mb_fit fit);
 
-/* mb_broker_credit_revoke for every session; returns the total taken. */
-uint64_t mb_broker_credit_revoke_all(mb_broker *b);
+/* mb_credit_take_back for every session; returns the total taken. */
+uint64_t mb_credit_take_back_all(mb_books *k, const mb_registry *r);
+
+/* All of s's credit, used or not, commit and reservation credit alike, is void (its section is
+ * being replaced): refunded, and the word emptied. */
+void mb_credit_void(mb_books *k, mb_session *s);
 
 /* Reservation credit granted to one session at most: reservations, and their bytes. */
 #define MB_RESERVE_CREDIT_COUNT 256
@@ -50,20 +77,21 @@ uint64_t mb_broker_credit_revoke_all(mb_broker *b);
 
 /*
  * Tops s's reservation credit up to MB_RESERVE_CREDIT_COUNT / _BYTES, cut so that its reservations
- * plus the credit stay within max_count reservations and max_bytes (its quotas). Only while commit
- * credit is on (a client with --commit-credit 0 asks for every reservation).
+ * plus the credit stay within its reservation quotas (books.h). Only while commit credit is on (a
+ * client with --commit-credit 0 asks for every reservation) and the broker is not stopping.
+ * Reservation credit costs no budget: it is address space, not memory.
  */
-void mb_broker_reserve_topup(mb_broker *b, mb_session *s, uint64_t max_count, uint64_t max_bytes);
+void mb_credit_reserve_topup(mb_books *k, mb_session *s, bool stopping);
 
 /* Takes s's unused reservation credit back (before a quota refuses it a reservation). */
-void mb_broker_reserve_revoke(mb_session *s);
+void mb_credit_reserve_take_back(mb_session *s);
 
 /*
  * Whether a reservation of size bytes that s reports having made by itself is within its
- * reservation credit; mb_broker_reserve_used then books it.
+ * reservation credit; mb_credit_reserve_used then books it.
  */
-bool mb_broker_reserve_covered(const mb_session *s, uint64_t size);
-void mb_broker_reserve_used(mb_session *s, uint64_t size);
+bool mb_credit_reserve_covered(const mb_session *s, uint64_t size);
+void mb_credit_reserve_used(mb_session *s, uint64_t size);
 
 /*
  * Books one local commit s reported in a Sync: [address, address+size) at level, made against its
@@ -71,7 +99,7 @@ void mb_broker_reserve_used(mb_session *s, uint64_t size);
  * committed are not charged twice). S_OK, or an error with the reason in why: misaligned, outside
  * one reservation, a bad level, more than the session's credit, or no memory for page state.
  */
-HRESULT mb_broker_credit_report(mb_broker *b, mb_session *s, uint64_t address, uint64_t size,
-				uint32_t level, char *why, size_t whylen);
+HRESULT mb_credit_book(mb_books *k, mb_session *s, uint64_t address, uint64_t size, uint32_t level,
+		       char *why, size_t whylen);
 
 #endif

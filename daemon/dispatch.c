@@ -15,19 +15,15 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "arbiter.h"
+#include "audit.h"
+#include "books.h"
+#include "clock.h"
 #include "credit.h"
 #include "creds.h"
 #include "log.h"
 #include "mb_win32.h"
 #include "section.h"
-
-/* Reservations one session may hold: enough for 100,000-reservation runtimes, bounded so that one
- * client cannot grow the broker's bookkeeping without limit. */
-#define MB_MAX_RESERVATIONS 1000000
-/* Address space one session may reserve by default: the broker keeps a pointer per 16 MiB
- * reserved (8 MiB for 16 TiB), so this bounds its bookkeeping per client. A .NET GC reserves
- * 256 GiB. */
-#define MB_MAX_RESERVED ((uint64_t)16 << 40)
 
 typedef struct reply {
 	mb_response resp;
@@ -67,7 +63,7 @@ static bool page_aligned(uint64_t v)
 static HRESULT not_held(mb_broker *b, const mb_session *s, uint64_t address, HRESULT otherwise,
 			reply *r)
 {
-	for (mb_session *o = mb_broker_first(b); o != NULL; o = mb_broker_next(o)) {
+	for (mb_session *o = mb_registry_first(&b->reg); o != NULL; o = mb_registry_next(o)) {
 		if (o == s || o->pid != s->pid || !o->hello)
 			continue;
 		if (mb_regmap_find(&o->map, (uintptr_t)address) != NULL)
@@ -151,10 +147,9 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 	s->section_fd = fd;
 	s->credit_word = mb_section_map_credit(fd);
 	snprintf(s->name, sizeof(s->name), "%s", m->name);
+	mb_registry_name(&b->reg, s);
 	s->hello = true;
-	b->clients++;
-	mb_broker_register_id(b, s);
-	mb_broker_assign_group(b, s);
+	mb_books_join_group(&b->books, s);
 	mb_log(LOG_DEBUG, "session %" PRIu64 " '%s' pid %d uid %u connected", s->id, s->name,
 	       (int)s->pid, (unsigned)s->uid);
 
@@ -163,33 +158,12 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 	r->hello.session_id = s->id;
 	r->hello.fd_token.data = r->token;
 	r->hello.fd_token.len = sizeof(r->token);
-	r->hello.budget = b->ledger.budget;
+	r->hello.budget = b->books.ledger.budget;
 	r->hello.section_size = b->section_size;
 	r->hello.commit_credit = s->credit_word != NULL ? b->conf.commit_credit : 0;
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_HELLO;
 	r->resp.hello = &r->hello;
 	return S_OK;
-}
-
-static uint64_t max_reservations(const mb_broker *b)
-{
-	return b->conf.client_max_reservations ? b->conf.client_max_reservations
-					       : MB_MAX_RESERVATIONS;
-}
-
-static uint64_t max_reserved(const mb_broker *b)
-{
-	return b->conf.client_max_reserved ? b->conf.client_max_reserved : MB_MAX_RESERVED;
-}
-
-/* Whether one more reservation of size bytes keeps s within its quotas, its reservation credit
- * counted as reserved. */
-static bool reserve_quota_allows(const mb_broker *b, const mb_session *s, uint64_t size)
-{
-	uint64_t count = s->map.count + s->reserve_count;
-	uint64_t bytes = s->map.reserved_bytes + s->reserve_bytes;
-	return count < max_reservations(b) && bytes <= max_reserved(b) &&
-	       size <= max_reserved(b) - bytes;
 }
 
 /*
@@ -213,24 +187,24 @@ static HRESULT add_reservation(mb_broker *b, mb_session *s, uint64_t address, ui
 	span = mb_span_of((size_t)size);
 	if (address > b->section_size - span)
 		return fail(r, E_INVALIDARG, "reservation outside the usable address range");
-	if (local && !mb_broker_reserve_covered(s, size))
+	if (local && !mb_credit_reserve_covered(s, size))
 		return fail(r, E_INVALIDARG,
 			    "local reservation at 0x%" PRIx64 " of %" PRIu64
 			    " bytes exceeds the session's reservation credit (%" PRIu64
 			    " reservations, %" PRIu64 " bytes)",
 			    address, size, s->reserve_count, s->reserve_bytes);
-	if (!local && !reserve_quota_allows(b, s, size)) {
-		mb_broker_reserve_revoke(s);
-		if (s->map.count >= max_reservations(b))
+	if (!local && !mb_books_reserve_fits(&b->books, s, size)) {
+		mb_credit_reserve_take_back(s);
+		if (s->map.count >= mb_books_max_reservations(&b->books))
 			return fail(r, E_OUTOFMEMORY,
 				    "client_max_reservations: this client holds %zu reservations, "
 				    "the limit",
 				    s->map.count);
-		if (!reserve_quota_allows(b, s, size))
+		if (!mb_books_reserve_fits(&b->books, s, size))
 			return fail(r, E_OUTOFMEMORY,
 				    "client_max_reserved: %zu bytes reserved, %" PRIu64
 				    " more would pass the limit of %" PRIu64,
-				    s->map.reserved_bytes, size, max_reserved(b));
+				    s->map.reserved_bytes, size, mb_books_max_reserved(&b->books));
 	}
 	rv = mb_regmap_insert(&s->map, (uintptr_t)address, (size_t)size, 0, NULL);
 	if (rv == -EEXIST)
@@ -239,7 +213,7 @@ static HRESULT add_reservation(mb_broker *b, mb_session *s, uint64_t address, ui
 	if (rv != 0)
 		return fail(r, E_OUTOFMEMORY, "no memory for the reservation record");
 	if (local)
-		mb_broker_reserve_used(s, size);
+		mb_credit_reserve_used(s, size);
 	return S_OK;
 }
 
@@ -249,7 +223,7 @@ static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Rese
 
 	/* A client that had to ask is out of reservation credit: top it up in the same trip. */
 	if (hr == S_OK)
-		mb_broker_reserve_topup(b, s, max_reservations(b), max_reserved(b));
+		mb_credit_reserve_topup(&b->books, s, b->stopping);
 	return hr;
 }
 
@@ -265,9 +239,9 @@ static void discard_pages(mb_broker *b, mb_session *s, mb_region *region, size_t
 	if (rv < 0)
 		mb_log(LOG_WARNING, "session %" PRIu64 ": hole punch failed: %s", s->id,
 		       strerror(-rv));
-	mb_broker_credit(b, s, (uint64_t)dropped * MB_PAGE_SIZE);
+	mb_books_refund(&b->books, s, (uint64_t)dropped * MB_PAGE_SIZE);
 	if (dropped > 0)
-		mb_broker_grant_waiters(b);
+		mb_arbiter_grant_waiters(b);
 }
 
 static HRESULT do_release(mb_broker *b, mb_session *s, const Membroker__V1__Release *m, reply *r)
@@ -287,31 +261,13 @@ static HRESULT do_release(mb_broker *b, mb_session *s, const Membroker__V1__Rele
 /* Internal marker: the request was parked and is answered later. Never sent. */
 #define MB_PARKED_HR ((HRESULT)1)
 
-static void park(mb_broker *b, mb_parked *p, uint32_t pipe_id, uint64_t request_id, uint32_t ms)
-{
-	p->state = MB_PARK_WAITING;
-	p->pipe_id = pipe_id;
-	p->request_id = request_id;
-	p->seq = b->next_seq++;
-	p->deadline_ms = mb_now_ms() + ms;
-	p->result = S_OK;
-	p->detail[0] = '\0';
-	if (p->kind == MB_PARK_COMMIT) {
-		TAILQ_INSERT_TAIL(&b->waiters[p->level], p, link);
-		b->nwaiters++;
-	} else {
-		TAILQ_INSERT_TAIL(&b->watchers, p, link);
-	}
-	p->arm(p, ms);
-}
-
 static HRESULT grant(mb_broker *b, mb_session *s, const mb_page_range *pr, int level, reply *r)
 {
-	if (mb_broker_commit_pages(b, s, pr, level) < 0)
+	if (mb_books_commit_pages(&b->books, s, pr, level) < 0)
 		return fail(r, E_OUTOFMEMORY, "no memory for page state");
 	/* A client that had to ask is out of credit: top it up with the same round trip. */
-	mb_broker_credit_topup(b, s);
-	mb_broker_update_pressure(b);
+	mb_credit_topup(&b->books, s, b->nwaiters > 0, b->stopping);
+	mb_arbiter_update_pressure(b);
 	return S_OK;
 }
 
@@ -338,69 +294,41 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 			return fail(r, E_INVALIDARG, "adopt is only valid on an adopted section");
 		return grant(b, s, &pr, level, r);
 	}
-	mb_fit fit = bytes > 0 ? mb_broker_fits(b, s, level, bytes) : MB_FIT_OK;
-	/* Unused credit goes back before anyone is refused, made to wait or has MEM_RESET pages
-	 * discarded for them: it costs nobody any data. */
-	if (fit != MB_FIT_OK && mb_broker_credit_revoke_for(b, s, fit) > 0)
-		fit = mb_broker_fits(b, s, level, bytes);
-	if (fit == MB_FIT_CEILING && mb_broker_reclaim(b, s, bytes, level) > 0)
-		fit = mb_broker_fits(b, s, level, bytes);
-	if (fit == MB_FIT_CLIENT_MAX || fit == MB_FIT_GROUP_MAX) {
-		b->refusals++;
-		mb_log_event(LOG_NOTICE, MB_MSGID_REFUSED, (int)s->pid, (unsigned)s->uid, level,
-			     (unsigned long long)bytes, (unsigned)E_OUTOFMEMORY,
-			     "commit refused: over the %s limit",
-			     fit == MB_FIT_CLIENT_MAX ? "client's" : "group's");
-		if (fit == MB_FIT_CLIENT_MAX)
-			return fail(r, E_OUTOFMEMORY,
-				    "client_max: %" PRIu64 " bytes committed, limit %" PRIu64,
-				    mb_session_charged(s), b->conf.client_max);
-		return fail(r, E_OUTOFMEMORY, "max of group '%s': %" PRIu64 " of %" PRIu64 " bytes",
-			    b->conf.groups[s->group].name, b->group_committed[s->group],
-			    b->conf.groups[s->group].max);
+	mb_decision d = mb_arbiter_decide(b, s, level, bytes, false, r->park != NULL);
+	switch (d.verdict) {
+	case MB_VERDICT_GRANT:
+		return grant(b, s, &pr, level, r);
+	case MB_VERDICT_PARK:
+		r->park->kind = MB_PARK_COMMIT;
+		r->park->address = pr.start;
+		r->park->size = (uint64_t)pr.count * MB_PAGE_SIZE;
+		r->park->level = level;
+		mb_arbiter_park(b, r->park, s->pipe_id, request_id, b->books.ledger.wait_ms[level]);
+		mb_arbiter_update_pressure(b);
+		return MB_PARKED_HR;
+	default:
+		break;
 	}
-	if (fit == MB_FIT_CEILING) {
-		uint32_t wait = b->ledger.wait_ms[level];
-		if (wait > 0 && r->park != NULL && !b->stopping &&
-		    bytes <= mb_ledger_ceiling(&b->ledger, level)) {
-			r->park->kind = MB_PARK_COMMIT;
-			r->park->address = pr.start;
-			r->park->size = (uint64_t)pr.count * MB_PAGE_SIZE;
-			r->park->level = level;
-			park(b, r->park, s->pipe_id, request_id, wait);
-			mb_broker_update_pressure(b);
-			return MB_PARKED_HR;
-		}
-		b->refusals++;
-		mb_broker_update_pressure(b);
-		mb_log_event(LOG_NOTICE, MB_MSGID_REFUSED, (int)s->pid, (unsigned)s->uid, level,
-			     (unsigned long long)bytes, (unsigned)E_OUTOFMEMORY,
-			     "commit refused: the budget is full for this level");
+	if (d.reason == MB_REASON_STOPPING)
+		return fail(r, HOST_E_ABANDONED, "the broker is shutting down");
+	b->refusals++;
+	mb_log_event(LOG_NOTICE, MB_MSGID_REFUSED, (int)s->pid, (unsigned)s->uid, level,
+		     (unsigned long long)bytes, (unsigned)E_OUTOFMEMORY, "commit refused: %s",
+		     mb_reason_text(d.reason));
+	if (d.reason == MB_REASON_CLIENT_MAX)
 		return fail(r, E_OUTOFMEMORY,
-			    "budget: %" PRIu64 " of %" PRIu64
-			    " bytes committed, level %d may use up to "
-			    "%" PRIu64,
-			    b->ledger.committed, b->ledger.budget, level,
-			    mb_ledger_ceiling(&b->ledger, level));
-	}
-	return grant(b, s, &pr, level, r);
-}
-
-/* Most MEM_RESET ranges one session may have queued for reclaim; later ones stay reset but are
- * not reclaimed, which only makes the broker less able to help, never wrong. */
-#define MB_MAX_RESET_RANGES 65536
-
-static void queue_reset(mb_broker *b, mb_session *s, const mb_page_range *pr)
-{
-	mb_reset_range *rr;
-
-	if (s->resets >= MB_MAX_RESET_RANGES || (rr = calloc(1, sizeof(*rr))) == NULL)
-		return;
-	rr->pipe_id = s->pipe_id;
-	rr->address = pr->start;
-	rr->pages = pr->count;
-	TAILQ_INSERT_TAIL(&b->resets[s->max_level], rr, link);
-	s->resets++;
+			    "client_max: %" PRIu64 " bytes committed, limit %" PRIu64,
+			    mb_session_charged(s), b->conf.client_max);
+	if (d.reason == MB_REASON_GROUP_MAX)
+		return fail(r, E_OUTOFMEMORY, "max of group '%s': %" PRIu64 " of %" PRIu64 " bytes",
+			    b->conf.groups[s->group].name, b->books.group_charged[s->group],
+			    b->conf.groups[s->group].max);
+	mb_arbiter_update_pressure(b);
+	return fail(r, E_OUTOFMEMORY,
+		    "budget: %" PRIu64 " of %" PRIu64 " bytes committed, level %d may use up to "
+		    "%" PRIu64,
+		    b->books.ledger.committed, b->books.ledger.budget, level,
+		    mb_ledger_ceiling(&b->books.ledger, level));
 }
 
 static HRESULT do_decommit(mb_broker *b, mb_session *s, const Membroker__V1__Decommit *m, reply *r)
@@ -449,7 +377,7 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 		if (mb_region_update(&s->map, pr.region, pr.first, pr.count, MB_PAGE_COMMITTED,
 				     MB_PAGE_COMMITTED, 0, MB_PAGE_RESET, -1, NULL) < 0)
 			return fail(r, E_OUTOFMEMORY, "no memory for page state");
-		queue_reset(b, s, &pr);
+		mb_arbiter_queue_reset(b, s, &pr);
 		return S_OK;
 	}
 	if (lost > 0) {
@@ -457,7 +385,7 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 		 * budget allows; otherwise they stay discarded (a later write is charged or dropped
 		 * by the audit). Either way the undo failed: data was lost. */
 		uint64_t bytes = (uint64_t)lost * MB_PAGE_SIZE;
-		if (mb_broker_fits(b, s, MB_LEVELS - 1, bytes) != MB_FIT_OK)
+		if (mb_books_fits(&b->books, s, MB_LEVELS - 1, bytes) != MB_FIT_OK)
 			return fail(
 			    r, MB_E_INVALID_ADDRESS,
 			    "MEM_RESET_UNDO: the broker discarded %zu of these pages under memory "
@@ -468,7 +396,7 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 		    MB_PAGE_RESET | MB_PAGE_DISCARDED, MB_PAGE_COMMITTED, -1, NULL);
 		if (gained < 0)
 			return fail(r, E_OUTOFMEMORY, "no memory for page state");
-		mb_broker_charge(b, s, (uint64_t)gained * MB_PAGE_SIZE);
+		mb_books_charge(&b->books, s, (uint64_t)gained * MB_PAGE_SIZE);
 	}
 	/* The pages are in use again: nothing left to reclaim here. */
 	mb_region_update(&s->map, pr.region, pr.first, pr.count, 0, 0, MB_PAGE_RESET, 0, -1, NULL);
@@ -492,8 +420,8 @@ static HRESULT do_sync(mb_broker *b, mb_session *s, const Membroker__V1__Sync *m
 	}
 	for (size_t i = 0; i < m->n_commits; i++) {
 		const Membroker__V1__LocalCommit *lc = m->commits[i];
-		HRESULT hr = mb_broker_credit_report(b, s, lc->address, lc->size, lc->level,
-						     r->detail, sizeof(r->detail));
+		HRESULT hr = mb_credit_book(&b->books, s, lc->address, lc->size, lc->level,
+					    r->detail, sizeof(r->detail));
 		if (hr != S_OK) {
 			/* Entries before this one are booked; the client's books and ours now
 			 * differ, which only a broken or hostile client causes. The audit still
@@ -502,10 +430,10 @@ static HRESULT do_sync(mb_broker *b, mb_session *s, const Membroker__V1__Sync *m
 			return hr;
 		}
 	}
-	mb_broker_credit_topup(b, s);
-	mb_broker_reserve_topup(b, s, max_reservations(b), max_reserved(b));
-	mb_broker_update_pressure(b);
-	r->sync.credit = mb_broker_credit_unused(s);
+	mb_credit_topup(&b->books, s, b->nwaiters > 0, b->stopping);
+	mb_credit_reserve_topup(&b->books, s, b->stopping);
+	mb_arbiter_update_pressure(b);
+	r->sync.credit = mb_credit_unused(s);
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_SYNC;
 	r->resp.sync = &r->sync;
 	return S_OK;
@@ -520,7 +448,7 @@ static HRESULT do_watch(mb_broker *b, mb_session *s, uint64_t request_id,
 	if (m->last_level == (uint32_t)b->pressure && r->park != NULL && !b->stopping) {
 		r->park->kind = MB_PARK_WATCH;
 		r->park->last_level = m->last_level;
-		park(b, r->park, s->pipe_id, request_id, refresh_ms);
+		mb_arbiter_park(b, r->park, s->pipe_id, request_id, refresh_ms);
 		return MB_PARKED_HR;
 	}
 	r->watch.level = (uint32_t)b->pressure;
@@ -529,16 +457,17 @@ static HRESULT do_watch(mb_broker *b, mb_session *s, uint64_t request_id,
 	return S_OK;
 }
 
-/* What s could commit now at eTaskCritical: the ceiling less others' reserves, capped by quotas. */
-static uint64_t available_for(mb_broker *b, const mb_session *s)
+/* What s could commit now at eTaskCritical: the ceiling less others' reserves, capped by quotas,
+ * judged on memory in use (unused credit would be taken back for such a commit). */
+static uint64_t available_for(const mb_books *in_use, const mb_session *s)
 {
-	uint64_t lo = 0, hi = mb_ledger_available(&b->ledger, 0);
+	uint64_t lo = 0, hi = mb_ledger_available(&in_use->ledger, 0);
 
-	/* mb_broker_fits is monotonic in bytes: binary search the largest page count that fits. */
+	/* mb_books_fits is monotonic in bytes: binary search the largest page count that fits. */
 	hi /= MB_PAGE_SIZE;
 	while (lo < hi) {
 		uint64_t mid = lo + (hi - lo + 1) / 2;
-		if (mb_broker_fits(b, s, 0, mid * MB_PAGE_SIZE) == MB_FIT_OK)
+		if (mb_books_fits(in_use, s, 0, mid * MB_PAGE_SIZE) == MB_FIT_OK)
 			lo = mid;
 		else
 			hi = mid - 1;
@@ -548,13 +477,11 @@ static uint64_t available_for(mb_broker *b, const mb_session *s)
 
 static HRESULT do_memory_load(mb_broker *b, const mb_session *s, reply *r)
 {
-	/* Unused credit is held, not used, and would be taken back for a commit that needs it:
-	 * both figures leave it out (the lock is held throughout, so nobody sees the change). */
-	uint64_t unused = mb_broker_credit_unused_total(b);
-	b->ledger.committed -= unused;
-	r->load.memory_load = mb_ledger_load(&b->ledger);
-	r->load.available_bytes = available_for(b, s);
-	b->ledger.committed += unused;
+	mb_books in_use = b->books;
+
+	in_use.ledger = mb_ledger_in_use(&b->books, &b->reg);
+	r->load.memory_load = mb_ledger_load(&in_use.ledger);
+	r->load.available_bytes = available_for(&in_use, s);
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_MEMORY_LOAD;
 	r->resp.memory_load = &r->load;
 	return S_OK;
@@ -562,18 +489,17 @@ static HRESULT do_memory_load(mb_broker *b, const mb_session *s, reply *r)
 
 static HRESULT do_session_status(mb_broker *b, mb_session *s, reply *r)
 {
-	r->status.budget = b->ledger.budget;
-	uint64_t unused = mb_broker_credit_unused(s),
-		 total_unused = mb_broker_credit_unused_total(b);
-	/* Committed figures count pages in use: local commits not yet reported are (the credit
-	 * they used), unused credit is not. */
-	r->status.total_committed = b->ledger.committed - total_unused;
+	uint64_t unused = mb_credit_unused(s);
+
+	r->status.budget = b->books.ledger.budget;
+	/* Committed figures count memory in use (credit.h). */
+	r->status.total_committed = mb_memory_in_use(&b->books, &b->reg);
 	r->status.committed = mb_session_charged(s) - unused;
 	r->status.credit = unused;
-	r->status.total_credit = total_unused;
+	r->status.total_credit = mb_credit_unused_total(&b->books, &b->reg);
 	r->status.reserved = s->map.reserved_bytes;
 	r->status.reservations = s->map.count;
-	r->status.sessions = b->clients;
+	r->status.sessions = b->reg.clients;
 	r->status.section_allocated = mb_session_allocated(s);
 	r->status.waiters = b->nwaiters;
 	r->status.pressure = (uint32_t)b->pressure;
@@ -691,7 +617,7 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
 		if (!s->adopted)
 			return fail(r, E_INVALIDARG, "adopt_done without an adopted section");
-		mb_broker_adoption_done(b, s);
+		mb_audit_adoption_done(b, s);
 		return S_OK;
 	default:
 		return fail(r, E_FAIL, "unknown operation");
@@ -731,7 +657,7 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 
 	pthread_mutex_lock(&b->lock);
 	b->requests++;
-	s = mb_broker_find_pipe(b, pipe_id);
+	s = mb_registry_by_pipe(&b->reg, pipe_id);
 	if (s == NULL && op == MEMBROKER__V1__REQUEST__BODY_HELLO) {
 		/* nng may deliver a new connection's first message before its ADD_POST event
 		 * has run: the caller creates the session and asks again. */
@@ -776,7 +702,7 @@ int mb_dispatch_finish(mb_broker *b, mb_parked *p, bool expired, nng_msg **reply
 			pthread_mutex_unlock(&b->lock);
 			return MB_DISPATCH_PARKED;
 		}
-		mb_broker_expire_parked(b, p);
+		mb_arbiter_expire_parked(b, p);
 	}
 	if (p->kind == MB_PARK_WATCH) {
 		r.watch.level = (uint32_t)b->pressure;

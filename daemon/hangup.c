@@ -27,12 +27,13 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 
-#include "broker.h"
+#include "clock.h"
 #include "log.h"
 
 typedef ssize_t (*sendmsg_fn)(int, const struct msghdr *, int);

@@ -10,6 +10,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <systemd/sd-daemon.h>
 
+#include "clock.h"
 #include "log.h"
 #include "mb_wire.h"
 
@@ -128,17 +129,13 @@ int mb_heartbeat_start(mb_heartbeat *h)
 void mb_heartbeat_tick(mb_heartbeat *h, mb_broker *b)
 {
 	uint64_t now = mb_now_ms();
-	uint32_t sessions, waiters;
-	uint64_t committed, budget;
+	uint32_t clients, waiters;
+	uint64_t in_use, budget;
 
-	pthread_mutex_lock(&b->lock);
-	sessions = b->clients;
-	waiters = b->nwaiters;
-	committed = b->ledger.committed;
-	budget = b->ledger.budget;
-	pthread_mutex_unlock(&b->lock);
+	/* Memory in use, as status and metrics show it: unused commit credit is not counted. */
+	mb_broker_usage(b, &clients, &in_use, &budget, &waiters);
 	sd_notifyf(0, "STATUS=%u clients, %" PRIu64 " of %" PRIu64 " MiB committed, %u waiting",
-		   sessions, committed >> 20, budget >> 20, waiters);
+		   clients, in_use >> 20, budget >> 20, waiters);
 
 	if (!h->watchdog || now < h->next_ping_ms)
 		return;

@@ -43,7 +43,7 @@ void mb_ledger_charge(mb_ledger *l, uint64_t bytes)
 	l->committed += bytes;
 }
 
-void mb_ledger_credit(mb_ledger *l, uint64_t bytes)
+void mb_ledger_refund(mb_ledger *l, uint64_t bytes)
 {
 	l->committed = bytes > l->committed ? 0 : l->committed - bytes;
 }

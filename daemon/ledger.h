@@ -49,9 +49,10 @@ typedef enum mb_fit {
  * does not help a client over its own limit. */
 mb_fit mb_ledger_check(const mb_ledger *l, int level, uint64_t bytes, const mb_quota_view *q);
 
-/* Books a grant (the caller checked mb_ledger_fits) and a return. Credit never goes below 0. */
+/* Books a grant (the caller checked mb_ledger_fits) and a return. A refund never takes the total
+ * below 0. */
 void mb_ledger_charge(mb_ledger *l, uint64_t bytes);
-void mb_ledger_credit(mb_ledger *l, uint64_t bytes);
+void mb_ledger_refund(mb_ledger *l, uint64_t bytes);
 
 /* Percentage of the budget committed, 0..100 (rounded up, so any use shows as at least 1). */
 uint32_t mb_ledger_load(const mb_ledger *l);

@@ -19,6 +19,7 @@
 
 #include "admin.h"
 #include "broker.h"
+#include "clock.h"
 #include "deathwatch.h"
 #include "fdserver.h"
 #include "heartbeat.h"
@@ -145,9 +146,9 @@ static int apply(const mb_options *o, const mb_config *conf, mb_broker *b)
 			l.wait_ms[i] = conf->wait_ms[i];
 	}
 	pthread_mutex_lock(&b->lock);
-	b->ledger.budget = l.budget;
-	memcpy(b->ledger.ceiling_permille, l.ceiling_permille, sizeof(l.ceiling_permille));
-	memcpy(b->ledger.wait_ms, l.wait_ms, sizeof(l.wait_ms));
+	b->books.ledger.budget = l.budget;
+	memcpy(b->books.ledger.ceiling_permille, l.ceiling_permille, sizeof(l.ceiling_permille));
+	memcpy(b->books.ledger.wait_ms, l.wait_ms, sizeof(l.wait_ms));
 	pthread_mutex_unlock(&b->lock);
 	mb_config effective = *conf;
 	if (o->commit_credit_set)
@@ -283,7 +284,7 @@ int main(int argc, char **argv)
 		       strerror(-rv));
 	mb_log(LOG_INFO, "serving %s", url);
 	sd_notifyf(0, "READY=1\nSTATUS=serving %s, budget %" PRIu64 " MiB", url,
-		   broker.ledger.budget >> 20);
+		   broker.books.ledger.budget >> 20);
 
 	mb_heartbeat_init(&heartbeat, url);
 	if (mb_heartbeat_start(&heartbeat) != 0)

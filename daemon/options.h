@@ -24,9 +24,7 @@ typedef struct mb_options {
 	uint64_t commit_credit; /* --commit-credit in bytes (at most MB_MAX_COMMIT_CREDIT) */
 } mb_options;
 
-/* Parses "a,b,c" into three values; percent=true reads percentages (0 < v <= 100, one decimal,
- * non-decreasing) into permille, else milliseconds (<= 600000). Returns 0 or -1. */
-int mb_parse_triple(const char *s, bool percent, uint32_t out[3]);
+/* mb_parse_triple (the --ceilings and --waits syntax) lives in config.h, shared with the file. */
 
 /*
  * Parses argv. Returns 0 to run, 1 when --help or --version was printed (exit 0), -1 after printing

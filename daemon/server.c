@@ -17,6 +17,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "clock.h"
 #include "creds.h"
 #include "dispatch.h"
 #include "inflight.h"

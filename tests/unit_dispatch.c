@@ -85,8 +85,8 @@ static int teardown(void **state)
 /* The broker's invariant, checked after every step. */
 static void check_ledger(mb_broker *b)
 {
-	assert_int_equal(b->ledger.committed, mb_broker_sum_sessions(b));
-	assert_true(b->ledger.committed <= b->ledger.budget);
+	assert_int_equal(b->books.ledger.committed, mb_broker_sum_sessions(b));
+	assert_true(b->books.ledger.committed <= b->books.ledger.budget);
 }
 
 static uint64_t next_request_id = 1000;
@@ -335,7 +335,7 @@ static HRESULT sync1(mb_broker *b, uint32_t pipe, uint64_t address, uint64_t siz
 /* The session behind pipe, as the broker holds it (the tests are single-threaded: no lock). */
 static mb_session *sess(mb_broker *b, uint32_t pipe)
 {
-	mb_session *s = mb_broker_find_pipe(b, pipe);
+	mb_session *s = mb_registry_by_pipe(&b->reg, pipe);
 
 	assert_non_null(s);
 	return s;
@@ -394,7 +394,7 @@ static void test_request_before_hello(void **state)
 	assert_int_equal(release(b, 1, BASE), BEFORE_HELLO_HR);
 	assert_int_equal(memory_load(b, 1, &load, &avail), BEFORE_HELLO_HR);
 	assert_int_equal(session_status(b, 1, &st), BEFORE_HELLO_HR);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 	/* Hello is still possible afterwards. */
 	assert_true(open_session(b, 2, NULL) > 0);
 	assert_int_equal(mb_broker_connect(b, 1, getpid(), getuid(), getgid()), -EEXIST);
@@ -447,7 +447,7 @@ static void test_hello_ok(void **state)
 	/* Another session: another id and another token. */
 	assert_int_not_equal(open_session(b, 2, t2), id1);
 	assert_memory_not_equal(t1, t2, MB_WIRE_TOKEN_LEN);
-	assert_int_equal(b->sessions, 2);
+	assert_int_equal(b->reg.sessions, 2);
 }
 
 static void test_hello_twice(void **state)
@@ -501,7 +501,7 @@ static void test_reserve(void **state)
 	assert_int_equal(session_status(b, 1, &st), S_OK);
 	assert_int_equal(st.reservations, 4);
 	assert_int_equal(st.reserved, MIB + GR + PG + GR);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 }
 
 /* ---- commit ---- */
@@ -527,7 +527,7 @@ static void test_commit_refusals(void **state)
 	assert_int_equal(commit(b, 1, BASE, 0, 0), E_INVALIDARG);
 	/* Wrapping. */
 	assert_int_equal(commit(b, 1, BASE, UINT64_MAX & ~(PG - 1), 0), MB_E_INVALID_ADDRESS);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 }
 
 static void test_commit_over_budget(void **state)
@@ -544,15 +544,15 @@ static void test_commit_over_budget(void **state)
 
 	/* The whole budget at task level: refused, nothing booked. */
 	assert_int_equal(commit(b, 1, BASE, BUDGET, 0), E_OUTOFMEMORY);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 	assert_int_equal(commit(b, 1, BASE, (c0 + 1) * PG, 0), E_OUTOFMEMORY);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 
 	/* Exactly what level 0 may have. */
 	assert_int_equal(commit(b, 1, BASE, c0 * PG, 0), S_OK);
-	assert_int_equal(b->ledger.committed, c0 * PG);
+	assert_int_equal(b->books.ledger.committed, c0 * PG);
 	assert_int_equal(commit(b, 1, BASE + c0 * PG, PG, 0), E_OUTOFMEMORY);
-	assert_int_equal(b->ledger.committed, c0 * PG);
+	assert_int_equal(b->books.ledger.committed, c0 * PG);
 	assert_int_equal(memory_load(b, 1, &load, &avail), S_OK);
 	assert_int_equal(load, 90); /* 89.99...% rounds up */
 	assert_int_equal(avail, avail0(c0 * PG));
@@ -560,22 +560,22 @@ static void test_commit_over_budget(void **state)
 
 	/* AppDomain level goes on to 97%. */
 	assert_int_equal(commit(b, 1, BASE + c0 * PG, (c1 - c0 + 1) * PG, 1), E_OUTOFMEMORY);
-	assert_int_equal(b->ledger.committed, c0 * PG);
+	assert_int_equal(b->books.ledger.committed, c0 * PG);
 	assert_int_equal(commit(b, 1, BASE + c0 * PG, (c1 - c0) * PG, 1), S_OK);
-	assert_int_equal(b->ledger.committed, c1 * PG);
+	assert_int_equal(b->books.ledger.committed, c1 * PG);
 
 	/* Process level gets all of it, and not a page more. */
 	assert_int_equal(commit(b, 1, BASE + c1 * PG, (all - c1) * PG, 2), S_OK);
-	assert_int_equal(b->ledger.committed, BUDGET);
+	assert_int_equal(b->books.ledger.committed, BUDGET);
 	assert_int_equal(commit(b, 1, BASE + all * PG, PG, 2), E_OUTOFMEMORY);
-	assert_int_equal(b->ledger.committed, BUDGET);
+	assert_int_equal(b->books.ledger.committed, BUDGET);
 	assert_int_equal(memory_load(b, 1, &load, &avail), S_OK);
 	assert_int_equal(load, 100);
 	assert_int_equal(avail, 0);
 
 	/* Re-committing committed pages costs nothing, so it succeeds even when full. */
 	assert_int_equal(commit(b, 1, BASE, BUDGET, 0), S_OK);
-	assert_int_equal(b->ledger.committed, BUDGET);
+	assert_int_equal(b->books.ledger.committed, BUDGET);
 }
 
 static void test_commit_same_pages_twice(void **state)
@@ -586,14 +586,14 @@ static void test_commit_same_pages_twice(void **state)
 	open_session(b, 1, NULL);
 	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
 	assert_int_equal(commit(b, 1, BASE, 16 * PG, 0), S_OK);
-	assert_int_equal(b->ledger.committed, 16 * PG);
+	assert_int_equal(b->books.ledger.committed, 16 * PG);
 	assert_int_equal(commit(b, 1, BASE, 16 * PG, 0), S_OK);
-	assert_int_equal(b->ledger.committed, 16 * PG);
+	assert_int_equal(b->books.ledger.committed, 16 * PG);
 	assert_int_equal(commit(b, 1, BASE + 4 * PG, 4 * PG, 2), S_OK);
-	assert_int_equal(b->ledger.committed, 16 * PG);
+	assert_int_equal(b->books.ledger.committed, 16 * PG);
 	/* Half old, half new: only the new half is charged. */
 	assert_int_equal(commit(b, 1, BASE + 8 * PG, 16 * PG, 0), S_OK);
-	assert_int_equal(b->ledger.committed, 24 * PG);
+	assert_int_equal(b->books.ledger.committed, 24 * PG);
 	assert_int_equal(session_status(b, 1, &st), S_OK);
 	assert_int_equal(st.committed, 24 * PG);
 	assert_int_equal(st.total_committed, 24 * PG);
@@ -607,15 +607,15 @@ static void test_decommit_credits(void **state)
 	open_session(b, 1, NULL);
 	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
 	assert_int_equal(commit(b, 1, BASE, 32 * PG, 1), S_OK);
-	assert_int_equal(b->ledger.committed, 32 * PG);
+	assert_int_equal(b->books.ledger.committed, 32 * PG);
 	assert_int_equal(decommit(b, 1, BASE + 8 * PG, 4 * PG), S_OK);
-	assert_int_equal(b->ledger.committed, 28 * PG);
+	assert_int_equal(b->books.ledger.committed, 28 * PG);
 	/* Decommitting decommitted pages credits nothing more. */
 	assert_int_equal(decommit(b, 1, BASE + 8 * PG, 4 * PG), S_OK);
-	assert_int_equal(b->ledger.committed, 28 * PG);
+	assert_int_equal(b->books.ledger.committed, 28 * PG);
 	/* A range of mixed pages credits only the committed ones. */
 	assert_int_equal(decommit(b, 1, BASE + 30 * PG, 10 * PG), S_OK);
-	assert_int_equal(b->ledger.committed, 26 * PG);
+	assert_int_equal(b->books.ledger.committed, 26 * PG);
 	/* Refusals leave the ledger alone. */
 	assert_int_equal(decommit(b, 1, BASE + 64 * MIB, PG), HOST_E_INVALIDOPERATION);
 	/* Past the reservation's end: E_INVALIDARG, as the client's own check (mb_win32_plan_free).
@@ -623,13 +623,13 @@ static void test_decommit_credits(void **state)
 	assert_int_equal(decommit(b, 1, BASE + MIB - PG, 2 * PG), E_INVALIDARG);
 	assert_int_equal(decommit(b, 1, BASE, MIB + GR), E_INVALIDARG);
 	assert_int_equal(decommit(b, 1, BASE + 1, PG), E_INVALIDARG);
-	assert_int_equal(b->ledger.committed, 26 * PG);
+	assert_int_equal(b->books.ledger.committed, 26 * PG);
 	/* The whole reservation. */
 	assert_int_equal(decommit(b, 1, BASE, MIB), S_OK);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 	/* Committed again after a decommit: charged again. */
 	assert_int_equal(commit(b, 1, BASE, 2 * PG, 0), S_OK);
-	assert_int_equal(b->ledger.committed, 2 * PG);
+	assert_int_equal(b->books.ledger.committed, 2 * PG);
 }
 
 static void test_reset_of_reserved_pages_changes_nothing(void **state)
@@ -641,7 +641,7 @@ static void test_reset_of_reserved_pages_changes_nothing(void **state)
 	/* Reserved pages: success, nothing marked, nothing queued for reclaim. */
 	assert_int_equal(reset(b, 1, BASE, PG, false), S_OK);
 	assert_int_equal(reset(b, 1, BASE, PG, true), S_OK);
-	mb_session *s = mb_broker_find_pipe(b, 1);
+	mb_session *s = mb_registry_by_pipe(&b->reg, 1);
 	assert_int_equal(s->resets, 0);
 	assert_int_equal(commit(b, 1, BASE, 4 * PG, 0), S_OK);
 	/* Mixed: only the committed pages are marked. */
@@ -650,10 +650,10 @@ static void test_reset_of_reserved_pages_changes_nothing(void **state)
 	assert_int_equal(mb_region_count(r, 0, 8, MB_PAGE_RESET, MB_PAGE_RESET), 4);
 	assert_int_equal(mb_region_committed_in(r, 0, 8), 4);
 	/* Reset pages stay charged until the broker discards them. */
-	assert_int_equal(b->ledger.committed, 4 * PG);
+	assert_int_equal(b->books.ledger.committed, 4 * PG);
 	assert_int_equal(reset(b, 1, BASE, 8 * PG, true), S_OK);
 	assert_int_equal(mb_region_count(r, 0, 8, MB_PAGE_RESET, MB_PAGE_RESET), 0);
-	assert_int_equal(b->ledger.committed, 4 * PG);
+	assert_int_equal(b->books.ledger.committed, 4 * PG);
 	/* Outside every reservation, or running past its end. */
 	assert_int_equal(reset(b, 1, BASE + 64 * MIB, PG, false), MB_E_INVALID_ADDRESS);
 	assert_int_equal(reset(b, 1, BASE + MIB - PG, 2 * PG, false), MB_E_INVALID_ADDRESS);
@@ -676,10 +676,10 @@ static void test_release(void **state)
 	/* Never reserved. */
 	assert_int_equal(release(b, 1, BASE + 64 * MIB), HOST_E_INVALIDOPERATION);
 	assert_int_equal(release(b, 1, 0), HOST_E_INVALIDOPERATION);
-	assert_int_equal(b->ledger.committed, 8 * PG);
+	assert_int_equal(b->books.ledger.committed, 8 * PG);
 
 	assert_int_equal(release(b, 1, BASE), S_OK);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 	assert_int_equal(session_status(b, 1, &st), S_OK);
 	assert_int_equal(st.reservations, 0);
 	assert_int_equal(st.reserved, 0);
@@ -711,9 +711,9 @@ static void test_not_owner(void **state)
 	assert_int_equal(release(b, 3, BASE), HOST_E_INVALIDOPERATION);
 	assert_int_equal(commit(b, 3, BASE, PG, 0), MB_E_INVALID_ADDRESS);
 	/* Nothing changed hands. */
-	assert_int_equal(b->ledger.committed, 4 * PG);
+	assert_int_equal(b->books.ledger.committed, 4 * PG);
 	assert_int_equal(release(b, 1, BASE), S_OK);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 }
 
 /* ---- connections ---- */
@@ -730,8 +730,8 @@ static void test_unknown_pipe(void **state)
 	assert_int_equal(release(b, 77, BASE), HOST_E_CLRNOTAVAILABLE);
 	assert_int_equal(memory_load(b, 77, &load, &avail), HOST_E_CLRNOTAVAILABLE);
 	assert_int_equal(session_status(b, 77, &st), HOST_E_CLRNOTAVAILABLE);
-	assert_int_equal(b->sessions, 0);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->reg.sessions, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 }
 
 /* A Hello on a pipe the broker does not know: refused, or (where nng can deliver a connection's
@@ -754,7 +754,7 @@ static void test_unknown_pipe_hello(void **state)
 #ifdef MB_DISPATCH_NO_SESSION
 	if (rv == MB_DISPATCH_NO_SESSION) {
 		assert_null(out);
-		assert_int_equal(b->sessions, 0);
+		assert_int_equal(b->reg.sessions, 0);
 		nng_msg_free(in);
 		return;
 	}
@@ -766,7 +766,7 @@ static void test_unknown_pipe_hello(void **state)
 		assert_int_equal((HRESULT)r->hresult, HOST_E_CLRNOTAVAILABLE);
 		mb_wire_free_response(r);
 	}
-	assert_int_equal(b->sessions, 0);
+	assert_int_equal(b->reg.sessions, 0);
 	nng_msg_free(in);
 	nng_msg_free(out);
 }
@@ -840,7 +840,7 @@ static void test_disconnect_returns_everything(void **state)
 	assert_int_equal(commit(b, 1, BASE + 8 * MIB, 64 * PG, 2), S_OK);
 	assert_int_equal(reserve(b, 2, BASE, 2 * MIB), S_OK);
 	assert_int_equal(commit(b, 2, BASE, 2 * MIB, 1), S_OK);
-	assert_int_equal(b->ledger.committed, 6 * MIB + 64 * PG);
+	assert_int_equal(b->books.ledger.committed, 6 * MIB + 64 * PG);
 	assert_int_equal(session_status(b, 2, &st), S_OK);
 	assert_int_equal(st.sessions, 2);
 	assert_int_equal(st.committed, 2 * MIB);
@@ -848,8 +848,8 @@ static void test_disconnect_returns_everything(void **state)
 
 	mb_broker_disconnect(b, 1);
 	check_ledger(b);
-	assert_int_equal(b->ledger.committed, 2 * MIB);
-	assert_int_equal(b->sessions, 1);
+	assert_int_equal(b->books.ledger.committed, 2 * MIB);
+	assert_int_equal(b->reg.sessions, 1);
 	assert_int_equal(session_status(b, 2, &st), S_OK);
 	assert_int_equal(st.sessions, 1);
 	assert_int_equal(st.total_committed, 2 * MIB);
@@ -859,19 +859,19 @@ static void test_disconnect_returns_everything(void **state)
 	/* Unknown pipes and repeated disconnects are no-ops. */
 	mb_broker_disconnect(b, 1);
 	mb_broker_disconnect(b, 12345);
-	assert_int_equal(b->sessions, 1);
+	assert_int_equal(b->reg.sessions, 1);
 	check_ledger(b);
 
 	/* A session that never said Hello ends cleanly too. */
 	assert_int_equal(mb_broker_connect(b, 3, getpid(), getuid(), getgid()), 0);
-	assert_int_equal(b->sessions, 2);
+	assert_int_equal(b->reg.sessions, 2);
 	mb_broker_disconnect(b, 3);
-	assert_int_equal(b->sessions, 1);
+	assert_int_equal(b->reg.sessions, 1);
 
 	mb_broker_disconnect(b, 2);
 	check_ledger(b);
-	assert_int_equal(b->ledger.committed, 0);
-	assert_int_equal(b->sessions, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
+	assert_int_equal(b->reg.sessions, 0);
 	assert_int_equal(mb_broker_sum_sessions(b), 0);
 
 	/* The budget is whole again: a new session gets all of level 0. */
@@ -1017,7 +1017,7 @@ static void test_credit_hello(void **state)
 	assert_non_null(sess(b, 1)->credit_word);
 	assert_int_equal(sess(b, 1)->credit, 0);
 	assert_int_equal(word(b, 1), 0);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 }
 
 static void test_credit_first_commit_tops_up(void **state)
@@ -1036,9 +1036,9 @@ static void test_credit_first_commit_tops_up(void **state)
 	assert_int_equal(commit(b, 1, BASE, 4 * PG, 0), S_OK);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
-	assert_int_equal(b->credit_total, CREDIT);
+	assert_int_equal(b->books.credit_total, CREDIT);
 	/* The credit is charged like a commit: the budget can never be overdrawn by it. */
-	assert_int_equal(b->ledger.committed, 4 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 4 * PG + CREDIT);
 
 	/* What clients see leaves unused credit out: it is held, not used. */
 	assert_int_equal(session_status(b, 1, &st), S_OK);
@@ -1054,14 +1054,14 @@ static void test_credit_first_commit_tops_up(void **state)
 	assert_int_equal(commit(b, 1, BASE + 4 * PG, 4 * PG, 1), S_OK);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
-	assert_int_equal(b->ledger.committed, 8 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 8 * PG + CREDIT);
 
 	/* Credit per session; totals over all of them. */
 	open_session(b, 2, NULL);
 	assert_int_equal(reserve(b, 2, BASE, MIB), S_OK);
 	assert_int_equal(commit(b, 2, BASE, 2 * PG, 0), S_OK);
 	assert_int_equal(sess(b, 2)->credit, CREDIT);
-	assert_int_equal(b->ledger.committed, 10 * PG + 2 * CREDIT);
+	assert_int_equal(b->books.ledger.committed, 10 * PG + 2 * CREDIT);
 	assert_int_equal(session_status(b, 2, &st), S_OK);
 	assert_int_equal(st.committed, 2 * PG);
 	assert_int_equal(st.total_committed, 10 * PG);
@@ -1079,7 +1079,7 @@ static void test_credit_first_commit_tops_up(void **state)
 	assert_int_equal(st.total_credit, 2 * CREDIT - 16 * PG);
 	assert_int_equal(memory_load(b, 1, &load, &avail), S_OK);
 	assert_int_equal(avail, avail0(26 * PG));
-	assert_int_equal(b->ledger.committed, 10 * PG + 2 * CREDIT);
+	assert_int_equal(b->books.ledger.committed, 10 * PG + 2 * CREDIT);
 }
 
 static void test_credit_sync_books_local_commits(void **state)
@@ -1094,7 +1094,7 @@ static void test_credit_sync_books_local_commits(void **state)
 
 	/* 16 pages committed by the client alone, then reported. */
 	assert_true(take(b, 1, 16 * PG));
-	assert_int_equal(b->ledger.committed, PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, PG + CREDIT);
 	{
 		local_commit e = {BASE + PG, 16 * PG, 2};
 		assert_int_equal(sync_req(b, 1, &e, 1, &credit), S_OK);
@@ -1104,7 +1104,7 @@ static void test_credit_sync_books_local_commits(void **state)
 	assert_int_equal(word(b, 1), CREDIT);
 	assert_int_equal(mb_session_committed(sess(b, 1)), 17 * PG);
 	assert_int_equal(sess(b, 1)->max_level, 2); /* reclaim order follows reported levels */
-	assert_int_equal(b->ledger.committed, 17 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 17 * PG + CREDIT);
 	assert_int_equal(session_status(b, 1, &st), S_OK);
 	assert_int_equal(st.committed, 17 * PG);
 	assert_int_equal(st.credit, CREDIT);
@@ -1112,16 +1112,16 @@ static void test_credit_sync_books_local_commits(void **state)
 	/* A round-trip commit overtook the report of the same pages: charged once, not twice. */
 	assert_true(take(b, 1, 4 * PG));
 	assert_int_equal(commit(b, 1, BASE + 32 * PG, 4 * PG, 0), S_OK);
-	assert_int_equal(b->ledger.committed, 21 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 21 * PG + CREDIT);
 	assert_int_equal(sync1(b, 1, BASE + 32 * PG, 4 * PG, 0), S_OK);
-	assert_int_equal(b->ledger.committed, 21 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 21 * PG + CREDIT);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
 
 	/* Half overlapping: only the new half is charged. */
 	assert_true(take(b, 1, 4 * PG));
 	assert_int_equal(sync1(b, 1, BASE + 34 * PG, 4 * PG, 0), S_OK);
-	assert_int_equal(b->ledger.committed, 23 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 23 * PG + CREDIT);
 	assert_int_equal(mb_session_committed(sess(b, 1)), 23 * PG);
 
 	/* Several commits in one Sync, in two reservations. */
@@ -1136,14 +1136,14 @@ static void test_credit_sync_books_local_commits(void **state)
 		assert_int_equal(sync_req(b, 1, e, 3, &credit), S_OK);
 	}
 	assert_int_equal(credit, CREDIT);
-	assert_int_equal(b->ledger.committed, 26 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 26 * PG + CREDIT);
 	assert_int_equal(session_status(b, 1, &st), S_OK);
 	assert_int_equal(st.committed, 26 * PG);
 	assert_int_equal(st.total_committed, 26 * PG);
 
 	/* The pages are ordinary commits now: a decommit credits them like any other. */
 	assert_int_equal(decommit(b, 1, BASE + PG, 16 * PG), S_OK);
-	assert_int_equal(b->ledger.committed, 10 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 10 * PG + CREDIT);
 
 	/* An empty Sync only asks for credit. */
 	assert_true(take(b, 1, CREDIT));
@@ -1283,18 +1283,18 @@ static void test_credit_sync_refusals(void **state)
 	assert_int_equal(mb_broker_connect(b, 1, getpid(), getuid(), getgid()), 0);
 	assert_int_equal(sync_req(b, 1, &good, 1, NULL), BEFORE_HELLO_HR);
 	assert_int_equal(sync_req(b, 1, NULL, 0, NULL), BEFORE_HELLO_HR);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 
 	/* No credit granted yet: nothing can have been committed locally. */
 	open_session(b, 2, NULL);
 	assert_int_equal(reserve(b, 2, BASE, 8 * MIB), S_OK);
 	assert_int_equal(sync_req(b, 2, &good, 1, NULL), E_INVALIDARG);
 	assert_non_null(strstr(last_detail, "credit"));
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 
 	assert_int_equal(commit(b, 2, BASE, PG, 0), S_OK);
 	assert_true(take(b, 2, 8 * PG));
-	ledger = b->ledger.committed;
+	ledger = b->books.ledger.committed;
 	credit = sess(b, 2)->credit;
 	pages = mb_session_committed(sess(b, 2));
 	{
@@ -1321,7 +1321,7 @@ static void test_credit_sync_refusals(void **state)
 		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 			assert_int_equal(sync_req(b, 2, &bad[i].e, 1, NULL), bad[i].hr);
 			assert_non_null(strstr(last_detail, bad[i].why));
-			assert_int_equal(b->ledger.committed, ledger);
+			assert_int_equal(b->books.ledger.committed, ledger);
 			assert_int_equal(sess(b, 2)->credit, credit);
 			assert_int_equal(mb_session_committed(sess(b, 2)), pages);
 			assert_int_equal(word(b, 2), CREDIT - 8 * PG);
@@ -1333,13 +1333,13 @@ static void test_credit_sync_refusals(void **state)
 		local_commit e[] = {{BASE + PG, 4 * PG, 0}, {BASE + 5 * PG, PG, 9}};
 		assert_int_equal(sync_req(b, 2, e, 2, NULL), E_INVALIDARG);
 	}
-	assert_int_equal(b->ledger.committed, ledger);
+	assert_int_equal(b->books.ledger.committed, ledger);
 	assert_int_equal(sess(b, 2)->credit, credit - 4 * PG);
 	assert_int_equal(mb_session_committed(sess(b, 2)), pages + 4 * PG);
 	assert_int_equal(word(b, 2), CREDIT - 8 * PG); /* no top-up after a refusal */
 	assert_int_equal(sync1(b, 2, BASE + 5 * PG, 4 * PG, 0), S_OK);
 	assert_int_equal(sess(b, 2)->credit, CREDIT);
-	assert_int_equal(b->ledger.committed, 9 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 9 * PG + CREDIT);
 
 	/* Together more than the credit: booked while it lasts, then refused. */
 	{
@@ -1349,7 +1349,7 @@ static void test_credit_sync_refusals(void **state)
 		assert_int_equal(sync_req(b, 2, e, 3, NULL), E_INVALIDARG);
 	}
 	assert_int_equal(sess(b, 2)->credit, 0);
-	assert_int_equal(b->ledger.committed, 9 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 9 * PG + CREDIT);
 	assert_int_equal(mb_session_committed(sess(b, 2)), 9 * PG + CREDIT);
 
 	/* More entries than a Sync may carry is a protocol violation, not a refusal. */
@@ -1373,7 +1373,7 @@ static void test_credit_sync_refusals(void **state)
 		nng_msg_free(in);
 	}
 	check_ledger(b);
-	assert_int_equal(b->ledger.committed, 9 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 9 * PG + CREDIT);
 }
 
 static void test_credit_revoked_for_commit(void **state)
@@ -1395,11 +1395,11 @@ static void test_credit_revoked_for_commit(void **state)
 	assert_int_equal(commit(b, 2, BASE, (C0 - 17) * PG, 0), S_OK);
 	assert_int_equal(word(b, 1), 0);
 	assert_int_equal(sess(b, 1)->credit, 16 * PG); /* what it used stays charged */
-	assert_int_equal(b->credit_total, 16 * PG);
-	assert_int_equal(b->credit_revoked_bytes, CREDIT - 16 * PG);
-	assert_int_equal(b->credit_revocations, 1);
+	assert_int_equal(b->books.credit_total, 16 * PG);
+	assert_int_equal(b->books.credit_taken_back_bytes, CREDIT - 16 * PG);
+	assert_int_equal(b->books.credit_taken_back, 1);
 	assert_int_equal(sess(b, 2)->credit, 0); /* over 80%: no credit for anyone */
-	assert_int_equal(b->ledger.committed, C0 * PG);
+	assert_int_equal(b->books.ledger.committed, C0 * PG);
 	assert_int_equal(session_status(b, 1, &st), S_OK);
 	assert_int_equal(st.committed, 17 * PG);
 	assert_int_equal(st.credit, 0);
@@ -1412,13 +1412,13 @@ static void test_credit_revoked_for_commit(void **state)
 	}
 	assert_int_equal(credit, 0);
 	assert_int_equal(sess(b, 1)->credit, 0);
-	assert_int_equal(b->credit_total, 0);
-	assert_int_equal(b->ledger.committed, C0 * PG);
+	assert_int_equal(b->books.credit_total, 0);
+	assert_int_equal(b->books.ledger.committed, C0 * PG);
 
 	/* Nothing left to take back: a commit that does not fit is refused, no revocation. */
 	assert_int_equal(commit(b, 2, BASE + (C0 - 17) * PG, PG, 0), E_OUTOFMEMORY);
-	assert_int_equal(b->credit_revocations, 1);
-	assert_int_equal(b->ledger.committed, C0 * PG);
+	assert_int_equal(b->books.credit_taken_back, 1);
+	assert_int_equal(b->books.ledger.committed, C0 * PG);
 }
 
 static void test_credit_revoked_on_low(void **state)
@@ -1438,9 +1438,9 @@ static void test_credit_revoked_on_low(void **state)
 	assert_int_equal(b->pressure, 1);
 	assert_int_equal(word(b, 1), 0);
 	assert_int_equal(sess(b, 1)->credit, 0);
-	assert_int_equal(b->credit_total, 0);
-	assert_int_equal(b->credit_revoked_bytes, CREDIT);
-	assert_int_equal(b->ledger.committed, PG + C0 * PG);
+	assert_int_equal(b->books.credit_total, 0);
+	assert_int_equal(b->books.credit_taken_back_bytes, CREDIT);
+	assert_int_equal(b->books.ledger.committed, PG + C0 * PG);
 }
 
 static void test_credit_limit_80_percent(void **state)
@@ -1459,8 +1459,8 @@ static void test_credit_limit_80_percent(void **state)
 	assert_int_equal(commit(b, 1, BASE, x, 0), S_OK);
 	assert_int_equal(sess(b, 1)->credit, room);
 	assert_int_equal(word(b, 1), room);
-	assert_int_equal(b->ledger.committed, x + room);
-	assert_true(b->ledger.committed <= CREDIT_LIMIT);
+	assert_int_equal(b->books.ledger.committed, x + room);
+	assert_true(b->books.ledger.committed <= CREDIT_LIMIT);
 
 	/* Less than a page left under the limit: none for the next session. */
 	assert_true(CREDIT_LIMIT - (x + room) < PG);
@@ -1471,7 +1471,7 @@ static void test_credit_limit_80_percent(void **state)
 	assert_int_equal(commit(b, 1, BASE + x, MIB, 0), S_OK);
 	assert_int_equal(sess(b, 1)->credit, room);
 	assert_int_equal(sess(b, 2)->credit, 0);
-	assert_int_equal(b->ledger.committed, x + MIB + room + PG);
+	assert_int_equal(b->books.ledger.committed, x + MIB + room + PG);
 
 	/* Room again after a decommit: the next grant tops up to the full amount. */
 	assert_int_equal(decommit(b, 1, BASE, 16 * MIB), S_OK);
@@ -1514,8 +1514,8 @@ static void test_credit_none_while_waiting(void **state)
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 
 	/* Session 2's commit cannot fit even with session 1's credit back: it waits. */
-	assert_true(big <= mb_ledger_ceiling(&b->ledger, 1));
-	assert_true(32 * PG + big > mb_ledger_ceiling(&b->ledger, 1));
+	assert_true(big <= mb_ledger_ceiling(&b->books.ledger, 1));
+	assert_true(32 * PG + big > mb_ledger_ceiling(&b->books.ledger, 1));
 	memset(&p, 0, sizeof(p));
 	p.arm = park_arm;
 	p.wake = park_wake;
@@ -1535,8 +1535,8 @@ static void test_credit_none_while_waiting(void **state)
 	/* Unused credit went back before the commit was made to wait. */
 	assert_int_equal(word(b, 1), 0);
 	assert_int_equal(sess(b, 1)->credit, 0);
-	assert_int_equal(b->credit_revoked_bytes, CREDIT);
-	assert_int_equal(b->ledger.committed, 32 * PG);
+	assert_int_equal(b->books.credit_taken_back_bytes, CREDIT);
+	assert_int_equal(b->books.ledger.committed, 32 * PG);
 
 	/* Far under 80%, but credit would compete with the waiter. */
 	assert_int_equal(commit(b, 1, BASE + 32 * PG, PG, 0), S_OK);
@@ -1544,7 +1544,7 @@ static void test_credit_none_while_waiting(void **state)
 	assert_int_equal(word(b, 1), 0);
 	assert_int_equal(sync_req(b, 1, NULL, 0, &credit), S_OK);
 	assert_int_equal(credit, 0);
-	assert_int_equal(b->credit_total, 0);
+	assert_int_equal(b->books.credit_total, 0);
 
 	/* Session 1 gives its pages back: the waiter is served. */
 	assert_int_equal(decommit(b, 1, BASE, 33 * PG), S_OK);
@@ -1552,7 +1552,7 @@ static void test_credit_none_while_waiting(void **state)
 	assert_int_equal(p.state, MB_PARK_DONE);
 	assert_int_equal((HRESULT)p.result, S_OK);
 	assert_int_equal(b->nwaiters, 0);
-	assert_int_equal(b->ledger.committed, big);
+	assert_int_equal(b->books.ledger.committed, big);
 	assert_int_equal(mb_dispatch_finish(b, &p, false, &out), MB_DISPATCH_REPLY);
 	{
 		mb_response *r = mb_wire_unpack_response(nng_msg_body(out), nng_msg_len(out));
@@ -1581,7 +1581,7 @@ static void test_credit_forged_word(void **state)
 
 	/* The client raises its own word: the broker believes no more than it granted. */
 	forge(b, 1, UINT64_MAX - PG);
-	assert_int_equal(mb_broker_credit_unused(sess(b, 1)), CREDIT);
+	assert_int_equal(mb_credit_unused(sess(b, 1)), CREDIT);
 	assert_int_equal(session_status(b, 1, &st), S_OK);
 	assert_int_equal(st.committed, PG);
 	assert_int_equal(st.credit, CREDIT);
@@ -1592,16 +1592,16 @@ static void test_credit_forged_word(void **state)
 	/* ... and books no local commit beyond it. */
 	assert_true(take(b, 1, 4 * CREDIT));
 	assert_int_equal(sync1(b, 1, BASE + PG, 4 * CREDIT, 0), E_INVALIDARG);
-	assert_int_equal(b->ledger.committed, PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, PG + CREDIT);
 
 	/* Revocation returns what was granted, not what the word says. */
-	revoked = b->credit_revoked_bytes;
+	revoked = b->books.credit_taken_back_bytes;
 	assert_int_equal(commit(b, 2, BASE, (C0 - 1) * PG, 0), S_OK);
-	assert_int_equal(b->credit_revoked_bytes, revoked + CREDIT);
+	assert_int_equal(b->books.credit_taken_back_bytes, revoked + CREDIT);
 	assert_int_equal(word(b, 1), 0);
 	assert_int_equal(sess(b, 1)->credit, 0);
-	assert_int_equal(b->credit_total, 0);
-	assert_int_equal(b->ledger.committed, C0 * PG);
+	assert_int_equal(b->books.credit_total, 0);
+	assert_int_equal(b->books.ledger.committed, C0 * PG);
 
 	/* With nothing granted, a forged word is worth nothing. */
 	forge(b, 1, UINT64_MAX);
@@ -1611,22 +1611,22 @@ static void test_credit_forged_word(void **state)
 	assert_int_equal(st.total_committed, C0 * PG);
 	assert_int_equal(sync1(b, 1, BASE + PG, PG, 0), E_INVALIDARG);
 	reload_credit(b, CREDIT);
-	assert_int_equal(b->credit_revoked_bytes, revoked + CREDIT);
-	assert_int_equal(b->ledger.committed, C0 * PG);
+	assert_int_equal(b->books.credit_taken_back_bytes, revoked + CREDIT);
+	assert_int_equal(b->books.ledger.committed, C0 * PG);
 
 	/* Credit granted on top of a forged word: still only the grant comes back. */
 	assert_int_equal(decommit(b, 2, BASE, 32 * MIB), S_OK);
 	forge(b, 1, UINT64_MAX);
 	assert_int_equal(commit(b, 1, BASE + PG, PG, 0), S_OK);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
-	revoked = b->credit_revoked_bytes;
+	revoked = b->books.credit_taken_back_bytes;
 	reload_credit(b, CREDIT);
-	assert_true(b->credit_revoked_bytes - revoked <= CREDIT);
-	assert_int_equal(sess(b, 1)->credit + (b->credit_revoked_bytes - revoked), CREDIT);
+	assert_true(b->books.credit_taken_back_bytes - revoked <= CREDIT);
+	assert_int_equal(sess(b, 1)->credit + (b->books.credit_taken_back_bytes - revoked), CREDIT);
 	assert_int_equal(word(b, 1), 0);
-	assert_int_equal(b->ledger.committed, mb_session_committed(sess(b, 1)) +
-						  sess(b, 1)->credit +
-						  mb_session_committed(sess(b, 2)));
+	assert_int_equal(b->books.ledger.committed, mb_session_committed(sess(b, 1)) +
+							sess(b, 1)->credit +
+							mb_session_committed(sess(b, 2)));
 }
 
 /* The opposite lie: a word lowered to nothing claims all the credit used. */
@@ -1644,18 +1644,18 @@ static void test_credit_word_lowered(void **state)
 	assert_int_equal(session_status(b, 1, &st), S_OK);
 	assert_int_equal(st.committed, PG + CREDIT);
 	assert_int_equal(st.credit, 0);
-	assert_int_equal(b->ledger.committed, PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, PG + CREDIT);
 	/* Nothing unused to take back. */
-	revoked = b->credit_revoked_bytes;
+	revoked = b->books.credit_taken_back_bytes;
 	reload_credit(b, CREDIT);
-	assert_int_equal(b->credit_revoked_bytes, revoked);
+	assert_int_equal(b->books.credit_taken_back_bytes, revoked);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	/* Reported, the credit becomes commits and is granted afresh. */
 	assert_int_equal(sync1(b, 1, BASE + PG, CREDIT, 0), S_OK);
 	assert_int_equal(mb_session_committed(sess(b, 1)), PG + CREDIT);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
-	assert_int_equal(b->ledger.committed, PG + 2 * CREDIT);
+	assert_int_equal(b->books.ledger.committed, PG + 2 * CREDIT);
 }
 
 static void test_credit_disconnect(void **state)
@@ -1670,20 +1670,20 @@ static void test_credit_disconnect(void **state)
 	assert_int_equal(commit(b, 1, BASE, 4 * PG, 0), S_OK);
 	assert_int_equal(commit(b, 2, BASE, 2 * PG, 0), S_OK);
 	assert_true(take(b, 1, 8 * PG)); /* local commits it will never report */
-	assert_int_equal(b->ledger.committed, 6 * PG + 2 * CREDIT);
+	assert_int_equal(b->books.ledger.committed, 6 * PG + 2 * CREDIT);
 
 	mb_broker_disconnect(b, 1);
 	check_ledger(b);
-	assert_int_equal(b->ledger.committed, 2 * PG + CREDIT);
-	assert_int_equal(b->credit_total, CREDIT);
+	assert_int_equal(b->books.ledger.committed, 2 * PG + CREDIT);
+	assert_int_equal(b->books.credit_total, CREDIT);
 	mb_broker_disconnect(b, 3); /* held no credit */
-	assert_int_equal(b->ledger.committed, 2 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 2 * PG + CREDIT);
 	mb_broker_disconnect(b, 2);
 	check_ledger(b);
-	assert_int_equal(b->ledger.committed, 0);
-	assert_int_equal(b->credit_total, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
+	assert_int_equal(b->books.credit_total, 0);
 	/* Ending a session is not a revocation. */
-	assert_int_equal(b->credit_revocations, 0);
+	assert_int_equal(b->books.credit_taken_back, 0);
 }
 
 static void test_credit_reload_to_zero(void **state)
@@ -1705,10 +1705,10 @@ static void test_credit_reload_to_zero(void **state)
 	assert_int_equal(word(b, 2), 0);
 	assert_int_equal(sess(b, 1)->credit, 8 * PG); /* used: charged until reported */
 	assert_int_equal(sess(b, 2)->credit, 0);
-	assert_int_equal(b->credit_total, 8 * PG);
-	assert_int_equal(b->credit_revoked_bytes, 2 * CREDIT - 8 * PG);
-	assert_int_equal(b->credit_revocations, 1);
-	assert_int_equal(b->ledger.committed, 10 * PG);
+	assert_int_equal(b->books.credit_total, 8 * PG);
+	assert_int_equal(b->books.credit_taken_back_bytes, 2 * CREDIT - 8 * PG);
+	assert_int_equal(b->books.credit_taken_back, 1);
+	assert_int_equal(b->books.ledger.committed, 10 * PG);
 
 	/* No credit announced or granted any more; reported local commits are still booked. */
 	assert_int_equal(mb_broker_connect(b, 3, getpid(), getuid(), getgid()), 0);
@@ -1724,8 +1724,8 @@ static void test_credit_reload_to_zero(void **state)
 	}
 	assert_int_equal(credit, 0);
 	assert_int_equal(sess(b, 1)->credit, 0);
-	assert_int_equal(b->credit_total, 0);
-	assert_int_equal(b->ledger.committed, 11 * PG);
+	assert_int_equal(b->books.credit_total, 0);
+	assert_int_equal(b->books.ledger.committed, 11 * PG);
 
 	/* Configured again: granted again with the next commit. */
 	reload_credit(b, CREDIT);
@@ -1776,7 +1776,7 @@ static void test_credit_adopted_section(void **state)
 	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
 	assert_int_equal(commit(b, 1, BASE, PG, 0), S_OK);
 	assert_int_equal(release(b, 1, BASE), S_OK);
-	assert_int_equal(b->ledger.committed, CREDIT); /* a release leaves the credit */
+	assert_int_equal(b->books.ledger.committed, CREDIT); /* a release leaves the credit */
 
 	/* The section a client brings back replaces this one: credit on the old one is void. */
 	fd = mb_section_create("unit_dispatch", b->section_size);
@@ -1785,8 +1785,8 @@ static void test_credit_adopted_section(void **state)
 	    mb_broker_adopt_section(b, id, token, MB_WIRE_TOKEN_LEN, getuid(), getpid(), fd), 0);
 	check_ledger(b);
 	assert_int_equal(sess(b, 1)->credit, 0);
-	assert_int_equal(b->credit_total, 0);
-	assert_int_equal(b->ledger.committed, 0);
+	assert_int_equal(b->books.credit_total, 0);
+	assert_int_equal(b->books.ledger.committed, 0);
 	assert_int_equal(word(b, 1), 0);
 
 	/* None while the client re-registers what it holds... */
@@ -1800,7 +1800,7 @@ static void test_credit_adopted_section(void **state)
 	assert_int_equal(commit(b, 1, BASE + PG, PG, 0), S_OK);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
-	assert_int_equal(b->ledger.committed, 2 * PG + CREDIT);
+	assert_int_equal(b->books.ledger.committed, 2 * PG + CREDIT);
 }
 
 #define T(fn)  cmocka_unit_test_setup_teardown(fn, setup, teardown)

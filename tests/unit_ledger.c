@@ -212,7 +212,7 @@ static void test_fits_near_uint64_max(void **state)
 	assert_int_equal(mb_ledger_available(&l, 0), 0);
 	assert_int_equal(mb_ledger_load(&l), 100);
 
-	mb_ledger_credit(&l, UINT64_MAX - 5);
+	mb_ledger_refund(&l, UINT64_MAX - 5);
 	assert_int_equal(l.committed, 0);
 	assert_true(mb_ledger_fits(&l, 0, exact_ceiling(UINT64_MAX, 900)));
 	assert_false(mb_ledger_fits(&l, 0, exact_ceiling(UINT64_MAX, 900) + 1));
@@ -247,21 +247,21 @@ static void test_charge_credit(void **state)
 	assert_int_equal(l.committed, 12288);
 	mb_ledger_charge(&l, 0);
 	assert_int_equal(l.committed, 12288);
-	mb_ledger_credit(&l, 4096);
+	mb_ledger_refund(&l, 4096);
 	assert_int_equal(l.committed, 8192);
-	mb_ledger_credit(&l, 0);
+	mb_ledger_refund(&l, 0);
 	assert_int_equal(l.committed, 8192);
-	mb_ledger_credit(&l, 8192);
+	mb_ledger_refund(&l, 8192);
 	assert_int_equal(l.committed, 0);
 
 	/* Credit never goes below zero. */
-	mb_ledger_credit(&l, 1);
+	mb_ledger_refund(&l, 1);
 	assert_int_equal(l.committed, 0);
 	mb_ledger_charge(&l, 100);
-	mb_ledger_credit(&l, 101);
+	mb_ledger_refund(&l, 101);
 	assert_int_equal(l.committed, 0);
 	mb_ledger_charge(&l, 100);
-	mb_ledger_credit(&l, UINT64_MAX);
+	mb_ledger_refund(&l, UINT64_MAX);
 	assert_int_equal(l.committed, 0);
 	assert_int_equal(l.budget, 1 << 20);
 }
@@ -281,7 +281,7 @@ static void test_load_rounding(void **state)
 	assert_int_equal(mb_ledger_load(&l), 1); /* exactly 1% */
 	mb_ledger_charge(&l, 1);
 	assert_int_equal(mb_ledger_load(&l), 2); /* 1.1% */
-	mb_ledger_credit(&l, 11);
+	mb_ledger_refund(&l, 11);
 	mb_ledger_charge(&l, 500);
 	assert_int_equal(mb_ledger_load(&l), 50);
 	mb_ledger_charge(&l, 1);
@@ -290,7 +290,7 @@ static void test_load_rounding(void **state)
 	assert_int_equal(mb_ledger_load(&l), 100); /* 99.9% rounds up */
 	mb_ledger_charge(&l, 1);
 	assert_int_equal(mb_ledger_load(&l), 100); /* full */
-	mb_ledger_credit(&l, 1000);
+	mb_ledger_refund(&l, 1000);
 	assert_int_equal(mb_ledger_load(&l), 0);
 
 	/* One byte of a large budget still shows. */

@@ -31,7 +31,8 @@
  *   - every reply decodes with mb_wire_unpack_response, carries the request's id, has a detail
  *     text exactly when it is a failure, and the body its operation promises;
  *   - ledger.committed == mb_broker_sum_sessions() <= budget, each group's committed bytes and
- *     session count equal the sums over its sessions, b->sessions equals the sessions in the tree;
+ *     session count equal the sums over its sessions, b->reg.sessions equals the sessions in the
+ * tree;
  *   - the broker's waiting commits and parked requests are exactly the harness's waiting slots,
  *     hooks are called only in the right states.
  * At the end of every input all parked requests are finished (expired = true) and answered, and
@@ -215,22 +216,22 @@ static void check_reply(nng_msg *msg, uint64_t request_id, int op)
 			CHECK(r->hello->fd_token.len == MB_WIRE_TOKEN_LEN);
 			CHECK(r->hello->session_id != 0);
 			CHECK(r->hello->protocol_version == MB_PROTOCOL_VERSION);
-			CHECK(r->hello->budget == broker.ledger.budget);
+			CHECK(r->hello->budget == broker.books.ledger.budget);
 			break;
 		case MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD:
 			CHECK(r->body_case == MEMBROKER__V1__RESPONSE__BODY_MEMORY_LOAD);
 			CHECK(r->memory_load->memory_load <= 100);
-			CHECK(r->memory_load->available_bytes <= broker.ledger.budget);
+			CHECK(r->memory_load->available_bytes <= broker.books.ledger.budget);
 			break;
 		case MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS:
 			CHECK(r->body_case == MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS);
 			/* Committed means in use: unused commit credit is left out. */
 			CHECK(r->session_status->total_committed +
 				  r->session_status->total_credit ==
-			      broker.ledger.committed);
+			      broker.books.ledger.committed);
 			CHECK(r->session_status->credit <= r->session_status->total_credit);
 			CHECK(r->session_status->committed <= r->session_status->total_committed);
-			CHECK(r->session_status->budget == broker.ledger.budget);
+			CHECK(r->session_status->budget == broker.books.ledger.budget);
 			break;
 		case MEMBROKER__V1__REQUEST__BODY_SYNC:
 			CHECK(r->body_case == MEMBROKER__V1__RESPONSE__BODY_SYNC);
@@ -259,9 +260,9 @@ static void check_broker(void)
 
 	uint64_t credit = 0;
 
-	CHECK(b->ledger.committed == mb_broker_sum_sessions(b));
-	CHECK(b->ledger.committed <= b->ledger.budget);
-	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s)) {
+	CHECK(b->books.ledger.committed == mb_broker_sum_sessions(b));
+	CHECK(b->books.ledger.committed <= b->books.ledger.budget);
+	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
 		sessions++;
 		credit += s->credit;
 		/* The harness never takes credit from the word, while Sync may report local
@@ -280,11 +281,11 @@ static void check_broker(void)
 			group_n[s->group]++;
 		}
 	}
-	CHECK(sessions == b->sessions);
-	CHECK(credit == b->credit_total);
+	CHECK(sessions == b->reg.sessions);
+	CHECK(credit == b->books.credit_total);
 	for (int g = 0; g < b->conf.ngroups; g++) {
-		CHECK(b->group_committed[g] == group_sum[g]);
-		CHECK(b->group_sessions[g] == group_n[g]);
+		CHECK(b->books.group_charged[g] == group_sum[g]);
+		CHECK(b->books.group_sessions[g] == group_n[g]);
 	}
 	for (int i = 0; i < NPARK; i++) {
 		const park_slot *ps = &parks[i];
@@ -308,7 +309,7 @@ static void check_maps(void)
 {
 	mb_broker *b = &broker;
 
-	for (mb_session *s = mb_broker_first(b); s != NULL; s = mb_broker_next(s)) {
+	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
 		size_t count = 0, reserved = 0, committed = 0;
 		uint32_t resets = 0;
 
@@ -510,7 +511,7 @@ static void dispatch(int i, const uint8_t *body, size_t len, bool no_park)
 	if (rv == MB_DISPATCH_NO_SESSION) {
 		CHECK(decoded && op == MEMBROKER__V1__REQUEST__BODY_HELLO);
 		CHECK(reply == NULL);
-		CHECK(mb_broker_find_pipe(&broker, sl->pipe) == NULL);
+		CHECK(mb_registry_by_pipe(&broker.reg, sl->pipe) == NULL);
 		if (sl->init == SLOT_NEVER) {
 			if (ps != NULL)
 				ps->used = false;
@@ -559,7 +560,7 @@ static void control(int i, int action, uint8_t sel)
 			mb_broker_process_exited(&broker, sl->pipe);
 		else
 			mb_broker_disconnect(&broker, sl->pipe);
-		CHECK(mb_broker_find_pipe(&broker, sl->pipe) == NULL);
+		CHECK(mb_registry_by_pipe(&broker.reg, sl->pipe) == NULL);
 		/* Its parked requests were answered (woken) by the broker. */
 		for (int k = 0; k < NPARK; k++)
 			if (parks[k].used && parks[k].p.pipe_id == sl->pipe)

@@ -1,0 +1,67 @@
+/*
+ * arbiter.h: what the broker does when memory is short: the decision loop for a commit (decide.h
+ * with its steps carried out), waiting commits and their grants, reclaim of MEM_RESET pages, and
+ * memory-pressure notifications.
+ *
+ * Above the books and commit credit, beneath the broker's entry points and the request path.
+ * Lock contract: every function here runs with the broker lock held and never takes it.
+ */
+#ifndef MB_ARBITER_H
+#define MB_ARBITER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "decide.h"
+#include "state.h"
+
+/*
+ * Decides a commit of `bytes` more at level for s (decide.h), carrying out the steps it asks for
+ * (taking unused credit back, reclaiming MEM_RESET pages) until it grants, parks or refuses.
+ * waiting: s's commit is already parked (the grant pass); parkable: a new request that may be
+ * parked. Grants nothing itself: on MB_VERDICT_GRANT the caller commits the pages.
+ */
+mb_decision mb_arbiter_decide(mb_broker *b, mb_session *s, int level, uint64_t bytes, bool waiting,
+			      bool parkable);
+
+/* Parks p (kind, and for a commit address/size/level, set by the caller) for pipe_id until at most
+ * ms from now, and arms its owner. */
+void mb_arbiter_park(mb_broker *b, mb_parked *p, uint32_t pipe_id, uint64_t request_id,
+		     uint32_t ms);
+
+/* Finishes a parked request: result and detail set, removed from its queue, owner woken. */
+void mb_arbiter_finish(mb_broker *b, mb_parked *p, HRESULT hr, const char *detail);
+
+/* Serves waiting commits that fit now (highest level first, then oldest; none blocks another),
+ * then recomputes the pressure. Called after every refund. */
+void mb_arbiter_grant_waiters(mb_broker *b);
+
+/* Recomputes the pressure level from memory in use; wakes watchers when it changed. */
+void mb_arbiter_update_pressure(mb_broker *b);
+
+/* Discards MEM_RESET pages until `need` bytes more would fit for s at level, lowest-level owners
+ * first. Returns the bytes refunded. */
+uint64_t mb_arbiter_reclaim(mb_broker *b, const mb_session *s, uint64_t need, int level);
+
+/* Queues a MEM_RESET range of s for reclaim (bounded per session: later ones are not queued). */
+void mb_arbiter_queue_reset(mb_broker *b, mb_session *s, const mb_page_range *pr);
+
+/* Answers s's parked requests (it is going away) and forgets its MEM_RESET ranges. */
+void mb_arbiter_drop_session(mb_broker *b, mb_session *s);
+
+/* Ends one parked request as its deadline does (a commit: HOST_E_TIMEOUT, counted and logged; a
+ * watch: answered with the current level). No-op unless it waits. */
+void mb_arbiter_expire_parked(mb_broker *b, mb_parked *p);
+
+/* Expires every parked request due at or before now; returns the earliest deadline still
+ * pending, or 0 for none. */
+uint64_t mb_arbiter_expire(mb_broker *b, uint64_t now);
+
+/* Answers every waiting commit HOST_E_ABANDONED and every watch its level; nothing waits from
+ * now on (b->stopping). Returns how many were parked. */
+uint32_t mb_arbiter_abandon_all(mb_broker *b);
+
+/* Requests still parked (waiting commits and watches). */
+uint32_t mb_arbiter_parked(const mb_broker *b);
+
+#endif

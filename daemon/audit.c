@@ -1,0 +1,125 @@
+/*
+ * audit.c: honest charging: sections against commits.
+ */
+#include "audit.h"
+
+#include <inttypes.h>
+#include <unistd.h>
+
+#include "credit.h"
+#include "log.h"
+#include "mb_credit.h"
+#include "mb_win32.h"
+#include "section.h"
+
+uint64_t mb_audit_session(mb_broker *b, mb_session *s, bool forgive, bool *offender)
+{
+	/* Read before the credit word: a client takes credit before it writes a local commit and
+	 * gives it back only after punching the pages out, so nothing allocated here is missed. */
+	uint64_t allocated = mb_session_allocated(s);
+	uint64_t discarded = 0, offending = 0;
+	off_t pos = 0;
+	/* Pages the client committed by itself against its credit are not in the map until it
+	 * reports them: that many written, uncommitted pages of its reservations are those local
+	 * commits, not offences. */
+	uint64_t tolerated = 0, local = mb_credit_used(s);
+	const bool credit_page = s->credit_word != NULL;
+
+	/* The common case costs one fstat: no more pages than commits means nothing to look at. */
+	if (allocated <= mb_session_committed(s) + local)
+		return 0;
+	for (;;) {
+		off_t data = lseek(s->section_fd, pos, SEEK_DATA);
+		if (data < 0)
+			break;
+		off_t hole = lseek(s->section_fd, data, SEEK_HOLE);
+		if (hole < 0)
+			break;
+		uint64_t run = UINT64_MAX; /* start of a run of pages to discard */
+		uint64_t end = ((uint64_t)hole + MB_PAGE_SIZE - 1) & ~(uint64_t)(MB_PAGE_SIZE - 1);
+		for (uint64_t a = (uint64_t)data & ~(uint64_t)(MB_PAGE_SIZE - 1); a <= end;
+		     a += MB_PAGE_SIZE) {
+			bool drop = false;
+			if (a < end && a == MB_CREDIT_OFFSET && credit_page) {
+				drop = false; /* the credit word */
+			} else if (a < end) {
+				mb_region *region = mb_regmap_find(&s->map, (uintptr_t)a);
+				size_t pg = region ? mb_region_page(region, (uintptr_t)a) : 0;
+				uint8_t st = region ? mb_region_state(region, pg) : 0;
+				if (region != NULL && (st & MB_PAGE_COMMITTED)) {
+					drop = false;
+				} else if (region != NULL && st == 0 &&
+					   (tolerated + MB_PAGE_SIZE <= local ||
+					    tolerated + MB_PAGE_SIZE <=
+						(local = mb_credit_used(s)))) {
+					/* A local commit (the word is read again before calling it
+					 * an offence: the client may have made one since). */
+					tolerated += MB_PAGE_SIZE;
+				} else if (region != NULL && (st & MB_PAGE_DISCARDED) &&
+					   mb_books_fits(&b->books, s, MB_LEVELS - 1,
+							 MB_PAGE_SIZE) == MB_FIT_OK &&
+					   mb_region_commit(&s->map, region, pg, 1, 0) == 1) {
+					/* Win32 lets a program write to MEM_RESET pages: the page
+					 * is in use again, so it is charged again. */
+					mb_books_charge(&b->books, s, MB_PAGE_SIZE);
+				} else {
+					drop = true;
+					if (region == NULL || !(st & MB_PAGE_DISCARDED))
+						offending += MB_PAGE_SIZE;
+				}
+			}
+			if (drop && run == UINT64_MAX)
+				run = a;
+			if (!drop && run != UINT64_MAX) {
+				mb_section_discard(s->section_fd, run, a - run);
+				discarded += a - run;
+				run = UINT64_MAX;
+			}
+		}
+		pos = hole;
+	}
+	if (offending > 0 && forgive) {
+		mb_log(LOG_INFO,
+		       "client pid %d: dropped %" PRIu64 " KiB its previous broker had not "
+		       "seen decommitted",
+		       (int)s->pid, offending >> 10);
+	} else if (offending > 0) {
+		s->offences++;
+		b->offences++;
+		mb_log_event(LOG_WARNING, MB_MSGID_OFFENCE, (int)s->pid, (unsigned)s->uid,
+			     s->max_level, (unsigned long long)offending, 0,
+			     "client wrote %" PRIu64
+			     " KiB it had not committed; discarded (offence %u "
+			     "of %d)",
+			     offending >> 10, s->offences, MB_MAX_OFFENCES);
+		if (s->offences >= MB_MAX_OFFENCES)
+			*offender = true;
+	}
+	return discarded;
+}
+
+int mb_audit_all(mb_broker *b, uint32_t *offenders, int max, uint64_t *discarded)
+{
+	int n = 0;
+
+	*discarded = 0;
+	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
+		bool offender = false;
+		if (!s->hello || s->adopting)
+			continue;
+		*discarded += mb_audit_session(b, s, false, &offender);
+		if (offender && n < max)
+			offenders[n++] = s->pipe_id;
+	}
+	return n;
+}
+
+void mb_audit_adoption_done(mb_broker *b, mb_session *s)
+{
+	bool offender = false;
+
+	if (!s->adopting)
+		return;
+	s->adopting = false;
+	mb_audit_session(b, s, true, &offender);
+}
