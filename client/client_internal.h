@@ -90,7 +90,26 @@ struct mb_client {
 	atomic_bool watch_stop;
 	pthread_t watch_thread;
 	mb_call_slot *watch_slot; /* the watch thread's own context, stopped at teardown */
+	/* Listeners inside the library (the heaps' trim on Low); hook_lock is held while they
+	 * run, so removing one waits for it. */
+	pthread_mutex_t hook_lock;
+	struct mb_pressure_hook *hooks;
 };
+
+/* A listener of pressure changes inside the library, called on the notification thread with
+ * no other library lock held, before the user's callback. */
+typedef struct mb_pressure_hook {
+	void (*fn)(EMemoryAvailable level, void *context);
+	void *context;
+	struct mb_pressure_hook *next;
+} mb_pressure_hook;
+
+/* Adds hook, starting the notification thread if it does not run yet (notify.c). */
+HRESULT mb_notify_add_hook(mb_client *client, mb_pressure_hook *hook);
+
+/* Removes hook; once this returns it is not running and will not be called again. Must not be
+ * called from a hook. */
+void mb_notify_remove_hook(mb_client *client, mb_pressure_hook *hook);
 
 /* Stops the notification thread, if any (notify.c). */
 void mb_notify_stop(mb_client *client);

@@ -120,6 +120,7 @@ static void client_free(mb_client *c)
 	pthread_mutex_destroy(&c->slot_lock);
 	pthread_mutex_destroy(&c->sync_lock);
 	pthread_mutex_destroy(&c->notify_lock);
+	pthread_mutex_destroy(&c->hook_lock);
 	pthread_cond_destroy(&c->notify_done);
 	pthread_mutex_destroy(&c->reconnect_lock);
 	free(c);
@@ -371,6 +372,7 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 	pthread_mutex_init(&c->slot_lock, NULL);
 	pthread_mutex_init(&c->sync_lock, NULL);
 	pthread_mutex_init(&c->notify_lock, NULL);
+	pthread_mutex_init(&c->hook_lock, NULL);
 	pthread_cond_init(&c->notify_done, NULL);
 	mb_regmap_init(&c->map, true);
 

@@ -50,6 +50,10 @@ static void *watch_thread(void *arg)
 		if (level < eMemoryAvailableLow || level > eMemoryAvailableHigh || level == last)
 			continue;
 		last = level;
+		pthread_mutex_lock(&c->hook_lock);
+		for (mb_pressure_hook *h = c->hooks; h != NULL; h = h->next)
+			h->fn((EMemoryAvailable)level, h->context);
+		pthread_mutex_unlock(&c->hook_lock);
 		pthread_mutex_lock(&c->notify_lock);
 		mb_memory_callback cb = c->notify_cb;
 		void *ctx = c->notify_ctx;
@@ -104,6 +108,32 @@ HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callbac
 	}
 	pthread_mutex_unlock(&c->notify_lock);
 	return S_OK;
+}
+
+HRESULT mb_notify_add_hook(mb_client *c, mb_pressure_hook *hook)
+{
+	pthread_mutex_lock(&c->notify_lock);
+	if (!c->watch_started && start_thread(c) != 0) {
+		pthread_mutex_unlock(&c->notify_lock);
+		return E_OUTOFMEMORY;
+	}
+	pthread_mutex_unlock(&c->notify_lock);
+	pthread_mutex_lock(&c->hook_lock);
+	hook->next = c->hooks;
+	c->hooks = hook;
+	pthread_mutex_unlock(&c->hook_lock);
+	return S_OK;
+}
+
+void mb_notify_remove_hook(mb_client *c, mb_pressure_hook *hook)
+{
+	pthread_mutex_lock(&c->hook_lock);
+	for (mb_pressure_hook **p = &c->hooks; *p != NULL; p = &(*p)->next)
+		if (*p == hook) {
+			*p = hook->next;
+			break;
+		}
+	pthread_mutex_unlock(&c->hook_lock);
 }
 
 void mb_notify_stop(mb_client *c)

@@ -509,10 +509,16 @@ static bool intact(const blk *b)
 
 static void stress_release(stress *st, blk *b)
 {
-	if (!intact(b))
+	if (!intact(b)) {
+		print_error("block %p of %zu bytes overwritten\n", (void *)b->p, b->size);
 		atomic_fetch_add(&st->errors, 1);
-	if (IHostMalloc_Free(st->heap, b->p) != S_OK)
+	}
+	HRESULT hr = IHostMalloc_Free(st->heap, b->p);
+	if (hr != S_OK) {
+		print_error("Free(%p) of %zu bytes: %s (%s)\n", (void *)b->p, b->size,
+			    mb_hresult_name(hr), mb_last_error());
 		atomic_fetch_add(&st->errors, 1);
+	}
 	atomic_fetch_add(&st->frees, 1);
 	free(b);
 }
