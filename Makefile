@@ -1,7 +1,8 @@
 # membroker: the two commands of the quick start.
 #   make run    install missing packages, build, start membrokerd with its defaults, serve a client
 #   make test   install missing packages, build (normal and ASan+UBSan), run the whole suite (CTest)
-#   make bench  the benchmark against bare nng and mmap baselines (BENCHMARKS.md)
+#   make bench  the benchmarks: broker against bare nng and mmap, the CreateMalloc heap against
+#               glibc malloc and mimalloc, CPython on broker memory (BENCHMARKS.md)
 #   make deb    the Debian packages (debian/, dpkg-buildpackage), checked with lintian
 #   make test-systemd  the packages installed and run under a real systemd (Debian 12 in nspawn)
 BUILD      ?= build
@@ -35,6 +36,8 @@ test: check-format build build-sanitize
 
 bench: build
 	@$(BUILD)/bench/mb_bench --json $(BUILD)/bench.json
+	@$(BUILD)/bench/mb_allocbench
+	@$(BUILD)/bench/mb_pybench
 
 deb:
 	@scripts/build-deb.sh $(BUILD)/deb

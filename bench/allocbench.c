@@ -33,7 +33,7 @@
 #include "membroker.h"
 #endif
 
-#define SLOTS 1024
+#define SLOTS	    1024
 #define MAX_THREADS 4
 
 typedef enum { LOAD_SMALL, LOAD_MIXED } load_kind;
@@ -164,7 +164,9 @@ static void glibc_free(void *ctx, void *p)
 static void *heap_alloc(void *ctx, size_t n)
 {
 	void *p;
-	return ((IHostMalloc *)ctx)->lpVtbl->Alloc((IHostMalloc *)ctx, n, eTaskCritical, &p) == S_OK ? p : NULL;
+	return ((IHostMalloc *)ctx)->lpVtbl->Alloc((IHostMalloc *)ctx, n, eTaskCritical, &p) == S_OK
+		   ? p
+		   : NULL;
 }
 
 static void heap_free(void *ctx, void *p)
@@ -213,8 +215,10 @@ static int worker_main(char **argv)
 		ops = run_load(&face, load, threads, ms, &failed);
 		mb_get_client_stats(c, &after);
 		printf("ops=%.0f virtual_calls=%" PRIu64 " virtual_round_trips=%" PRIu64 "\n", ops,
-		       after.alloc_calls + after.free_calls - before.alloc_calls - before.free_calls,
-		       after.alloc_remote + after.free_remote - before.alloc_remote - before.free_remote);
+		       after.alloc_calls + after.free_calls - before.alloc_calls -
+			   before.free_calls,
+		       after.alloc_remote + after.free_remote - before.alloc_remote -
+			   before.free_remote);
 		h->lpVtbl->Release(h);
 		m->lpVtbl->Release(m);
 		mb_disconnect(c);
@@ -230,7 +234,7 @@ static int worker_main(char **argv)
 enum { A_HEAP, A_GLIBC, A_MIMALLOC, NALLOC };
 static const char *const alloc_names[NALLOC] = {"heap", "glibc", "mimalloc"};
 static const int thread_counts[] = {1, 2, 4};
-#define NTHREADS 3
+#define NTHREADS   3
 #define MAX_ROUNDS 9
 
 typedef struct cell {
@@ -287,8 +291,8 @@ int main(int argc, char **argv)
 	bench_loadavg(load0, sizeof(load0));
 	uint64_t t0 = bench_now_ns();
 	bench_broker_start(&b, MEMBROKERD_PATH);
-	fprintf(stderr, "mb_allocbench: broker at %s; %d rounds of %ld ms per cell\n", b.url, rounds,
-		ms);
+	fprintf(stderr, "mb_allocbench: broker at %s; %d rounds of %ld ms per cell\n", b.url,
+		rounds, ms);
 	for (int r = 0; r < rounds; r++)
 		for (int l = 0; l < 2; l++)
 			for (int ti = 0; ti < NTHREADS; ti++)
@@ -317,12 +321,12 @@ int main(int argc, char **argv)
 				med[l][a][ti] = bench_median(cl->ops, (size_t)cl->n) / 1e6;
 				failures += cl->failures;
 			}
-			printf("  %7d %9.2f %9.2f %9.2f %9.2fx %9.2fx\n", thread_counts[ti],
-			       med[l][A_HEAP][ti], med[l][A_GLIBC][ti], med[l][A_MIMALLOC][ti],
-			       med[l][A_GLIBC][ti] > 0 ? med[l][A_HEAP][ti] / med[l][A_GLIBC][ti] : 0,
-			       med[l][A_MIMALLOC][ti] > 0
-				   ? med[l][A_HEAP][ti] / med[l][A_MIMALLOC][ti]
-				   : 0);
+			printf(
+			    "  %7d %9.2f %9.2f %9.2f %9.2fx %9.2fx\n", thread_counts[ti],
+			    med[l][A_HEAP][ti], med[l][A_GLIBC][ti], med[l][A_MIMALLOC][ti],
+			    med[l][A_GLIBC][ti] > 0 ? med[l][A_HEAP][ti] / med[l][A_GLIBC][ti] : 0,
+			    med[l][A_MIMALLOC][ti] > 0 ? med[l][A_HEAP][ti] / med[l][A_MIMALLOC][ti]
+						       : 0);
 		}
 		uint64_t vc = 0, vr = 0;
 		for (int ti = 0; ti < NTHREADS; ti++) {
@@ -338,10 +342,12 @@ int main(int argc, char **argv)
 		const char *text;
 		double v, limit;
 	} tg[] = {
-	    {"small sizes, 1 thread, heap/glibc >= 0.8", med[0][A_HEAP][0] / med[0][A_GLIBC][0], 0.8},
+	    {"small sizes, 1 thread, heap/glibc >= 0.8", med[0][A_HEAP][0] / med[0][A_GLIBC][0],
+	     0.8},
 	    {"small sizes, 2 threads, heap/glibc >= 0.8", med[0][A_HEAP][1] / med[0][A_GLIBC][1],
 	     0.8},
-	    {"mixed sizes, 1 thread, heap/glibc >= 0.5", med[1][A_HEAP][0] / med[1][A_GLIBC][0], 0.5},
+	    {"mixed sizes, 1 thread, heap/glibc >= 0.5", med[1][A_HEAP][0] / med[1][A_GLIBC][0],
+	     0.5},
 	    {"mixed sizes, 2 threads, heap/glibc >= 0.5", med[1][A_HEAP][1] / med[1][A_GLIBC][1],
 	     0.5},
 	    {"small, heap 2 threads / 1 thread >= 1.0", med[0][A_HEAP][1] / med[0][A_HEAP][0], 1.0},

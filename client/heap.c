@@ -34,8 +34,8 @@ static mb_heap *impl(IHostMalloc *This)
 	return (mb_heap *)This;
 }
 
-/* What mb_client_usable_or_reconnect checks, without clearing the thread's last error or reconnecting on the
- * hot path: blocks can be handed out from caches while the broker is away. */
+/* What mb_client_usable_or_reconnect checks, without clearing the thread's last error or
+ * reconnecting on the hot path: blocks can be handed out from caches while the broker is away. */
 static HRESULT usable(mb_heap *h)
 {
 	mb_client *c = h->client;

@@ -30,23 +30,23 @@
 #include "heap.h"
 #include "transport.h"
 
-#define HEAP_NCLASSES	 40
-#define HEAP_NLEVELS	 3
-#define HEAP_GRAN	 MB_HEAP_SPAN
-#define HEAP_GRAN_SHIFT	 16
-#define HEAP_SEG_GRANS	 64
-#define HEAP_SEG_BYTES	 ((size_t)HEAP_SEG_GRANS * HEAP_GRAN)
-#define HEAP_MAX_BLOCKS	 (HEAP_GRAN / 16)
+#define HEAP_NCLASSES	  40
+#define HEAP_NLEVELS	  3
+#define HEAP_GRAN	  MB_HEAP_SPAN
+#define HEAP_GRAN_SHIFT	  16
+#define HEAP_SEG_GRANS	  64
+#define HEAP_SEG_BYTES	  ((size_t)HEAP_SEG_GRANS * HEAP_GRAN)
+#define HEAP_MAX_BLOCKS	  (HEAP_GRAN / 16)
 #define HEAP_BITMAP_WORDS (HEAP_MAX_BLOCKS / 64)
 /* Per-thread cache: at most this many blocks per (class, level). */
 #define HEAP_TCACHE_MAX 32
 
 enum {
 	GRAN_FREE = 0,
-	GRAN_SMALL,	/* a span of small blocks */
-	GRAN_LARGE,	/* the head of a large run */
-	GRAN_CONT,	/* a granule of a large run after its head */
-	GRAN_BUSY,	/* taken out of the pool while it is decommitted */
+	GRAN_SMALL, /* a span of small blocks */
+	GRAN_LARGE, /* the head of a large run */
+	GRAN_CONT,  /* a granule of a large run after its head */
+	GRAN_BUSY,  /* taken out of the pool while it is decommitted */
 };
 
 typedef struct heap_seg heap_seg;
@@ -57,9 +57,9 @@ typedef struct heap_gran {
 	heap_seg *seg;
 	uintptr_t base;
 	_Atomic uint8_t kind;
-	uint8_t cls;	/* small: class index */
-	uint32_t ngran; /* large head: granules in the run */
-	size_t size;	/* small: block size; large: bytes usable */
+	uint8_t cls;		 /* small: class index */
+	uint32_t ngran;		 /* large head: granules in the run */
+	size_t size;		 /* small: block size; large: bytes usable */
 	uint32_t nblocks, nfree; /* small: blocks, and those free in the span (not in a cache) */
 	uint64_t magic;		 /* small: (off * magic) >> 40 == off / size */
 	struct heap_gran *prev, *next; /* small: the bin's list of spans with free blocks */
@@ -74,8 +74,8 @@ struct heap_seg {
 	size_t ngran; /* HEAP_SEG_GRANS, or a huge segment's granules */
 	int level;
 	bool huge;
-	uint64_t used;	    /* granules not free (huge: bit 0 while its block is live) */
-	uint64_t committed; /* granules committed (huge: bit 0, the whole segment) */
+	uint64_t used;	       /* granules not free (huge: bit 0 while its block is live) */
+	uint64_t committed;    /* granules committed (huge: bit 0, the whole segment) */
 	heap_seg *prev, *next; /* the heap's list of live segments of this level, or recycled */
 	size_t meta_bytes;     /* size of this record's mapping */
 	heap_gran gran[];      /* HEAP_SEG_GRANS records (huge: 1) */
@@ -92,8 +92,8 @@ typedef struct heap_tcache heap_tcache;
 
 /* The directory: granule number (address >> 16) -> segment, a three-level radix tree whose
  * nodes are never freed before the heap, so Free reads it without a lock. */
-#define RADIX_TOP_BITS 11
-#define RADIX_MID_BITS 10
+#define RADIX_TOP_BITS	11
+#define RADIX_MID_BITS	10
 #define RADIX_LEAF_BITS 10
 
 typedef struct mb_heap {

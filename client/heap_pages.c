@@ -421,55 +421,61 @@ static int pick(mb_heap *h, size_t target, bool all, io_op *ops)
 	return k;
 }
 
-/* Runs pick/do/finish until nothing is left to do. Called and returns with page_lock held. */
+/* Carries out k picked operations with page_lock released, then books them. false when a
+ * decommit failed (the broker is unreachable). Called and returns with page_lock held. */
+static bool run_ops(mb_heap *h, io_op *ops, int k)
+{
+	HRESULT hr[MAX_OPS];
+	bool failed = false;
+
+	pthread_mutex_unlock(&h->page_lock);
+	for (int i = 0; i < k; i++) {
+		io_op *op = &ops[i];
+		if (op->release)
+			hr[i] = mb_virtual_free(h->client, (void *)op->seg->base, 0, MEM_RELEASE);
+		else
+			hr[i] = mb_virtual_free(h->client,
+						(void *)(op->seg->base + op->first * HEAP_GRAN),
+						op->n * HEAP_GRAN, MEM_DECOMMIT);
+		atomic_fetch_add(&h->round_trip_frees, 1);
+	}
+	pthread_mutex_lock(&h->page_lock);
+	for (int i = 0; i < k; i++) {
+		io_op *op = &ops[i];
+		heap_seg *s = op->seg;
+		if (op->release) {
+			/* Released, or the broker is gone: either way the segment is no longer the
+			 * heap's to use. */
+			size_t bytes =
+			    s->huge ? s->ngran * HEAP_GRAN : popcount(s->committed) * HEAP_GRAN;
+			atomic_fetch_sub(&h->committed, bytes);
+			seg_forget(h, s);
+			continue;
+		}
+		uint64_t mask = gran_mask(op->first, op->n);
+		for (size_t g = op->first; g < op->first + op->n; g++)
+			atomic_store(&s->gran[g].kind, GRAN_FREE);
+		s->used &= ~mask;
+		if (hr[i] == S_OK) {
+			s->committed &= ~mask;
+			atomic_fetch_sub(&h->committed, op->n * HEAP_GRAN);
+		} else {
+			h->pool_bytes += op->n * HEAP_GRAN; /* still committed */
+			failed = true;
+		}
+	}
+	return !failed;
+}
+
+/* Runs pick and run_ops until nothing is left to do. Called and returns with page_lock held. */
 static void reclaim(mb_heap *h, size_t target, bool all)
 {
 	io_op ops[MAX_OPS];
 	int k;
 
-	while ((k = pick(h, target, all, ops)) > 0) {
-		HRESULT hr[MAX_OPS];
-		bool failed = false;
-		pthread_mutex_unlock(&h->page_lock);
-		for (int i = 0; i < k; i++) {
-			io_op *op = &ops[i];
-			if (op->release)
-				hr[i] = mb_virtual_free(h->client, (void *)op->seg->base, 0,
-							MEM_RELEASE);
-			else
-				hr[i] = mb_virtual_free(h->client,
-							(void *)(op->seg->base + op->first * HEAP_GRAN),
-							op->n * HEAP_GRAN, MEM_DECOMMIT);
-			atomic_fetch_add(&h->round_trip_frees, 1);
-		}
-		pthread_mutex_lock(&h->page_lock);
-		for (int i = 0; i < k; i++) {
-			io_op *op = &ops[i];
-			heap_seg *s = op->seg;
-			if (op->release) {
-				/* Released, or the broker is gone: either way the segment is no
-				 * longer the heap's to use. */
-				size_t bytes = s->huge ? s->ngran * HEAP_GRAN
-						       : popcount(s->committed) * HEAP_GRAN;
-				atomic_fetch_sub(&h->committed, bytes);
-				seg_forget(h, s);
-				continue;
-			}
-			uint64_t mask = gran_mask(op->first, op->n);
-			for (size_t g = op->first; g < op->first + op->n; g++)
-				atomic_store(&s->gran[g].kind, GRAN_FREE);
-			s->used &= ~mask;
-			if (hr[i] == S_OK) {
-				s->committed &= ~mask;
-				atomic_fetch_sub(&h->committed, op->n * HEAP_GRAN);
-			} else {
-				h->pool_bytes += op->n * HEAP_GRAN; /* still committed */
-				failed = true;
-			}
-		}
-		if (failed)
+	while ((k = pick(h, target, all, ops)) > 0)
+		if (!run_ops(h, ops, k))
 			break; /* the broker is unreachable: do not loop on it */
-	}
 }
 
 void mb_heap_run_free(mb_heap *h, heap_gran *g)
@@ -488,8 +494,27 @@ void mb_heap_run_free(mb_heap *h, heap_gran *g)
 		s->used &= ~gran_mask(first, n);
 		h->pool_bytes += n * HEAP_GRAN;
 	}
-	if (h->pool_bytes > h->pool_limit && !mb_heap_thread_exiting)
-		reclaim(h, h->pool_limit, false);
+	if (h->pool_bytes > h->pool_limit && !mb_heap_thread_exiting) {
+		/* Over the bound: the run just freed goes back at once, in one broker call (its
+		 * segment released whole if nothing else is left in it), which is what the heap
+		 * would cost without a pool. */
+		io_op op = {.seg = s, .release = s->huge || s->used == 0};
+		if (op.release) {
+			h->pool_bytes -=
+			    s->huge ? s->ngran * HEAP_GRAN : popcount(s->committed) * HEAP_GRAN;
+			seg_unlink(h, s);
+		} else {
+			op.first = (size_t)(g - s->gran);
+			op.n = g->ngran;
+			s->used |= gran_mask(op.first, op.n);
+			for (size_t i = op.first; i < op.first + op.n; i++)
+				atomic_store(&s->gran[i].kind, GRAN_BUSY);
+			h->pool_bytes -= op.n * HEAP_GRAN;
+		}
+		run_ops(h, &op, 1);
+		if (h->pool_bytes > h->pool_limit)
+			reclaim(h, h->pool_limit, false);
+	}
 	pthread_mutex_unlock(&h->page_lock);
 }
 
@@ -528,8 +553,9 @@ void mb_heap_pages_destroy(mb_heap *h)
 			heap_seg *s = h->segs[l];
 			seg_unlink(h, s);
 			mb_virtual_free(h->client, (void *)s->base, 0, MEM_RELEASE);
-			atomic_fetch_sub(&h->committed, s->huge ? s->ngran * HEAP_GRAN
-								: popcount(s->committed) * HEAP_GRAN);
+			atomic_fetch_sub(&h->committed, s->huge
+							    ? s->ngran * HEAP_GRAN
+							    : popcount(s->committed) * HEAP_GRAN);
 			s->next = h->recycled;
 			h->recycled = s;
 		}

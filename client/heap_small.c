@@ -250,7 +250,9 @@ static void init_once(void)
 	}
 	for (unsigned c = 0; c < HEAP_NCLASSES; c++) {
 		size_t cap = (128 * 1024) / class_size[c];
-		class_cap[c] = (uint8_t)(cap < 2 ? 2 : cap > HEAP_TCACHE_MAX ? HEAP_TCACHE_MAX : cap);
+		class_cap[c] = (uint8_t)(cap < 2		 ? 2
+					 : cap > HEAP_TCACHE_MAX ? HEAP_TCACHE_MAX
+								 : cap);
 	}
 	pthread_key_create(&exit_key, on_thread_exit);
 }

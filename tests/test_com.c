@@ -604,6 +604,98 @@ static void test_heap_multithreaded_stress(void **state)
 	free(st);
 }
 
+/* Large blocks come back from the heap's pool without a broker call; the pool stays within its
+ * bound, and trim gives everything back. */
+static void test_heap_large_reuse_bounded_and_trim(void **state)
+{
+	(void)state;
+	mb_client *c = connect_to(&g_broker);
+	IHostMemoryManager *m = manager_of(c);
+	IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+	mb_client_stats before, after;
+	mb_heap_stats hs;
+	void *p, *many[40];
+
+	assert_hr(IHostMalloc_Alloc(h, 200 * KiB, eTaskCritical, &p), S_OK);
+	assert_hr(IHostMalloc_Free(h, p), S_OK);
+	assert_hr(mb_get_client_stats(c, &before), S_OK);
+	for (int i = 0; i < 100; i++) {
+		void *q;
+		assert_hr(IHostMalloc_Alloc(h, 100 * KiB + (size_t)i * 1000, eTaskCritical, &q),
+			  S_OK);
+		memset(q, 0x5A, 100 * KiB);
+		assert_hr(IHostMalloc_Free(h, q), S_OK);
+	}
+	assert_hr(mb_get_client_stats(c, &after), S_OK);
+	/* Reused from the pool: no VirtualAlloc or VirtualFree at all, let alone a round trip. */
+	assert_u64(after.alloc_calls - before.alloc_calls, 0);
+	assert_u64(after.free_calls - before.free_calls, 0);
+
+	/* 40 MiB of live 1 MiB blocks, then freed: the pool keeps at most its bound committed. */
+	for (int i = 0; i < 40; i++) {
+		assert_hr(IHostMalloc_Alloc(h, 1 * MiB, eTaskCritical, &many[i]), S_OK);
+		memset(many[i], i, 1 * MiB);
+	}
+	mb_heap_get_stats(h, &hs);
+	assert_true(hs.committed >= 40 * MiB);
+	for (int i = 0; i < 40; i++)
+		assert_hr(IHostMalloc_Free(h, many[i]), S_OK);
+	mb_heap_get_stats(h, &hs);
+	assert_int_equal(hs.live_blocks, 0);
+	assert_true(hs.pool <= MB_HEAP_POOL_DEFAULT);
+	assert_true(hs.committed <= MB_HEAP_POOL_DEFAULT + 16 * MB_HEAP_SPAN);
+	assert_int_equal(hs.committed, status_of(c).committed); /* the broker's books agree */
+
+	mb_heap_trim(h);
+	mb_heap_get_stats(h, &hs);
+	assert_int_equal(hs.pool, 0);
+	assert_int_equal(hs.committed, 0);
+	assert_int_equal(hs.segments, 0);
+	assert_int_equal(status_of(c).committed, 0);
+	assert_int_equal(IHostMalloc_Release(h), 0);
+	assert_int_equal(IHostMemoryManager_Release(m), 0);
+	mb_disconnect(c);
+}
+
+/* eMemoryAvailableLow makes the heap give its pool back by itself. */
+static void test_heap_trims_on_low_memory(void **state)
+{
+	(void)state;
+	mb_test_broker b;
+	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "64M", NULL}), 0);
+	mb_client *c = connect_to(&b), *hog = connect_to(&b);
+	IHostMemoryManager *m = manager_of(c);
+	IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+	mb_heap_stats hs;
+	void *blk[8], *big;
+
+	for (int i = 0; i < 8; i++)
+		assert_hr(IHostMalloc_Alloc(h, 1 * MiB, eTaskCritical, &blk[i]), S_OK);
+	for (int i = 0; i < 8; i++)
+		assert_hr(IHostMalloc_Free(h, blk[i]), S_OK);
+	mb_heap_get_stats(h, &hs);
+	assert_true(hs.pool >= 8 * MiB);
+	/* Another client takes the budget past 90 %: pressure turns Low. */
+	assert_hr(mb_virtual_alloc(hog, NULL, 52 * MiB, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+				   eProcessCritical, &big),
+		  S_OK);
+	for (int i = 0; i < 1000; i++) { /* up to 10 s */
+		mb_heap_get_stats(h, &hs);
+		if (hs.committed == 0) /* the trim decommitted everything */
+			break;
+		usleep(10000);
+	}
+	assert_int_equal(hs.pool, 0);
+	assert_int_equal(hs.committed, 0);
+	assert_int_equal(status_of(c).committed, 0);
+	assert_hr(mb_virtual_free(hog, big, 0, MEM_RELEASE), S_OK);
+	assert_int_equal(IHostMalloc_Release(h), 0);
+	assert_int_equal(IHostMemoryManager_Release(m), 0);
+	mb_disconnect(c);
+	mb_disconnect(hog);
+	assert_int_equal(mb_test_broker_stop(&b), 0);
+}
+
 /* ---- levels against a small budget ---- */
 
 #define SMALL_BUDGET (16 * MiB)
@@ -885,6 +977,8 @@ int main(void)
 	    cmocka_unit_test(test_heap_executable),
 	    cmocka_unit_test(test_heap_multithreaded_stress),
 	    cmocka_unit_test(test_heap_levels_against_budget),
+	    cmocka_unit_test(test_heap_large_reuse_bounded_and_trim),
+	    cmocka_unit_test(test_heap_trims_on_low_memory),
 	    cmocka_unit_test(test_notification_through_com_callback),
 	    cmocka_unit_test(test_address_space_notifications),
 	    cmocka_unit_test(test_clrhost_three_processes),
