@@ -173,12 +173,13 @@ int main(int argc, char **argv)
 	for (int i = 0; i < runs; i++) {
 		for (int k = 0; k < 2; k++) {
 			bool on_broker = (i + k) % 2 == 1; /* alternate which goes first */
-			char *argv_w[] = {self, "--worker", on_broker ? "broker" : "own", b.url, NULL};
+			char *argv_w[] = {self, "--worker", on_broker ? "broker" : "own", b.url,
+					  NULL};
 			double s;
 			unsigned long long c, r, ac;
 			if (bench_run(argv_w, out, sizeof(out)) != 0 ||
-			    sscanf(out, "seconds=%lf calls=%llu remote=%llu arena_calls=%llu", &s, &c,
-				   &r, &ac) != 4) {
+			    sscanf(out, "seconds=%lf calls=%llu remote=%llu arena_calls=%llu", &s,
+				   &c, &r, &ac) != 4) {
 				failures++;
 				continue;
 			}

@@ -168,10 +168,16 @@ static MB_ULONG STDMETHODCALLTYPE hm_add_ref(IHostMalloc *This)
 	return atomic_fetch_add(&impl(This)->refs, 1) + 1;
 }
 
+/* Low memory: the pool and empty spans go back now, and while the pressure stays Low every freed
+ * run goes back at once (otherwise blocks freed after the report would sit in the pool and keep
+ * the pressure Low). */
 static void on_pressure(EMemoryAvailable level, void *context)
 {
+	mb_heap *h = context;
+
+	atomic_store(&h->low, level == eMemoryAvailableLow);
 	if (level == eMemoryAvailableLow)
-		mb_heap_trim(&((mb_heap *)context)->iface);
+		mb_heap_trim(&h->iface);
 }
 
 static void heap_destroy(mb_heap *h)
@@ -243,6 +249,7 @@ HRESULT mb_heap_create(mb_client *client, DWORD type, IHostMalloc **out)
 		return mb_client_error(E_OUTOFMEMORY, "no memory for the heap");
 	h->iface.lpVtbl = &hm_vtbl;
 	atomic_init(&h->refs, 1);
+	atomic_init(&h->low, false);
 	h->id = atomic_fetch_add(&next_heap_id, 1);
 	h->threadsafe = (type & MALLOC_THREADSAFE) != 0;
 	h->protect = (type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;

@@ -111,6 +111,9 @@ typedef struct mb_heap {
 	heap_seg *recycled;	      /* segment records of released segments */
 	size_t pool_bytes;	      /* free granules still committed (reused before fresh ones) */
 	size_t pool_limit;	      /* above this, free committed granules are decommitted */
+	/* The broker's last report was eMemoryAvailableLow: no pool is kept until it changes
+	 * (written by the notification hook, read by Free). */
+	atomic_bool low;
 	_Atomic(void *) radix[1u << RADIX_TOP_BITS];
 
 	heap_bin bins[HEAP_NCLASSES][HEAP_NLEVELS];

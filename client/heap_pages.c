@@ -160,11 +160,22 @@ static void seg_unlink(mb_heap *h, heap_seg *s)
 	s->prev = s->next = NULL;
 }
 
-/* Takes s out of the directory and keeps its record for reuse; page_lock held. */
-static void seg_forget(mb_heap *h, heap_seg *s)
+/*
+ * Takes s out of the heap's list and out of the directory before it is released; page_lock held.
+ * The directory must be cleared before the release call, not after: once the broker (or the
+ * reservation credit) has the range back, another thread may reserve the same addresses as a new
+ * segment and enter them, and a late clearing would erase the new segment's entries.
+ */
+static void seg_retire(mb_heap *h, heap_seg *s)
 {
+	seg_unlink(h, s);
 	for (size_t i = 0; i < s->ngran; i++)
 		radix_set(h, (s->base >> HEAP_GRAN_SHIFT) + i, NULL);
+}
+
+/* Keeps the record of a retired, released segment for reuse; page_lock held. */
+static void seg_forget(mb_heap *h, heap_seg *s)
+{
 	s->next = h->recycled;
 	h->recycled = s;
 	atomic_fetch_sub(&h->segments, 1);
@@ -403,7 +414,7 @@ static int pick(mb_heap *h, size_t target, bool all, io_op *ops)
 			op->release = true;
 			h->pool_bytes -= victim->huge ? victim->ngran * HEAP_GRAN
 						      : popcount(victim->committed) * HEAP_GRAN;
-			seg_unlink(h, victim);
+			seg_retire(h, victim);
 			continue;
 		}
 		uint64_t m = victim->committed & ~victim->used;
@@ -494,7 +505,8 @@ void mb_heap_run_free(mb_heap *h, heap_gran *g)
 		s->used &= ~gran_mask(first, n);
 		h->pool_bytes += n * HEAP_GRAN;
 	}
-	if (h->pool_bytes > h->pool_limit && !mb_heap_thread_exiting) {
+	size_t limit = atomic_load_explicit(&h->low, memory_order_relaxed) ? 0 : h->pool_limit;
+	if (h->pool_bytes > limit && !mb_heap_thread_exiting) {
 		/* Over the bound: the run just freed goes back at once, in one broker call (its
 		 * segment released whole if nothing else is left in it), which is what the heap
 		 * would cost without a pool. */
@@ -502,7 +514,7 @@ void mb_heap_run_free(mb_heap *h, heap_gran *g)
 		if (op.release) {
 			h->pool_bytes -=
 			    s->huge ? s->ngran * HEAP_GRAN : popcount(s->committed) * HEAP_GRAN;
-			seg_unlink(h, s);
+			seg_retire(h, s);
 		} else {
 			op.first = (size_t)(g - s->gran);
 			op.n = g->ngran;
@@ -512,8 +524,8 @@ void mb_heap_run_free(mb_heap *h, heap_gran *g)
 			h->pool_bytes -= op.n * HEAP_GRAN;
 		}
 		run_ops(h, &op, 1);
-		if (h->pool_bytes > h->pool_limit)
-			reclaim(h, h->pool_limit, false);
+		if (h->pool_bytes > limit)
+			reclaim(h, limit, false);
 	}
 	pthread_mutex_unlock(&h->page_lock);
 }
