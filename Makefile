@@ -5,11 +5,13 @@
 #               glibc malloc and mimalloc, CPython on broker memory (BENCHMARKS.md)
 #   make deb    the Debian packages (debian/, dpkg-buildpackage), checked with lintian
 #   make test-systemd  the packages installed and run under a real systemd (Debian 12 in nspawn)
+#   make soak   workers, kills, hostile processes and restarts for SOAK_SECONDS (default 600)
 BUILD      ?= build
 BUILD_SAN  ?= build-sanitize
+SOAK_SECONDS ?= 600
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build build-sanitize run test bench deb test-systemd format check-format clean
+.PHONY: all deps build build-sanitize run test bench soak deb test-systemd format check-format clean
 
 all: build
 
@@ -38,6 +40,9 @@ bench: build
 	@$(BUILD)/bench/mb_bench --json $(BUILD)/bench.json
 	@$(BUILD)/bench/mb_allocbench
 	@$(BUILD)/bench/mb_pybench
+
+soak: build
+	@$(BUILD)/tests/soak/mb_soak $(SOAK_SECONDS)
 
 deb:
 	@scripts/build-deb.sh $(BUILD)/deb

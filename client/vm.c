@@ -14,6 +14,7 @@
  * authority on what is committed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -311,20 +312,34 @@ static HRESULT virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free
 		mb_credit_sync(c);
 	}
 	uint64_t session = c->session_id;
+	uintptr_t lo;
+	size_t len;
 	if (free_type == MEM_DECOMMIT) {
-		size_t len = pr.count * MB_PAGE_SIZE;
+		lo = pr.start;
+		len = pr.count * MB_PAGE_SIZE;
 		/* Closed before the broker frees them, so no write lands in between; the broker
 		 * punches them. */
 		mb_pages_close(c, &pr, false);
 		pthread_rwlock_unlock(&c->map_lock);
-		hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_DECOMMIT, pr.start, len, 0);
+		hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_DECOMMIT, lo, len, 0);
 	} else {
-		uintptr_t base = pr.region->base;
 		size_t span = pr.region->span;
+		lo = pr.region->base;
+		len = pr.region->size;
 		mb_regmap_remove(&c->map, pr.region);
 		pthread_rwlock_unlock(&c->map_lock);
-		hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, base, 0, 0);
-		mb_vaspace_free(&c->va, base, span);
+		hr = call_range(c, MEMBROKER__V1__REQUEST__BODY_RELEASE, lo, 0, 0);
+		mb_vaspace_free(&c->va, lo, span);
+	}
+	if (hr == HOST_E_CLRNOTAVAILABLE) {
+		/* The broker went away before or during this call (a restart, a dropped
+		 * connection). The pages are gone from this process's map already, and that map is
+		 * what the re-registration after the reconnection tells the next session: the free
+		 * has happened. Punch the pages so the next broker finds them empty, and say so: a
+		 * caller told it failed would believe them still committed and touch them. */
+		if (fallocate(c->section_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)lo,
+			      (off_t)len) == 0)
+			hr = S_OK;
 	}
 	/* The broker punched those pages: their credit is free again. (On a refusal, which an
 	 * honest client never sees, the credit stays used until the session ends.) */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -204,6 +205,13 @@ int main(int argc, char **argv)
 	rv = mb_options_parse(argc, argv, &opts);
 	if (rv != 0)
 		return rv > 0 ? 0 : 2;
+	/* Every client's section is a descriptor of this process. A dumpable process lets any
+	 * process of its uid open them through /proc/<pid>/fd, take them with pidfd_getfd or
+	 * ptrace it, so a client started under the broker's user would reach every other client's
+	 * memory. Not dumpable, all of that needs CAP_SYS_PTRACE (and the broker leaves no core).
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		mb_log(LOG_WARNING, "cannot make the broker non-dumpable: %s", strerror(errno));
 	if (opts.log_level >= 0)
 		mb_log_set_level(opts.log_level);
 	if (load_config(&opts, &conf) != 0)

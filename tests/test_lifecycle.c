@@ -143,6 +143,89 @@ static void test_broker_stopped_and_restarted(void **state)
 	restart_case(false);
 }
 
+/*
+ * VirtualFree racing the broker's death: the library learns of a lost connection asynchronously,
+ * so a free may find the broker gone before it starts (it then changes nothing and says
+ * HOST_E_CLRNOTAVAILABLE) or lose the connection while its request is out (the pages already left
+ * this process's map, which is what the next session learns: it has happened and says S_OK). Either
+ * way what the caller is told, what VirtualQuery says and what the next broker books must agree:
+ * a host told a free failed must find the pages still there, and one told it succeeded must not be
+ * charged for them.
+ */
+static void test_free_racing_broker_death(void **state)
+{
+	mb_test_broker b;
+	mb_client *c;
+	void *base = NULL, *mem = NULL;
+	MEMORY_BASIC_INFORMATION mbi;
+	SIZE_T written;
+	mb_session_status st;
+	char address[sizeof(b.address)];
+	int freed = 0, refused = 0;
+
+	(void)state;
+	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "64M", NULL}), 0);
+	snprintf(address, sizeof(address), "%s", b.address);
+	assert_int_equal(mb_connect(address, &c), S_OK);
+	assert_int_equal(
+	    mb_virtual_alloc(c, NULL, 4 * MiB, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base),
+	    S_OK);
+	for (int round = 0; round < 12; round++) {
+		bool release = round % 3 == 2;
+		void *other = NULL;
+
+		assert_int_equal(
+		    mb_virtual_alloc(c, base, MiB, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &mem),
+		    S_OK);
+		fill_pattern(mem, MiB, (uint8_t)round);
+		if (release) {
+			assert_int_equal(mb_virtual_alloc(c, NULL, MiB, MEM_RESERVE | MEM_COMMIT,
+							  PAGE_READWRITE, eTaskCritical, &other),
+					 S_OK);
+			fill_pattern(other, MiB, 99);
+		}
+		/* Everything reported before the broker goes (a status call syncs). */
+		assert_int_equal(mb_get_session_status(c, &st), S_OK);
+		assert_int_equal(st.committed, release ? 2 * MiB : MiB);
+
+		mb_test_broker_kill(&b);
+		void *target = release ? other : mem;
+		HRESULT hr = release ? mb_virtual_free(c, other, 0, MEM_RELEASE)
+				     : mb_virtual_free(c, mem, MiB, MEM_DECOMMIT);
+		assert_true(hr == S_OK || hr == HOST_E_CLRNOTAVAILABLE);
+		assert_int_equal(mb_virtual_query(c, target, &mbi, sizeof(mbi), &written), S_OK);
+		if (hr == S_OK) {
+			freed++;
+			assert_int_equal(mbi.State, release ? MEM_FREE : MEM_RESERVE);
+		} else {
+			refused++;
+			assert_int_equal(mbi.State, MEM_COMMIT);
+			check_pattern(target, MiB, release ? 99 : (uint8_t)round);
+		}
+
+		assert_int_equal(
+		    mb_test_broker_start_at(&b, address, (const char *[]){"--budget", "64M", NULL}),
+		    0);
+		assert_true(mb_test_wait_for(call_succeeds, c, 20000));
+		assert_int_equal(mb_get_session_status(c, &st), S_OK);
+		uint64_t want = (hr == S_OK ? 0 : MiB) + (release ? MiB : 0);
+		assert_int_equal(st.committed, want);
+		assert_int_equal(st.total_committed, want);
+		assert_true(st.section_allocated <= want);
+		/* Back to one reservation with nothing committed for the next round. */
+		if (release && hr != S_OK)
+			assert_int_equal(mb_virtual_free(c, other, 0, MEM_RELEASE), S_OK);
+		if (release || hr != S_OK)
+			assert_int_equal(mb_virtual_free(c, mem, MiB, MEM_DECOMMIT), S_OK);
+		assert_int_equal(mb_get_session_status(c, &st), S_OK);
+		assert_int_equal(st.committed, 0);
+	}
+	print_message("free racing the broker's death: %d freed, %d refused\n", freed, refused);
+	assert_int_equal(mb_virtual_free(c, base, 0, MEM_RELEASE), S_OK);
+	mb_disconnect(c);
+	mb_test_broker_stop(&b);
+}
+
 static void on_level(EMemoryAvailable level, void *ctx)
 {
 	(void)level;
@@ -342,6 +425,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_broker_killed_and_restarted),
+	    cmocka_unit_test(test_free_racing_broker_death),
 	    cmocka_unit_test(test_broker_stopped_and_restarted),
 	    cmocka_unit_test(test_idle_client_with_callback_is_counted_again),
 	    cmocka_unit_test(test_dropped_connection_keeps_memory),

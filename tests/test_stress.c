@@ -139,7 +139,7 @@ typedef struct worker {
 	uint64_t seed;
 	uint32_t next_tag;
 	int result;
-	unsigned long ops, commits_ok, commits_oom, commits_timeout, undo_lost;
+	unsigned long ops, commits_ok, commits_oom, commits_timeout, undo_lost, outages;
 	wres res[MAX_RES];
 } worker;
 
@@ -228,8 +228,26 @@ static void count_pages(const worker *w, uint64_t *data, uint64_t *reset, uint64
 	}
 }
 
+/*
+ * MB_STRESS_OUTAGES=1 (set by the soak, which restarts the broker under its workers): a call may
+ * answer HOST_E_CLRNOTAVAILABLE while the broker is away, and must then have changed nothing.
+ * The worker counts it and carries on; its later checks prove nothing changed.
+ */
+static bool outages_allowed;
+
+static bool outage(worker *w, HRESULT hr)
+{
+	if (!outages_allowed || hr != HOST_E_CLRNOTAVAILABLE)
+		return false;
+	w->outages++;
+	sleep_ms(10);
+	return true;
+}
+
 static void note_commit_hr(worker *w, HRESULT hr, const char *what)
 {
+	if (outage(w, hr))
+		return;
 	if (hr == S_OK)
 		w->commits_ok++;
 	else if (hr == E_OUTOFMEMORY)
@@ -245,6 +263,8 @@ static bool expect_ok(worker *w, HRESULT hr, const char *what)
 {
 	if (hr == S_OK)
 		return true;
+	if (outage(w, hr))
+		return false;
 	wfail(w, WX_OTHER_HR, "%s answered %s (0x%08x): %s", what, mb_hresult_name(hr),
 	      (unsigned)hr, mb_last_error());
 	return false;
@@ -377,8 +397,9 @@ static void op_release(worker *w)
 	if (r == NULL)
 		return;
 	check_range(w, r, 0, r->pages, "before MEM_RELEASE");
-	expect_ok(w, mb_virtual_free(w->c, r->base, 0, MEM_RELEASE), "MEM_RELEASE");
-	forget_res(r);
+	if (expect_ok(w, mb_virtual_free(w->c, r->base, 0, MEM_RELEASE), "MEM_RELEASE") ||
+	    w->result != WX_OK)
+		forget_res(r);
 }
 
 static void op_commit(worker *w)
@@ -565,7 +586,14 @@ static int worker_main(const char *address, uint64_t seed, long run_ms)
 	memset(&w, 0, sizeof(w));
 	w.seed = seed;
 	w.rng = seed;
+	outages_allowed = getenv("MB_STRESS_OUTAGES") != NULL;
 	hr = mb_connect_named(address, "stress-worker", &w.c);
+	/* Started while the broker restarts: it is back within seconds. */
+	for (int tries = 0; hr == HOST_E_CLRNOTAVAILABLE && outages_allowed && tries < 300;
+	     tries++) {
+		sleep_ms(50);
+		hr = mb_connect_named(address, "stress-worker", &w.c);
+	}
 	if (hr != S_OK) {
 		fprintf(stderr, "stress worker %d: connect: %s: %s\n", (int)getpid(),
 			mb_hresult_name(hr), mb_last_error());
@@ -595,7 +623,13 @@ static int worker_main(const char *address, uint64_t seed, long run_ms)
 	}
 
 	/* The end: what might have been discarded is decommitted, then the broker's count must be
-	 * exactly the worker's. */
+	 * exactly the worker's. A broker that is away (a restart) is waited for first. */
+	for (long long until = now_ms() + 30000; outages_allowed && now_ms() < until;) {
+		mb_session_status st;
+		if (mb_get_session_status(w.c, &st) != HOST_E_CLRNOTAVAILABLE)
+			break;
+		sleep_ms(50);
+	}
 	for (int k = 0; k < MAX_RES; k++) {
 		wres *r = &w.res[k];
 		if (r->base == NULL)
@@ -622,9 +656,9 @@ static int worker_main(const char *address, uint64_t seed, long run_ms)
 		fprintf(
 		    stderr,
 		    "stress worker %d: %lu ops, commits %lu ok, %lu refused, %lu timed out, %lu "
-		    "undo lost\n",
+		    "undo lost, %lu answered during an outage\n",
 		    (int)getpid(), w.ops, w.commits_ok, w.commits_oom, w.commits_timeout,
-		    w.undo_lost);
+		    w.undo_lost, w.outages);
 	return w.result;
 }
 
