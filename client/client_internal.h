@@ -88,6 +88,9 @@ struct mb_client {
 	bool in_callback;	    /* the notification thread is inside notify_cb */
 	pthread_cond_t notify_done; /* signalled when it leaves */
 	atomic_bool watch_stop;
+	/* A callback was registered while the thread already knew the level (it started for a
+	 * heap's hook first): the thread owes it the current level. */
+	atomic_bool notify_fresh;
 	pthread_t watch_thread;
 	mb_call_slot *watch_slot; /* the watch thread's own context, stopped at teardown */
 	/* Listeners inside the library (the heaps' trim on Low); hook_lock is held while they

@@ -18,6 +18,28 @@
  * callback dropped the last reference): the thread must then leave without touching the client. */
 static _Thread_local bool client_gone;
 
+/* Calls the registered callback, if any, with level. false: the client was torn down from inside
+ * it, and the thread must leave without touching it. */
+static bool call_back(mb_client *c, uint32_t level)
+{
+	pthread_mutex_lock(&c->notify_lock);
+	mb_memory_callback cb = c->notify_cb;
+	void *ctx = c->notify_ctx;
+	if (cb != NULL)
+		c->in_callback = true;
+	pthread_mutex_unlock(&c->notify_lock);
+	if (cb == NULL)
+		return true;
+	cb((EMemoryAvailable)level, ctx);
+	if (client_gone)
+		return false;
+	pthread_mutex_lock(&c->notify_lock);
+	c->in_callback = false;
+	pthread_cond_broadcast(&c->notify_done);
+	pthread_mutex_unlock(&c->notify_lock);
+	return true;
+}
+
 static void *watch_thread(void *arg)
 {
 	mb_client *c = arg;
@@ -38,6 +60,13 @@ static void *watch_thread(void *arg)
 				last = 0; /* a new broker: report its level */
 			continue;
 		}
+		/* A callback registered after this thread learnt the level (the thread was started
+		 * for a heap's hook): it first receives the current level, as promised. */
+		if (atomic_exchange(&c->notify_fresh, false) && last != 0) {
+			if (!call_back(c, last))
+				return NULL;
+			continue;
+		}
 		w.last_level = last;
 		req.body_case = MEMBROKER__V1__REQUEST__BODY_WATCH;
 		req.watch = &w;
@@ -54,21 +83,11 @@ static void *watch_thread(void *arg)
 		for (mb_pressure_hook *h = c->hooks; h != NULL; h = h->next)
 			h->fn((EMemoryAvailable)level, h->context);
 		pthread_mutex_unlock(&c->hook_lock);
-		pthread_mutex_lock(&c->notify_lock);
-		mb_memory_callback cb = c->notify_cb;
-		void *ctx = c->notify_ctx;
-		if (cb != NULL)
-			c->in_callback = true;
-		pthread_mutex_unlock(&c->notify_lock);
-		if (cb == NULL)
-			continue;
-		cb((EMemoryAvailable)level, ctx);
-		if (client_gone)
+		/* The registered callback gets this level now; one registered meanwhile is owed
+		 * nothing more. */
+		atomic_store(&c->notify_fresh, false);
+		if (!call_back(c, level))
 			return NULL;
-		pthread_mutex_lock(&c->notify_lock);
-		c->in_callback = false;
-		pthread_cond_broadcast(&c->notify_done);
-		pthread_mutex_unlock(&c->notify_lock);
 	}
 	return NULL;
 }
@@ -106,7 +125,18 @@ HRESULT mb_register_memory_notification(mb_client *c, mb_memory_callback callbac
 		pthread_mutex_unlock(&c->notify_lock);
 		return mb_client_error(E_OUTOFMEMORY, "cannot start the notification thread");
 	}
+	bool owed =
+	    callback != NULL && c->watch_started && !pthread_equal(pthread_self(), c->watch_thread);
+	if (owed)
+		atomic_store(&c->notify_fresh, true);
 	pthread_mutex_unlock(&c->notify_lock);
+	/* The thread may be parked in a long poll that ends only when the level changes: cancel
+	 * it until the thread has taken the flag (a cancel can fall just before the thread sends
+	 * its next poll, hence the repeat). Bounded: the callback is owed, not awaited. */
+	for (int i = 0; owed && atomic_load(&c->notify_fresh) && i < 400; i++) {
+		nng_aio_cancel(c->watch_slot->aio);
+		usleep(5000);
+	}
 	return S_OK;
 }
 

@@ -128,6 +128,8 @@ HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_
 	if ((rv = nng_aio_result(slot->aio)) != 0) {
 		nng_msg_free(nng_aio_get_msg(slot->aio));
 		nng_aio_set_msg(slot->aio, NULL);
+		if (rv == NNG_ECANCELED)
+			return mb_client_error(E_ABORT, "the call was cancelled");
 		if (rv == NNG_ETIMEDOUT && atomic_load(&c->pipes) > 0) {
 			nng_pipe p = NNG_PIPE_INITIALIZER;
 			p.id = atomic_load(&c->session_pipe);
@@ -139,7 +141,11 @@ HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_
 	nng_aio_set_timeout(slot->aio, timeout_ms);
 	nng_ctx_recv(slot->ctx, slot->aio);
 	nng_aio_wait(slot->aio);
-	if ((rv = nng_aio_result(slot->aio)) != 0)
+	if (rv = nng_aio_result(slot->aio), rv == NNG_ECANCELED)
+		/* The library itself cancelled it (only the notification thread's long poll is
+		 * ever cancelled): the connection is fine. */
+		return mb_client_error(E_ABORT, "the call was cancelled");
+	if (rv != 0)
 		/* Timed out or connection lost: the broker may or may not have acted, so the
 		 * client cannot trust its own view any more. */
 		return transport_failure(c, rv, "waiting for the broker");

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/epoll.h>
@@ -392,6 +393,18 @@ static void ban(mb_broker *b, const mb_session *s)
 	b->nbanned++;
 }
 
+/* The offender's uid: its next process would otherwise connect at once and write again. Not the
+ * broker's own uid, whose self-probe keeps the watchdog fed (and root, as the broker, when it
+ * runs as root): an offender of that uid is the operator's mistake (README). */
+static void throttle_uid(mb_broker *b, const mb_session *s)
+{
+	if (s->uid == geteuid())
+		return;
+	uint64_t ms = mb_throttle_strike(&b->throttle, s->uid, mb_now_ms());
+	mb_log(LOG_WARNING, "uid %u: new sessions refused for %" PRIu64 " s", (unsigned)s->uid,
+	       ms / 1000);
+}
+
 bool mb_broker_banned(mb_broker *b, pid_t pid)
 {
 	bool found = false;
@@ -425,6 +438,7 @@ uint64_t mb_broker_audit(mb_broker *b)
 		mb_log(LOG_WARNING, "disconnecting client pid %d after repeated offences",
 		       (int)s->pid);
 		ban(b, s);
+		throttle_uid(b, s);
 	}
 	mb_arbiter_grant_waiters(b);
 	close_pipe = b->close_pipe;

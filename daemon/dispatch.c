@@ -134,6 +134,13 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
 		    r, HOST_E_CLRNOTAVAILABLE,
 		    "this process was disconnected for writing memory it had not committed; "
 		    "it may connect again only after a restart");
+	uint64_t wait_ms = mb_throttle_wait(&b->throttle, s->uid, mb_now_ms());
+	if (wait_ms > 0)
+		return fail(r, HOST_E_CLRNOTAVAILABLE,
+			    "a process of uid %u was disconnected for writing memory it had not "
+			    "committed; this uid's new sessions are refused for %" PRIu64
+			    " ms more",
+			    (unsigned)s->uid, wait_ms);
 	if (m->protocol_version != MB_PROTOCOL_VERSION)
 		return fail(r, HOST_E_CLRNOTAVAILABLE,
 			    "protocol version %u is not supported; this broker speaks version %d",

@@ -19,6 +19,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "admin.h"
+#include "audit.h"
 #include "broker.h"
 #include "clock.h"
 #include "deathwatch.h"
@@ -218,7 +219,9 @@ int main(int argc, char **argv)
 		return 2;
 	if (opts.log_level < 0 && conf.log_level >= 0)
 		mb_log_set_level(conf.log_level);
-	audit_ms = opts.audit_ms ? opts.audit_ms : conf.audit_ms ? conf.audit_ms : 1000;
+	audit_ms = opts.audit_ms   ? opts.audit_ms
+		   : conf.audit_ms ? conf.audit_ms
+				   : MB_AUDIT_DEFAULT_MS;
 	if (mb_address_resolve(opts.listen	? opts.listen
 			       : conf.listen[0] ? conf.listen
 						: NULL,

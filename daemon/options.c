@@ -34,7 +34,7 @@ static void usage(FILE *f)
 	    "                        level may bring the total to, in percent (default 90,97,100)\n"
 	    "      --waits T,A,P     how long a commit at each level waits for memory, in ms\n"
 	    "                        (default 0,250,2000)\n"
-	    "      --audit-interval MS  how often sections are checked against commits (1000)\n"
+	    "      --audit-interval MS  how often sections are checked against commits (100)\n"
 	    "      --contexts N      requests handled concurrently (default 64)\n"
 	    "      --commit-credit SIZE  memory a client may commit without asking, granted\n"
 	    "                        ahead and taken back under pressure (default 4M; 0: off)\n"

@@ -28,6 +28,7 @@
 #include <bsd/sys/queue.h>
 #include <sys/types.h>
 
+#include "throttle.h"
 #include "books.h"
 #include "config.h"
 #include "ledger.h"
@@ -106,6 +107,8 @@ typedef struct mb_broker {
 		int pidfd;
 	} banned[64];
 	int nbanned;
+	/* ... and their uids, refused new sessions for a while (throttle.h). */
+	mb_throttle throttle;
 
 	/* Sections of connections that closed while their process lives on (a dropped connection
 	 * the client will re-establish): kept intact for MB_DETACH_GRACE_MS, so the client's data

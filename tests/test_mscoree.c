@@ -17,6 +17,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "harness.h"
 #include "membroker.h"
 
@@ -163,6 +165,36 @@ static void test_host_drives_the_manager_through_lpvtbl(void **state)
 	mm->lpVtbl->Release(mm);
 }
 
+/*
+ * A heap listens for Low pressure (to trim), which starts the library's notification thread before
+ * the host registers its callback; the thread learns the level and parks its long poll until the
+ * level changes. The callback registered afterwards must still first receive the current level.
+ * (Whatever the order, this must hold; the pause only makes the order that once lost it likely.)
+ */
+static void test_callback_after_heap_hears_the_level(void **state)
+{
+	(void)state;
+	mb_client *c = NULL;
+	IHostMemoryManager *mm = NULL;
+	IHostMalloc *heap = NULL;
+
+	assert_hr(mb_connect(g_broker.address, &c), S_OK);
+	assert_hr(mb_host_memory_manager(c, &mm), S_OK);
+	mb_disconnect(c);
+	assert_hr(mm->lpVtbl->CreateMalloc(mm, MALLOC_THREADSAFE, &heap), S_OK);
+	usleep(300 * 1000);
+	for (int round = 0; round < 3; round++) {
+		host_callback cb = {.iface = {&cb_vtbl}};
+		atomic_init(&cb.refs, 1);
+		atomic_init(&cb.last_level, 0);
+		assert_hr(mm->lpVtbl->RegisterMemoryNotificationCallback(mm, &cb.iface), S_OK);
+		assert_true(mb_test_wait_for(heard_level, &cb, 20000));
+		assert_hr(mm->lpVtbl->RegisterMemoryNotificationCallback(mm, NULL), S_OK);
+	}
+	heap->lpVtbl->Release(heap);
+	mm->lpVtbl->Release(mm);
+}
+
 static int group_setup(void **state)
 {
 	(void)state;
@@ -180,6 +212,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_iids_have_mscoree_values),
 	    cmocka_unit_test(test_host_drives_the_manager_through_lpvtbl),
+	    cmocka_unit_test(test_callback_after_heap_hears_the_level),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
