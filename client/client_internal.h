@@ -74,6 +74,13 @@ struct mb_client {
 	atomic_uint session_pipe; /* nng pipe id our session lives on (0: not known yet) */
 	pthread_mutex_t reconnect_lock;
 	uint32_t reconnects; /* successful reconnections, for tests and tools */
+	uint32_t reattaches; /* ... of them, re-attaches to the section the broker kept */
+	/* Re-attach after a dropped connection (connection.c): the one-time token of the last
+	 * Hello, and whether a request that changes the books lost its reply with the connection
+	 * (then the books may differ from ours, and the client registers everything again). */
+	uint8_t attach_token[MB_WIRE_TOKEN_LEN];
+	bool have_attach;
+	atomic_bool unsure;
 	atomic_uint_fast64_t next_request_id;
 	atomic_uint refs;	   /* the user's handle plus live COM objects */
 	atomic_bool disconnecting; /* mb_disconnect called; freed when refs reaches 0 */

@@ -1,8 +1,8 @@
 /*
- * connection.c: the life of a client's connection: connect and Hello, the section handed over (or
- * handed back to a new broker), nng's pipe events, reconnection with re-registration of every
- * reservation and commit, fork detection, the process's list of clients, teardown. Requests
- * themselves go through transport.c.
+ * connection.c: the life of a client's connection: connect and Hello, the section handed over,
+ * nng's pipe events, reconnection (re-attach to the section the broker kept, or the section handed
+ * back to a new broker with re-registration of every reservation and commit), fork detection, the
+ * process's list of clients, Goodbye and teardown. Requests themselves go through transport.c.
  */
 #include <endian.h>
 #include <errno.h>
@@ -44,6 +44,7 @@ static void install_atfork(void)
 }
 
 static HRESULT reconnect(mb_client *c);
+static void goodbye(mb_client *c);
 
 HRESULT mb_client_usable_or_reconnect(mb_client *client)
 {
@@ -126,17 +127,37 @@ static void client_free(mb_client *c)
 	free(c);
 }
 
-/* Hello, then the section: a new one (first connect), or ours handed back (reconnect). */
-static HRESULT hello(mb_client *c, bool adopt)
+/* How a Hello asks for a section. */
+enum hello_kind {
+	HELLO_NEW,	/* the first connect: a new section, handed over */
+	HELLO_RESUME,	/* after a drop: ours back with the attach token, else ours handed back */
+	HELLO_HAND_BACK /* ours handed back (the broker's books of it may differ from ours) */
+};
+
+/*
+ * Hello, then the section: a new one (first connect); or, after a dropped connection, the section
+ * the broker kept for us re-attached (*resumed, nothing else to do), else ours handed back to a new
+ * session (a restarted broker), which the caller registers again.
+ */
+static HRESULT hello(mb_client *c, enum hello_kind kind, bool *resumed)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Hello h = MEMBROKER__V1__HELLO__INIT;
 	mb_response *resp;
 	HRESULT hr;
+	bool adopt = kind != HELLO_NEW;
 
+	*resumed = false;
 	h.protocol_version = MB_PROTOCOL_VERSION;
 	h.name = c->name;
 	h.pid = (uint32_t)getpid();
+	if (kind == HELLO_RESUME && c->have_attach) {
+		h.resume_session = c->session_id;
+		h.resume_token.data = c->attach_token;
+		h.resume_token.len = sizeof(c->attach_token);
+	}
+	/* A token is good for one attach; a Hello whose reply is lost may have used it. */
+	c->have_attach = false;
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
 	req.hello = &h;
 	uint32_t pipe_id = 0;
@@ -155,36 +176,47 @@ static HRESULT hello(mb_client *c, bool adopt)
 				resp->detail);
 		hr = HOST_E_CLRNOTAVAILABLE;
 	} else if (resp->body_case != MEMBROKER__V1__RESPONSE__BODY_HELLO ||
-		   resp->hello->fd_token.len != MB_WIRE_TOKEN_LEN ||
-		   resp->hello->protocol_version != MB_PROTOCOL_VERSION) {
+		   resp->hello->protocol_version != MB_PROTOCOL_VERSION ||
+		   (!resp->hello->resumed && resp->hello->fd_token.len != MB_WIRE_TOKEN_LEN) ||
+		   (resp->hello->resumed &&
+		    (h.resume_session == 0 || resp->hello->session_id != c->session_id))) {
 		hr = mb_client_error(HOST_E_CLRNOTAVAILABLE, "the broker answered hello with %s",
 				     "a malformed reply");
 	} else {
-		c->session_id = resp->hello->session_id;
+		if (resp->hello->attach_token.len == MB_WIRE_TOKEN_LEN) {
+			memcpy(c->attach_token, resp->hello->attach_token.data,
+			       sizeof(c->attach_token));
+			c->have_attach = true;
+		}
 		c->budget = resp->hello->budget;
-		if (adopt && resp->hello->section_size != c->section_size) {
+		*resumed = resp->hello->resumed;
+	}
+	if (hr != S_OK || *resumed) {
+		mb_wire_free_response(resp);
+		return hr;
+	}
+	c->session_id = resp->hello->session_id;
+	if (adopt && resp->hello->section_size != c->section_size) {
+		hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
+				     "the new broker's sections have another size");
+	} else if (adopt) {
+		int rv = fetch_section(c->address, c->session_id, resp->hello->fd_token.data,
+				       c->section_fd);
+		if (rv < 0)
 			hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
-					     "the new broker's sections have another size");
-		} else if (adopt) {
-			int rv = fetch_section(c->address, c->session_id,
-					       resp->hello->fd_token.data, c->section_fd);
-			if (rv < 0)
-				hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
-						     "the broker did not take our section back: %s",
-						     strerror(-rv));
-		} else {
-			c->section_size = resp->hello->section_size;
-			c->section_fd = fetch_section(c->address, c->session_id,
-						      resp->hello->fd_token.data, -1);
-			if (c->section_fd < 0)
-				hr = mb_client_error(
-				    HOST_E_CLRNOTAVAILABLE,
-				    "cannot receive the section from the broker: %s",
-				    strerror(-c->section_fd));
-			else {
-				mb_vaspace_init(&c->va, c->section_fd, c->section_size);
-				mb_credit_attach(c);
-			}
+					     "the broker did not take our section back: %s",
+					     strerror(-rv));
+	} else {
+		c->section_size = resp->hello->section_size;
+		c->section_fd =
+		    fetch_section(c->address, c->session_id, resp->hello->fd_token.data, -1);
+		if (c->section_fd < 0)
+			hr = mb_client_error(HOST_E_CLRNOTAVAILABLE,
+					     "cannot receive the section from the broker: %s",
+					     strerror(-c->section_fd));
+		else {
+			mb_vaspace_init(&c->va, c->section_fd, c->section_size);
+			mb_credit_attach(c);
 		}
 	}
 	mb_wire_free_response(resp);
@@ -296,13 +328,16 @@ static HRESULT readopt(mb_client *c)
 }
 
 /*
- * After a lost connection: once nng has a connection again (the broker is back), a new Hello, our
- * section handed to the new broker, and every reservation and commit re-registered. Until then,
- * calls fail at once with HOST_E_CLRNOTAVAILABLE.
+ * After a lost connection: once nng has a connection again, a new Hello. A broker that lived on
+ * kept our section with its books: the client re-attaches and carries on, nothing re-sent. A
+ * restarted broker (or one whose books may differ from ours: a request that changed them lost its
+ * reply) gets our section handed back and every reservation and commit registered again. Until a
+ * connection is back, calls fail at once with HOST_E_CLRNOTAVAILABLE.
  */
 static HRESULT reconnect(mb_client *c)
 {
 	HRESULT hr = S_OK;
+	bool resumed = false;
 
 	pthread_mutex_lock(&c->reconnect_lock);
 	if (!atomic_load(&c->lost))
@@ -313,9 +348,9 @@ static HRESULT reconnect(mb_client *c)
 		goto out;
 	}
 	atomic_store(&c->lost, false);
-	hr = hello(c, true);
-	if (hr == S_OK) {
-		/* The new broker has no record of local commits: re-registration covers them. */
+	hr = hello(c, atomic_load(&c->unsure) ? HELLO_HAND_BACK : HELLO_RESUME, &resumed);
+	if (hr == S_OK && !resumed) {
+		/* The new session has no record of local commits: re-registration covers them. */
 		mb_credit_reset(c);
 		hr = readopt(c);
 	}
@@ -324,7 +359,10 @@ static HRESULT reconnect(mb_client *c)
 		hr = HOST_E_CLRNOTAVAILABLE;
 		goto out;
 	}
+	atomic_store(&c->unsure, false);
 	c->reconnects++;
+	if (resumed)
+		c->reattaches++;
 out:
 	pthread_mutex_unlock(&c->reconnect_lock);
 	return hr;
@@ -399,18 +437,21 @@ HRESULT mb_connect_named(const char *address, const char *name, mb_client **clie
 		client_free(c);
 		return HOST_E_CLRNOTAVAILABLE;
 	}
-	hr = hello(c, false);
+	bool resumed;
+	hr = hello(c, HELLO_NEW, &resumed);
 	/* The connection may drop under a first Hello (a broker restarting its listener); nng
 	 * redials by itself, so a few more tries while it comes back. */
 	for (int attempt = 0; attempt < 3 && hr != S_OK && atomic_load(&c->lost); attempt++) {
 		for (int waited = 0; atomic_load(&c->pipes) <= 0 && waited < 5000; waited += 10)
 			usleep(10000);
 		atomic_store(&c->lost, false);
-		hr = hello(c, false);
+		hr = hello(c, HELLO_NEW, &resumed);
 	}
 	if (hr != S_OK) {
 		char why[MB_CLIENT_ERROR_MAX];
 		snprintf(why, sizeof(why), "%s", mb_last_error());
+		if (c->session_id != 0 && !atomic_load(&c->lost))
+			goodbye(c); /* a section was made for us: no need to keep it */
 		close_and_free(c);
 		mb_client_error(hr, "%s", why);
 		return hr;
@@ -449,6 +490,25 @@ void mb_client_ref(mb_client *client)
 	atomic_fetch_add(&client->refs, 1);
 }
 
+/*
+ * Tells the broker the client is done, so it frees the section now: a connection that merely
+ * closes leaves the section detached (and charged) for a re-attach until this process exits. A
+ * client whose connection is lost re-attaches first. Best effort: a broker that cannot be reached
+ * frees the section when the process exits.
+ */
+static void goodbye(mb_client *c)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Goodbye g = MEMBROKER__V1__GOODBYE__INIT;
+
+	if (atomic_load(&c->disabled) || atomic_load(&c->pipes) <= 0 ||
+	    (atomic_load(&c->lost) && reconnect(c) != S_OK))
+		return;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_GOODBYE;
+	req.goodbye = &g;
+	mb_client_call_simple(c, &req);
+}
+
 static void teardown(mb_client *c)
 {
 	bool in_child = c->fork_generation != atomic_load(&mb_fork_generation);
@@ -471,8 +531,8 @@ static void teardown(mb_client *c)
 		return;
 	}
 	mb_notify_stop(c);
+	goodbye(c);
 	mb_vm_unmap_all(c);
-	/* Closing the socket ends the session: the broker releases everything it held. */
 	close_and_free(c);
 }
 

@@ -1,7 +1,8 @@
 /*
  * connection.h: a client's connection to the broker over its life (connection.c): connect, Hello
- * and the section hand-over, reconnection to a new broker with every reservation and commit
- * registered again, fork detection, teardown.
+ * and the section hand-over; after a dropped connection, re-attach to the section the broker kept
+ * (session id + one-time token), or, with a new broker, the section handed back and every
+ * reservation and commit registered again; fork detection; Goodbye and teardown.
  */
 #ifndef MB_CLIENT_CONNECTION_H
 #define MB_CLIENT_CONNECTION_H
@@ -21,9 +22,11 @@ extern atomic_uint mb_fork_generation;
  * The entry check of every call that may cross to the broker. Clears the thread's last error, then:
  * E_INVALIDARG for NULL; HOST_E_CLRNOTAVAILABLE in a forked child or once the client is disabled.
  * If the connection was lost and nng has a connection again, it reconnects here, on the caller's
- * thread: a new Hello, the section handed back to the (new) broker, and every reservation and
- * committed run re-registered (several round trips, under the map's read lock). S_OK when the
- * client can be used; HOST_E_CLRNOTAVAILABLE while the broker is unreachable.
+ * thread: a new Hello that re-attaches the section the broker kept (one round trip, nothing
+ * re-sent); or, with a restarted broker (or when a request that changed the books lost its reply),
+ * the section handed back and every reservation and committed run re-registered (several round
+ * trips, under the map's read lock). S_OK when the client can be used; HOST_E_CLRNOTAVAILABLE
+ * while the broker is unreachable.
  */
 HRESULT mb_client_usable_or_reconnect(mb_client *client);
 

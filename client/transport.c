@@ -100,8 +100,24 @@ void mb_client_slot_free(mb_call_slot *s)
 
 static HRESULT transport_failure(mb_client *c, int rv, const char *what)
 {
-	atomic_store(&c->lost, true);
+	/* A call the library cancelled itself (the notification thread stopping) lost nothing. */
+	if (rv != NNG_ECANCELED)
+		atomic_store(&c->lost, true);
 	return mb_client_error(HOST_E_CLRNOTAVAILABLE, "%s: %s", what, nng_strerror(rv));
+}
+
+/* Whether req may change the broker's books of this client (a lost reply leaves them unknown). */
+static bool changes_books(const mb_request *req)
+{
+	switch (req->body_case) {
+	case MEMBROKER__V1__REQUEST__BODY_HELLO:
+	case MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD:
+	case MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS:
+	case MEMBROKER__V1__REQUEST__BODY_WATCH:
+		return false;
+	default:
+		return true;
+	}
 }
 
 HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_response **resp,
@@ -145,10 +161,13 @@ HRESULT mb_client_call_on(mb_client *c, mb_call_slot *slot, mb_request *req, mb_
 		/* The library itself cancelled it (only the notification thread's long poll is
 		 * ever cancelled): the connection is fine. */
 		return mb_client_error(E_ABORT, "the call was cancelled");
-	if (rv != 0)
+	if (rv != 0) {
 		/* Timed out or connection lost: the broker may or may not have acted, so the
-		 * client cannot trust its own view any more. */
+		 * client cannot trust its own view any more (unless the request only asked). */
+		if (changes_books(req))
+			atomic_store(&c->unsure, true);
 		return transport_failure(c, rv, "waiting for the broker");
+	}
 	msg = nng_aio_get_msg(slot->aio);
 	if (pipe_id != NULL)
 		*pipe_id = (uint32_t)nng_pipe_id(nng_msg_get_pipe(msg));

@@ -212,7 +212,9 @@ static int request_ok(const mb_request *r)
 {
 	switch (r->body_case) {
 	case MEMBROKER__V1__REQUEST__BODY_HELLO:
-		return r->hello != NULL && string_ok(r->hello->name, MB_WIRE_MAX_NAME);
+		return r->hello != NULL && string_ok(r->hello->name, MB_WIRE_MAX_NAME) &&
+		       (r->hello->resume_token.len == MB_WIRE_TOKEN_LEN ||
+			r->hello->resume_token.len == 0);
 	case MEMBROKER__V1__REQUEST__BODY_RESERVE:
 		return r->reserve != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_RELEASE:
@@ -235,6 +237,8 @@ static int request_ok(const mb_request *r)
 		return r->address_space != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
 		return r->adopt_done != NULL;
+	case MEMBROKER__V1__REQUEST__BODY_GOODBYE:
+		return r->goodbye != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_SYNC:
 		if (r->sync == NULL || r->sync->n_commits > MB_WIRE_MAX_SYNC ||
 		    r->sync->n_reserves > MB_WIRE_MAX_SYNC)
@@ -278,7 +282,10 @@ static int response_ok(const mb_response *r)
 		return 1;
 	case MEMBROKER__V1__RESPONSE__BODY_HELLO:
 		return r->hello != NULL &&
-		       (r->hello->fd_token.len == MB_WIRE_TOKEN_LEN || r->hello->fd_token.len == 0);
+		       (r->hello->fd_token.len == MB_WIRE_TOKEN_LEN ||
+			r->hello->fd_token.len == 0) &&
+		       (r->hello->attach_token.len == MB_WIRE_TOKEN_LEN ||
+			r->hello->attach_token.len == 0);
 	case MEMBROKER__V1__RESPONSE__BODY_MEMORY_LOAD:
 		return r->memory_load != NULL;
 	case MEMBROKER__V1__RESPONSE__BODY_SESSION_STATUS:
@@ -351,6 +358,8 @@ const char *mb_wire_op_name(int body_case)
 		return "adopt_done";
 	case MEMBROKER__V1__REQUEST__BODY_SYNC:
 		return "sync";
+	case MEMBROKER__V1__REQUEST__BODY_GOODBYE:
+		return "goodbye";
 	default:
 		return "invalid";
 	}

@@ -409,6 +409,7 @@ static void clients_json(const Membroker__Admin__V1__ClientsReply *r)
 		add_u64(co, "age_seconds", c->age_seconds);
 		add_u64(co, "offences", c->offences);
 		add_u64(co, "credit", c->credit);
+		add_str(co, "state", c->state);
 		json_object_array_add(arr, co);
 	}
 	json_object_object_add(o, "clients", arr);

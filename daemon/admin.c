@@ -69,6 +69,7 @@ typedef struct snap_client {
 	uint64_t reserved, committed, reservations, age, credit;
 	int max_level;
 	uint32_t offences;
+	const char *state; /* a static string */
 } snap_client;
 
 typedef struct snap_group {
@@ -106,7 +107,7 @@ static uint32_t count_list(struct mb_parked_list *l)
 static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 {
 	struct timespec now;
-	mb_session *s;
+	mb_section *s;
 
 	memset(sn, 0, sizeof(*sn));
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -117,7 +118,7 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 	sn->credit_revoked = b->books.credit_taken_back_bytes;
 	sn->commit_credit = b->conf.commit_credit;
 	sn->sessions =
-	    b->reg.clients; /* connections that said Hello: not the broker's own probes */
+	    b->reg.sections; /* connections that said Hello: not the broker's own probes */
 	sn->nwaiters = b->nwaiters;
 	for (int i = 0; i < MB_LEVELS; i++)
 		sn->waiters[i] = count_list(&b->waiters[i]);
@@ -141,8 +142,8 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 		sn->groups[g].committed = b->books.group_charged[g];
 		sn->groups[g].sessions = b->books.group_sessions[g];
 	}
-	if (with_clients && b->reg.sessions > 0) {
-		sn->clients = calloc(b->reg.sessions, sizeof(*sn->clients));
+	if (with_clients && b->reg.sections > 0) {
+		sn->clients = calloc(b->reg.sections, sizeof(*sn->clients));
 		if (sn->clients == NULL) {
 			pthread_mutex_unlock(&b->lock);
 			return -ENOMEM;
@@ -151,19 +152,18 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 	for (s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
 		int lvl = s->max_level >= 0 && s->max_level < MB_LEVELS ? s->max_level : 0;
 		uint64_t unused = mb_credit_unused(s);
-		uint64_t committed = mb_session_charged(s) - unused;
+		uint64_t committed = mb_section_charged(s) - unused;
 
 		sn->by_level[lvl] += committed;
 		sn->sessions_by_level[lvl]++;
-		if (sn->clients == NULL || sn->nclients >= b->reg.sessions)
+		if (sn->clients == NULL || sn->nclients >= b->reg.sections)
 			continue;
 		snap_client *c = &sn->clients[sn->nclients++];
-		c->id = s->hello ? s->id : 0;
+		c->id = s->id;
 		c->pid = s->pid;
 		c->uid = s->uid;
 		c->gid = s->gid;
-		if (s->hello)
-			memcpy(c->name, s->name, sizeof(c->name));
+		memcpy(c->name, s->name, sizeof(c->name));
 		c->name[sizeof(c->name) - 1] = '\0';
 		if (s->group >= 0 && s->group < b->conf.ngroups)
 			snprintf(c->group, sizeof(c->group), "%s", b->conf.groups[s->group].name);
@@ -173,6 +173,7 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 		c->max_level = s->max_level;
 		c->age = now.tv_sec > s->connected ? (uint64_t)(now.tv_sec - s->connected) : 0;
 		c->offences = s->offences;
+		c->state = mb_section_state_name(s->state);
 		c->credit = unused;
 	}
 	pthread_mutex_unlock(&b->lock);
@@ -550,6 +551,7 @@ static int handle_clients(mb_broker *b, void **reply, size_t *reply_len)
 		ci.age_seconds = c->age;
 		ci.credit = c->credit;
 		ci.offences = c->offences;
+		ci.state = (char *)c->state;
 		infos[i] = ci;
 		pinfos[i] = &infos[i];
 	}

@@ -11,7 +11,7 @@
 #include "credit.h"
 #include "log.h"
 #include "mb_win32.h"
-#include "section.h"
+#include "memfd.h"
 
 /* Most MEM_RESET ranges one session may have queued for reclaim; later ones stay reset but are
  * not reclaimed, which only makes the broker less able to help, never wrong. */
@@ -25,7 +25,7 @@ static bool anything_reclaimable(const mb_broker *b)
 	return false;
 }
 
-mb_decision mb_arbiter_decide(mb_broker *b, mb_session *s, int level, uint64_t bytes, bool waiting,
+mb_decision mb_arbiter_decide(mb_broker *b, mb_section *s, int level, uint64_t bytes, bool waiting,
 			      bool parkable)
 {
 	mb_decision_in in = {
@@ -112,7 +112,7 @@ void mb_arbiter_update_pressure(mb_broker *b)
 	 * memory back, so they hear it before anyone else. */
 	for (int level = 0; level < MB_LEVELS; level++) {
 		TAILQ_FOREACH_SAFE(p, &b->watchers, link, tmp) {
-			mb_session *s = mb_registry_by_pipe(&b->reg, p->pipe_id);
+			mb_section *s = mb_registry_by_pipe(&b->reg, p->pipe_id);
 			int owner_level = s ? s->max_level : 0;
 			if (owner_level == level ||
 			    (level == MB_LEVELS - 1 && owner_level >= level))
@@ -124,7 +124,7 @@ void mb_arbiter_update_pressure(mb_broker *b)
 /* Tries one waiting commit. Returns true when it finished (granted or failed for good). */
 static bool try_grant(mb_broker *b, mb_parked *p)
 {
-	mb_session *s = mb_registry_by_pipe(&b->reg, p->pipe_id);
+	mb_section *s = mb_registry_by_pipe(&b->reg, p->pipe_id);
 	mb_page_range pr;
 	uint64_t bytes;
 
@@ -182,7 +182,7 @@ void mb_arbiter_grant_waiters(mb_broker *b)
 /* Discards the still-reset pages of one range. Returns the bytes refunded. */
 static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 {
-	mb_session *s = mb_registry_by_pipe(&b->reg, r->pipe_id);
+	mb_section *s = mb_registry_section(&b->reg, r->section_id);
 	mb_region *region;
 	uint64_t refunded = 0;
 
@@ -203,8 +203,8 @@ static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 		size_t j = mb_region_run_end(region, i, end, cr, cr), lost = 0;
 		mb_region_update(&s->map, region, i, j - i, cr, cr, MB_PAGE_COMMITTED,
 				 MB_PAGE_DISCARDED, -1, &lost);
-		mb_section_discard(s->section_fd, region->base + (uint64_t)i * MB_PAGE_SIZE,
-				   (uint64_t)(j - i) * MB_PAGE_SIZE);
+		mb_memfd_discard(s->section_fd, region->base + (uint64_t)i * MB_PAGE_SIZE,
+				 (uint64_t)(j - i) * MB_PAGE_SIZE);
 		refunded += (uint64_t)lost * MB_PAGE_SIZE;
 		i = j;
 	}
@@ -212,7 +212,7 @@ static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 	return refunded;
 }
 
-uint64_t mb_arbiter_reclaim(mb_broker *b, const mb_session *s, uint64_t need, int level)
+uint64_t mb_arbiter_reclaim(mb_broker *b, const mb_section *s, uint64_t need, int level)
 {
 	uint64_t refunded = 0;
 	mb_reset_range *r;
@@ -237,37 +237,42 @@ done:
 	return refunded;
 }
 
-void mb_arbiter_queue_reset(mb_broker *b, mb_session *s, const mb_page_range *pr)
+void mb_arbiter_queue_reset(mb_broker *b, mb_section *s, const mb_page_range *pr)
 {
 	mb_reset_range *rr;
 
 	if (s->resets >= MB_MAX_RESET_RANGES || (rr = calloc(1, sizeof(*rr))) == NULL)
 		return;
-	rr->pipe_id = s->pipe_id;
+	rr->section_id = s->id;
 	rr->address = pr->start;
 	rr->pages = pr->count;
 	TAILQ_INSERT_TAIL(&b->resets[s->max_level], rr, link);
 	s->resets++;
 }
 
-void mb_arbiter_drop_session(mb_broker *b, mb_session *s)
+void mb_arbiter_drop_conn(mb_broker *b, uint32_t pipe_id)
 {
 	mb_parked *p, *ptmp;
-	mb_reset_range *r, *rtmp;
 
 	for (int level = 0; level < MB_LEVELS; level++)
 		TAILQ_FOREACH_SAFE(p, &b->waiters[level], link, ptmp)
-			if (p->pipe_id == s->pipe_id) {
+			if (p->pipe_id == pipe_id) {
 				b->waits_abandoned++;
 				mb_arbiter_finish(b, p, HOST_E_ABANDONED,
 						  "the client disconnected");
 			}
 	TAILQ_FOREACH_SAFE(p, &b->watchers, link, ptmp)
-		if (p->pipe_id == s->pipe_id)
+		if (p->pipe_id == pipe_id)
 			mb_arbiter_finish(b, p, S_OK, NULL);
+}
+
+void mb_arbiter_drop_section(mb_broker *b, mb_section *s)
+{
+	mb_reset_range *r, *rtmp;
+
 	for (int level = 0; level < MB_LEVELS && s->resets > 0; level++)
 		TAILQ_FOREACH_SAFE(r, &b->resets[level], link, rtmp)
-			if (r->pipe_id == s->pipe_id) {
+			if (r->section_id == s->id) {
 				TAILQ_REMOVE(&b->resets[level], r, link);
 				free(r);
 				s->resets--;
@@ -282,7 +287,7 @@ void mb_arbiter_expire_parked(mb_broker *b, mb_parked *p)
 		mb_arbiter_finish(b, p, S_OK, NULL); /* answered with the current level */
 		return;
 	}
-	mb_session *s = mb_registry_by_pipe(&b->reg, p->pipe_id);
+	mb_section *s = mb_registry_by_pipe(&b->reg, p->pipe_id);
 	b->waits_timed_out++;
 	mb_log_event(LOG_NOTICE, MB_MSGID_TIMEOUT, s ? (int)s->pid : 0, s ? (unsigned)s->uid : 0,
 		     p->level, (unsigned long long)p->size, (unsigned)HOST_E_TIMEOUT,

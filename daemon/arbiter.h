@@ -21,10 +21,11 @@
  * waiting: s's commit is already parked (the grant pass); parkable: a new request that may be
  * parked. Grants nothing itself: on MB_VERDICT_GRANT the caller commits the pages.
  */
-mb_decision mb_arbiter_decide(mb_broker *b, mb_session *s, int level, uint64_t bytes, bool waiting,
+mb_decision mb_arbiter_decide(mb_broker *b, mb_section *s, int level, uint64_t bytes, bool waiting,
 			      bool parkable);
 
-/* Parks p (kind, and for a commit address/size/level, set by the caller) for pipe_id until at most
+/* Parks p (kind, and for a commit address/size/level, set by the caller), answered on connection
+ * pipe_id, until at most
  * ms from now, and arms its owner. */
 void mb_arbiter_park(mb_broker *b, mb_parked *p, uint32_t pipe_id, uint64_t request_id,
 		     uint32_t ms);
@@ -41,13 +42,17 @@ void mb_arbiter_update_pressure(mb_broker *b);
 
 /* Discards MEM_RESET pages until `need` bytes more would fit for s at level, lowest-level owners
  * first. Returns the bytes refunded. */
-uint64_t mb_arbiter_reclaim(mb_broker *b, const mb_session *s, uint64_t need, int level);
+uint64_t mb_arbiter_reclaim(mb_broker *b, const mb_section *s, uint64_t need, int level);
 
 /* Queues a MEM_RESET range of s for reclaim (bounded per session: later ones are not queued). */
-void mb_arbiter_queue_reset(mb_broker *b, mb_session *s, const mb_page_range *pr);
+void mb_arbiter_queue_reset(mb_broker *b, mb_section *s, const mb_page_range *pr);
 
-/* Answers s's parked requests (it is going away) and forgets its MEM_RESET ranges. */
-void mb_arbiter_drop_session(mb_broker *b, mb_session *s);
+/* Answers the parked requests of connection pipe_id (it is going away): waiting commits
+ * HOST_E_ABANDONED, watches their level. */
+void mb_arbiter_drop_conn(mb_broker *b, uint32_t pipe_id);
+
+/* Forgets s's MEM_RESET ranges (it is being freed). */
+void mb_arbiter_drop_section(mb_broker *b, mb_section *s);
 
 /* Ends one parked request as its deadline does (a commit: HOST_E_TIMEOUT, counted and logged; a
  * watch: answered with the current level). No-op unless it waits. */

@@ -6,17 +6,18 @@
 #include <inttypes.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "credit.h"
 #include "log.h"
 #include "mb_credit.h"
 #include "mb_win32.h"
-#include "section.h"
+#include "memfd.h"
 
-uint64_t mb_audit_session(mb_broker *b, mb_session *s, bool forgive, bool *offender)
+uint64_t mb_audit_session(mb_broker *b, mb_section *s, bool forgive, bool *offender)
 {
 	/* Read before the credit word: a client takes credit before it writes a local commit and
 	 * gives it back only after punching the pages out, so nothing allocated here is missed. */
-	uint64_t allocated = mb_session_allocated(s);
+	uint64_t allocated = mb_section_allocated(s);
 	uint64_t discarded = 0, offending = 0;
 	off_t pos = 0;
 	/* Pages the client committed by itself against its credit are not in the map until it
@@ -26,7 +27,7 @@ uint64_t mb_audit_session(mb_broker *b, mb_session *s, bool forgive, bool *offen
 	const bool credit_page = s->credit_word != NULL;
 
 	/* The common case costs one fstat: no more pages than commits means nothing to look at. */
-	if (allocated <= mb_session_committed(s) + local)
+	if (allocated <= mb_section_committed(s) + local)
 		return 0;
 	for (;;) {
 		off_t data = lseek(s->section_fd, pos, SEEK_DATA);
@@ -71,7 +72,7 @@ uint64_t mb_audit_session(mb_broker *b, mb_session *s, bool forgive, bool *offen
 			if (drop && run == UINT64_MAX)
 				run = a;
 			if (!drop && run != UINT64_MAX) {
-				mb_section_discard(s->section_fd, run, a - run);
+				mb_memfd_discard(s->section_fd, run, a - run);
 				discarded += a - run;
 				run = UINT64_MAX;
 			}
@@ -98,23 +99,33 @@ uint64_t mb_audit_session(mb_broker *b, mb_session *s, bool forgive, bool *offen
 	return discarded;
 }
 
-int mb_audit_all(mb_broker *b, uint32_t *offenders, int max, uint64_t *discarded)
+int mb_audit_all(mb_broker *b, uint64_t *offenders, int max, uint64_t *discarded)
 {
+	uint64_t now = mb_now_ms();
 	int n = 0;
 
 	*discarded = 0;
-	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
+	for (mb_section *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
 		bool offender = false;
-		if (!s->hello || s->adopting)
+		/* Re-registration has a deadline: a client that never says AdoptDone is audited
+		 * (and forgiven once, like one that does) when it passes. */
+		if (s->adopting && now < s->adopt_deadline_ms)
 			continue;
+		if (s->adopting) {
+			mb_log(LOG_NOTICE,
+			       "pid %d did not finish re-registering in time; auditing its section",
+			       (int)s->pid);
+			mb_audit_adoption_done(b, s);
+			continue;
+		}
 		*discarded += mb_audit_session(b, s, false, &offender);
 		if (offender && n < max)
-			offenders[n++] = s->pipe_id;
+			offenders[n++] = s->id;
 	}
 	return n;
 }
 
-void mb_audit_adoption_done(mb_broker *b, mb_session *s)
+void mb_audit_adoption_done(mb_broker *b, mb_section *s)
 {
 	bool offender = false;
 

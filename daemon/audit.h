@@ -32,14 +32,14 @@
  * see decommitted), logged but not an offence. *offender is set when s reached MB_MAX_OFFENCES.
  * Returns the bytes discarded.
  */
-uint64_t mb_audit_session(mb_broker *b, mb_session *s, bool forgive, bool *offender);
+uint64_t mb_audit_session(mb_broker *b, mb_section *s, bool forgive, bool *offender);
 
-/* Audits every session that is not adopting; the pipe ids of up to max offenders go to
- * offenders. Returns the number of offenders written; *discarded gets the bytes discarded. */
-int mb_audit_all(mb_broker *b, uint32_t *offenders, int max, uint64_t *discarded);
+/* Audits every live section (attached or detached) that is not adopting; the ids of up to max
+ * offenders go to offenders. Returns the number written; *discarded gets the bytes discarded. */
+int mb_audit_all(mb_broker *b, uint64_t *offenders, int max, uint64_t *discarded);
 
 /* Ends s's adoption: its section's pages that no commit covers are discarded (forgiven), and it
  * is audited as usual from now on. */
-void mb_audit_adoption_done(mb_broker *b, mb_session *s);
+void mb_audit_adoption_done(mb_broker *b, mb_section *s);
 
 #endif

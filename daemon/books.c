@@ -12,9 +12,9 @@ void mb_books_init(mb_books *k, uint64_t budget, const mb_config *conf)
 	k->conf = conf;
 }
 
-mb_fit mb_books_fits(const mb_books *k, const mb_session *s, int level, uint64_t bytes)
+mb_fit mb_books_fits(const mb_books *k, const mb_section *s, int level, uint64_t bytes)
 {
-	mb_quota_view q = {.client_committed = mb_session_charged(s),
+	mb_quota_view q = {.client_committed = mb_section_charged(s),
 			   .client_max = k->conf->client_max};
 
 	for (int i = 0; i < k->conf->ngroups; i++) {
@@ -40,7 +40,7 @@ uint64_t mb_books_max_reserved(const mb_books *k)
 	return k->conf->client_max_reserved ? k->conf->client_max_reserved : MB_MAX_RESERVED;
 }
 
-bool mb_books_reserve_fits(const mb_books *k, const mb_session *s, uint64_t size)
+bool mb_books_reserve_fits(const mb_books *k, const mb_section *s, uint64_t size)
 {
 	uint64_t count = s->map.count + s->reserve_count;
 	uint64_t bytes = s->map.reserved_bytes + s->reserve_bytes;
@@ -49,14 +49,14 @@ bool mb_books_reserve_fits(const mb_books *k, const mb_session *s, uint64_t size
 	return count < mb_books_max_reservations(k) && bytes <= max && size <= max - bytes;
 }
 
-void mb_books_charge(mb_books *k, mb_session *s, uint64_t bytes)
+void mb_books_charge(mb_books *k, mb_section *s, uint64_t bytes)
 {
 	mb_ledger_charge(&k->ledger, bytes);
 	if (s->group >= 0)
 		k->group_charged[s->group] += bytes;
 }
 
-void mb_books_refund(mb_books *k, mb_session *s, uint64_t bytes)
+void mb_books_refund(mb_books *k, mb_section *s, uint64_t bytes)
 {
 	mb_ledger_refund(&k->ledger, bytes);
 	if (s->group >= 0)
@@ -64,7 +64,7 @@ void mb_books_refund(mb_books *k, mb_session *s, uint64_t bytes)
 		    bytes > k->group_charged[s->group] ? k->group_charged[s->group] : bytes;
 }
 
-long mb_books_commit_pages(mb_books *k, mb_session *s, const mb_page_range *pr, int level)
+long mb_books_commit_pages(mb_books *k, mb_section *s, const mb_page_range *pr, int level)
 {
 	long gained = mb_region_commit(&s->map, pr->region, pr->first, pr->count, 0);
 
@@ -76,19 +76,19 @@ long mb_books_commit_pages(mb_books *k, mb_session *s, const mb_page_range *pr, 
 	return gained;
 }
 
-void mb_books_join_group(mb_books *k, mb_session *s)
+void mb_books_join_group(mb_books *k, mb_section *s)
 {
 	s->group = mb_config_match_group(k->conf, s->uid, s->gid, s->name);
 	if (s->group >= 0) {
-		k->group_charged[s->group] += mb_session_charged(s);
+		k->group_charged[s->group] += mb_section_charged(s);
 		k->group_sessions[s->group]++;
 	}
 }
 
-void mb_books_leave(mb_books *k, mb_session *s)
+void mb_books_leave(mb_books *k, mb_section *s)
 {
 	k->credit_total -= s->credit < k->credit_total ? s->credit : k->credit_total;
-	mb_books_refund(k, s, mb_session_charged(s));
+	mb_books_refund(k, s, mb_section_charged(s));
 	if (s->group >= 0 && k->group_sessions[s->group] > 0)
 		k->group_sessions[s->group]--;
 }

@@ -3,7 +3,7 @@
  * charged, and the quotas (client max, group max, other groups' reserves). Every byte charged to
  * or refunded from the budget goes through mb_books_charge / mb_books_refund, so the invariant
  *
- *     ledger.committed == sum over sessions of mb_session_charged() <= budget
+ *     ledger.committed == sum over sessions of mb_section_charged() <= budget
  *
  * has one place to hold. "Charged" covers commits and commit credit (credit.h), which is charged
  * like a commit when granted.
@@ -23,7 +23,7 @@
 #include "config.h"
 #include "ledger.h"
 #include "mb_win32.h"
-#include "session.h"
+#include "section.h"
 
 typedef struct mb_books {
 	mb_ledger ledger;
@@ -40,7 +40,7 @@ void mb_books_init(mb_books *k, uint64_t budget, const mb_config *conf);
 
 /* Quota-aware fit of bytes more for s at level: its own limit, its group's limit, the reserves of
  * other groups, then the level's ceiling. */
-mb_fit mb_books_fits(const mb_books *k, const mb_session *s, int level, uint64_t bytes);
+mb_fit mb_books_fits(const mb_books *k, const mb_section *s, int level, uint64_t bytes);
 
 /* Reservations one session may hold by default: enough for 100,000-reservation runtimes, bounded
  * so that one client cannot grow the broker's bookkeeping without limit. */
@@ -57,23 +57,23 @@ uint64_t mb_books_max_reserved(const mb_books *k);
 
 /* Whether one more reservation of size bytes keeps s within its reservation quotas, its
  * reservation credit (credit.h) counted as reserved. */
-bool mb_books_reserve_fits(const mb_books *k, const mb_session *s, uint64_t size);
+bool mb_books_reserve_fits(const mb_books *k, const mb_section *s, uint64_t size);
 
 /* Books bytes to (charge) or from (refund) a session's group and the ledger together. The caller
  * changes what the session holds (its pages or its credit) in the same step. */
-void mb_books_charge(mb_books *k, mb_session *s, uint64_t bytes);
-void mb_books_refund(mb_books *k, mb_session *s, uint64_t bytes);
+void mb_books_charge(mb_books *k, mb_section *s, uint64_t bytes);
+void mb_books_refund(mb_books *k, mb_section *s, uint64_t bytes);
 
 /* Commits pr's pages for s at level and charges what was not committed yet. Returns the pages
  * newly committed, or -1 (nothing changed) without memory for page state. */
-long mb_books_commit_pages(mb_books *k, mb_session *s, const mb_page_range *pr, int level);
+long mb_books_commit_pages(mb_books *k, mb_section *s, const mb_page_range *pr, int level);
 
 /* Puts s in its group per k->conf and books its charge there (at Hello, and after a reload). */
-void mb_books_join_group(mb_books *k, mb_session *s);
+void mb_books_join_group(mb_books *k, mb_section *s);
 
 /* s leaves the books: everything it has charged (commits and credit) is refunded, its credit
  * leaves the credit total and its group loses a session. */
-void mb_books_leave(mb_books *k, mb_session *s);
+void mb_books_leave(mb_books *k, mb_section *s);
 
 /* Forgets every group's figures (before the sessions join their groups again on a reload). */
 void mb_books_clear_groups(mb_books *k);

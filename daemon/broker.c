@@ -10,7 +10,9 @@
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,7 +23,7 @@
 #include "credit.h"
 #include "log.h"
 #include "mb_win32.h"
-#include "section.h"
+#include "memfd.h"
 
 int mb_broker_init(mb_broker *b, uint64_t budget)
 {
@@ -42,28 +44,51 @@ int mb_broker_init(mb_broker *b, uint64_t budget)
 	return 0;
 }
 
-static void drop_detached(mb_broker *b, int i, bool punch);
-
-/* Caller holds the lock. */
-static void end_session(mb_broker *b, mb_session *s)
+/* Frees s; punch: its pages first (not at shutdown, nor for a memfd its client hands back). */
+static void end_section(mb_broker *b, mb_section *s, const char *why, bool punch)
 {
-	mb_arbiter_drop_session(b, s);
-	mb_registry_remove(&b->reg, s);
+	mb_log(LOG_DEBUG, "section %llu (pid %d uid %u, %s) freed: %s, %llu bytes returned",
+	       (unsigned long long)s->id, (int)s->pid, (unsigned)s->uid,
+	       mb_section_state_name(s->state), why, (unsigned long long)mb_section_charged(s));
+	if (s->conn != NULL) {
+		mb_arbiter_drop_conn(b, s->conn->pipe_id);
+		s->conn->section = NULL;
+		s->conn = NULL;
+	}
+	mb_arbiter_drop_section(b, s);
+	mb_registry_remove_section(&b->reg, s);
 	mb_books_leave(&b->books, s);
-	/* At shutdown clients keep their memory: it stays mapped and readable in them. */
-	mb_session_free(s, !b->stopping);
+	mb_section_free(s, punch);
 	if (!b->stopping)
 		mb_arbiter_grant_waiters(b);
 }
 
+void mb_broker_end_section(mb_broker *b, mb_section *s, const char *why)
+{
+	/* At shutdown clients keep their memory: it stays mapped and readable in them. */
+	end_section(b, s, why, !b->stopping);
+}
+
+static void free_conn(mb_conn *c)
+{
+	if (c->pidfd >= 0)
+		close(c->pidfd);
+	free(c);
+}
+
 void mb_broker_fini(mb_broker *b)
 {
-	mb_session *s;
+	mb_section *s;
+	mb_conn *c;
 
 	pthread_mutex_lock(&b->lock);
 	b->stopping = true;
 	while ((s = mb_registry_first(&b->reg)) != NULL)
-		end_session(b, s);
+		mb_broker_end_section(b, s, "the broker stops");
+	while ((c = mb_registry_first_conn(&b->reg)) != NULL) {
+		mb_registry_remove_conn(&b->reg, c);
+		free_conn(c);
+	}
 	for (int level = 0; level < MB_LEVELS; level++) {
 		mb_reset_range *r;
 		while ((r = TAILQ_FIRST(&b->resets[level])) != NULL) {
@@ -74,48 +99,93 @@ void mb_broker_fini(mb_broker *b)
 	for (int i = 0; i < b->nbanned; i++)
 		close(b->banned[i].pidfd);
 	b->nbanned = 0;
-	/* Like every section at shutdown: its client keeps the memory it has mapped. */
-	while (b->ndetached > 0)
-		drop_detached(b, 0, false);
 	pthread_mutex_unlock(&b->lock);
 	pthread_mutex_destroy(&b->lock);
 	if (b->death_epfd >= 0)
 		close(b->death_epfd);
 }
 
+static uint32_t uid_limit(const mb_broker *b)
+{
+	return b->conf.sessions_per_uid ? b->conf.sessions_per_uid : MB_DEFAULT_SESSIONS_PER_UID;
+}
+
 int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid)
 {
-	mb_session *s = mb_session_new(pipe_id, pid, uid, gid);
+	mb_conn *c = calloc(1, sizeof(*c));
 	int rv = 0;
 
-	if (s == NULL)
+	if (c == NULL)
 		return -ENOMEM;
+	c->pipe_id = pipe_id;
+	c->pid = pid;
+	c->uid = uid;
+	c->gid = gid;
 	/* A small race remains: the pid could be reused between connect and here (SO_PEERPIDFD
 	 * would close it, but needs Linux 6.5). */
-	s->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (s->pidfd >= 0 && b->death_epfd >= 0) {
-		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = pipe_id};
-		if (epoll_ctl(b->death_epfd, EPOLL_CTL_ADD, s->pidfd, &ev) != 0) {
-			close(s->pidfd);
-			s->pidfd = -1;
-		}
-	}
+	c->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	pthread_mutex_lock(&b->lock);
-	uint32_t limit =
-	    b->conf.sessions_per_uid ? b->conf.sessions_per_uid : MB_DEFAULT_SESSIONS_PER_UID;
-	uint32_t same = uid != 0 ? mb_registry_count_uid(&b->reg, uid) : 0;
-	if (uid != 0 && same >= limit) {
+	uint32_t same = uid != 0 ? mb_registry_conns_of(&b->reg, uid) : 0;
+	if (uid != 0 && same >= uid_limit(b)) {
 		mb_log(LOG_WARNING,
 		       "uid %u already holds %u connections (the limit); refusing pid %d",
 		       (unsigned)uid, same, (int)pid);
 		rv = -EMFILE;
-		mb_session_free(s, true);
-	} else if (mb_registry_add(&b->reg, s) != 0) {
+	} else if (mb_registry_add_conn(&b->reg, c) != 0) {
 		rv = -EEXIST;
-		mb_session_free(s, true);
 	}
 	pthread_mutex_unlock(&b->lock);
+	if (rv != 0)
+		free_conn(c);
 	return rv;
+}
+
+int mb_broker_open_section(mb_broker *b, mb_conn *c, const char *name, mb_section **out)
+{
+	char memfd_name[64];
+	mb_section *s;
+	int fd;
+
+	if (c->uid != 0 && mb_registry_sections_of(&b->reg, c->uid) >= uid_limit(b)) {
+		mb_log(LOG_WARNING, "uid %u already holds %u sections (the limit); refusing pid %d",
+		       (unsigned)c->uid, uid_limit(b), (int)c->pid);
+		return -EMFILE;
+	}
+	s = mb_section_new(c->pid, c->uid, c->gid);
+	if (s == NULL)
+		return -ENOMEM;
+	if (getrandom(s->token, sizeof(s->token), 0) != (ssize_t)sizeof(s->token) ||
+	    getrandom(s->attach_token, sizeof(s->attach_token), 0) !=
+		(ssize_t)sizeof(s->attach_token)) {
+		mb_section_free(s, true);
+		return -EIO;
+	}
+	snprintf(memfd_name, sizeof(memfd_name), "membroker-pid%d", (int)c->pid);
+	fd = mb_memfd_create(memfd_name, b->section_size);
+	if (fd < 0) {
+		mb_section_free(s, true);
+		return fd;
+	}
+	s->section_fd = fd;
+	s->credit_word = mb_memfd_map_credit(fd);
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	mb_registry_add_section(&b->reg, s);
+	/* The owner's pidfd moves from the connection to the section: the death watch frees the
+	 * section when the process exits, attached or not. */
+	s->pidfd = c->pidfd;
+	c->pidfd = -1;
+	if (s->pidfd >= 0 && b->death_epfd >= 0) {
+		struct epoll_event ev = {.events = EPOLLIN, .data.u64 = s->id};
+		if (epoll_ctl(b->death_epfd, EPOLL_CTL_ADD, s->pidfd, &ev) != 0)
+			mb_log(LOG_WARNING, "section %llu: the death watch cannot follow pid %d",
+			       (unsigned long long)s->id, (int)s->pid);
+	}
+	s->state = MB_SECTION_ATTACHED;
+	s->conn = c;
+	c->section = s;
+	mb_books_join_group(&b->books, s);
+	*out = s;
+	return 0;
 }
 
 bool mb_pidfd_exited(int pidfd)
@@ -124,93 +194,75 @@ bool mb_pidfd_exited(int pidfd)
 	return poll(&p, 1, 0) != 0;
 }
 
-/*
- * The connection closed but the process lives: most likely the connection dropped and the client
- * will reconnect and hand its section back (mb_broker_adopt_section). Punching the section now
- * would wipe the memory it still has mapped, so the section is set aside instead. Caller holds
- * the lock; false when it cannot be (then the session ends as usual).
- */
-static bool detach_section(mb_broker *b, mb_session *s)
+void mb_broker_sweep_exited(mb_broker *b)
 {
-	struct stat st;
-	int pidfd;
+	mb_section *s, *next;
 
-	if (b->stopping || !s->hello || s->section_fd < 0 || s->pidfd < 0 ||
-	    b->ndetached == (int)(sizeof(b->detached) / sizeof(b->detached[0])) ||
-	    mb_pidfd_exited(s->pidfd) || fstat(s->section_fd, &st) != 0)
-		return false;
-	pidfd = fcntl(s->pidfd, F_DUPFD_CLOEXEC, 3);
-	if (pidfd < 0)
-		return false;
-	b->detached[b->ndetached].fd = s->section_fd;
-	b->detached[b->ndetached].pidfd = pidfd;
-	b->detached[b->ndetached].pid = s->pid;
-	b->detached[b->ndetached].dev = st.st_dev;
-	b->detached[b->ndetached].ino = st.st_ino;
-	b->detached[b->ndetached].deadline_ms = mb_now_ms() + MB_DETACH_GRACE_MS;
-	b->ndetached++;
-	s->section_fd = -1;
-	return true;
-}
-
-/* Forgets detached entry i; punch: free its memory first. Caller holds the lock. */
-static void drop_detached(mb_broker *b, int i, bool punch)
-{
-	if (punch)
-		mb_section_discard(b->detached[i].fd, 0, MB_ADDRESS_LIMIT);
-	close(b->detached[i].fd);
-	close(b->detached[i].pidfd);
-	b->detached[i] = b->detached[--b->ndetached];
-}
-
-void mb_broker_sweep_detached(mb_broker *b)
-{
-	uint64_t now = mb_now_ms();
+	mb_conn *c, *cnext;
 
 	pthread_mutex_lock(&b->lock);
-	for (int i = 0; i < b->ndetached;) {
-		bool alive = !mb_pidfd_exited(b->detached[i].pidfd);
-		if (alive && now < b->detached[i].deadline_ms) {
-			i++;
+	for (s = mb_registry_first(&b->reg); s != NULL; s = next) {
+		next = mb_registry_next(s);
+		if (s->state != MB_SECTION_ATTACHED && (s->pidfd < 0 || mb_pidfd_exited(s->pidfd)))
+			mb_broker_end_section(b, s, "its process exited while detached");
+	}
+	/* nng 1.5.2 does not always report the end of a connection whose peer hung up while it
+	 * was being set up (or whose first message raced its ADD event); one whose process is gone
+	 * and that holds no section is forgotten here, with its pidfd. */
+	for (c = mb_registry_first_conn(&b->reg); c != NULL; c = cnext) {
+		cnext = mb_registry_next_conn(c);
+		if (c->section != NULL || c->pidfd < 0 || !mb_pidfd_exited(c->pidfd))
 			continue;
-		}
-		mb_log(alive ? LOG_NOTICE : LOG_DEBUG,
-		       "pid %d %s: the memory of its dropped connection is freed",
-		       b->detached[i].pid, alive ? "did not reconnect in time" : "exited");
-		drop_detached(b, i, true);
+		mb_arbiter_drop_conn(b, c->pipe_id);
+		mb_registry_remove_conn(&b->reg, c);
+		free_conn(c);
 	}
 	pthread_mutex_unlock(&b->lock);
 }
 
 void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
 {
-	mb_session *s;
+	mb_conn *c;
 
 	pthread_mutex_lock(&b->lock);
-	s = mb_registry_by_pipe(&b->reg, pipe_id);
-	if (s != NULL) {
-		mb_log(LOG_DEBUG, "session %llu (pid %d uid %u) ended, %llu bytes returned",
-		       (unsigned long long)s->id, (int)s->pid, (unsigned)s->uid,
-		       (unsigned long long)mb_session_committed(s));
-		detach_section(b, s);
-		end_session(b, s);
+	c = mb_registry_conn(&b->reg, pipe_id);
+	if (c != NULL) {
+		mb_section *s = c->section;
+		mb_arbiter_drop_conn(b, pipe_id);
+		mb_registry_remove_conn(&b->reg, c);
+		if (s != NULL) {
+			s->conn = NULL;
+			/* An empty section (no reservation, no credit) is not worth keeping: a
+			 * client that comes back without it hands its memfd back and registers
+			 * nothing. So a process gains no stock of sections by dropping
+			 * connections. */
+			bool empty = s->map.count == 0 && s->credit == 0;
+			if (!b->stopping && !empty && s->pidfd >= 0 && !mb_pidfd_exited(s->pidfd)) {
+				/* The connection dropped while the process lives: the client
+				 * re-attaches. Its memory stays whole, charged and audited. */
+				s->state = MB_SECTION_DETACHED;
+				mb_log(LOG_DEBUG, "section %llu (pid %d) detached",
+				       (unsigned long long)s->id, (int)s->pid);
+			} else {
+				mb_broker_end_section(b, s, "its connection closed");
+			}
+		}
+		free_conn(c);
 	}
 	pthread_mutex_unlock(&b->lock);
 }
 
-void mb_broker_process_exited(mb_broker *b, uint32_t pipe_id)
+void mb_broker_process_exited(mb_broker *b, uint64_t section_id)
 {
-	mb_session *s;
+	mb_section *s;
 
-	/* The session ends now; its connection is left to close by itself (when the last
+	/* The section ends now; its connection is left to close by itself (when the last
 	 * process holding the socket exits). Closing it from here raced nng 1.5.2's own close of
 	 * a dead peer's pipe and could wedge nng's reaper. */
 	pthread_mutex_lock(&b->lock);
-	s = mb_registry_by_pipe(&b->reg, pipe_id);
-	if (s != NULL) {
-		mb_log(LOG_DEBUG, "client pid %d exited; ending its session", (int)s->pid);
-		end_session(b, s);
-	}
+	s = mb_registry_section(&b->reg, section_id);
+	if (s != NULL)
+		mb_broker_end_section(b, s, "its process exited");
 	pthread_mutex_unlock(&b->lock);
 }
 
@@ -223,12 +275,12 @@ static int token_equal(const uint8_t *a, const uint8_t *b, size_t n)
 	return diff == 0;
 }
 
-/* The session a hand-over is for, if uid, pid and token match. Burns the token once uid and pid
+/* The section a hand-over is for, if uid, pid and token match. Burns the token once uid and pid
  * match, whether the token does or not. */
-static mb_session *claim_token(mb_broker *b, uint64_t session_id, const uint8_t *token,
+static mb_section *claim_token(mb_broker *b, uint64_t session_id, const uint8_t *token,
 			       size_t token_len, uid_t uid, pid_t pid)
 {
-	mb_session *s = mb_registry_by_id(&b->reg, session_id);
+	mb_section *s = mb_registry_section(&b->reg, session_id);
 
 	if (s == NULL || s->token_used)
 		return NULL;
@@ -243,10 +295,43 @@ static mb_session *claim_token(mb_broker *b, uint64_t session_id, const uint8_t 
 	return s;
 }
 
+int mb_broker_attach(mb_broker *b, mb_conn *c, uint64_t id, const uint8_t *token, size_t len,
+		     mb_section **out)
+{
+	static mb_log_limit refusals = MB_LOG_LIMIT_INIT;
+	mb_section *s = mb_registry_section(&b->reg, id);
+	uint8_t next[MB_WIRE_TOKEN_LEN];
+
+	if (s == NULL || s->state == MB_SECTION_FREED || len != MB_WIRE_TOKEN_LEN ||
+	    !token_equal(s->attach_token, token, MB_WIRE_TOKEN_LEN) || s->uid != c->uid ||
+	    s->pid != c->pid || getrandom(next, sizeof(next), 0) != (ssize_t)sizeof(next)) {
+		if (s != NULL)
+			mb_log_limited(&refusals, LOG_NOTICE,
+				       "pid %d uid %u: re-attach to section %llu refused (%s)",
+				       (int)c->pid, (unsigned)c->uid, (unsigned long long)id,
+				       s->pid != c->pid || s->uid != c->uid
+					   ? "not its owner"
+					   : "wrong or used token");
+		return -EPERM;
+	}
+	memcpy(s->attach_token, next, sizeof(next));
+	if (s->conn != NULL && s->conn != c) {
+		/* Its owner, with the current token, moves it to a new connection: the old one
+		 * (which the client gave up as lost) keeps nothing; its parked requests end. */
+		mb_arbiter_drop_conn(b, s->conn->pipe_id);
+		s->conn->section = NULL;
+	}
+	s->state = MB_SECTION_ATTACHED;
+	s->conn = c;
+	c->section = s;
+	*out = s;
+	return 0;
+}
+
 int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, size_t token_len,
 		       uid_t uid, pid_t pid)
 {
-	mb_session *s;
+	mb_section *s;
 	int fd = -EPERM;
 
 	pthread_mutex_lock(&b->lock);
@@ -260,13 +345,28 @@ int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, 
 	return fd;
 }
 
+/* Ends the detached section of s's process whose memfd is st's, if any, keeping its pages. */
+static void end_detached_copy(mb_broker *b, const mb_section *s, const struct stat *st)
+{
+	for (mb_section *o = mb_registry_first(&b->reg); o != NULL; o = mb_registry_next(o)) {
+		struct stat ost;
+		if (o == s || o->state != MB_SECTION_DETACHED || o->pid != s->pid ||
+		    o->uid != s->uid || fstat(o->section_fd, &ost) != 0 ||
+		    ost.st_dev != st->st_dev || ost.st_ino != st->st_ino)
+			continue;
+		/* No punch: the client has the pages mapped and hands them back. */
+		end_section(b, o, "its process handed its memfd back to a new section", false);
+		return;
+	}
+}
+
 int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *token,
 			    size_t token_len, uid_t uid, pid_t pid, int fd)
 {
 	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 	const int forbidden = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
 	struct stat st;
-	mb_session *s;
+	mb_section *s;
 	int seals, rv = -EPERM;
 
 	/* Only a memfd carries seals; these exact ones mean a section nobody can resize, seal
@@ -279,25 +379,24 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 	pthread_mutex_lock(&b->lock);
 	s = claim_token(b, session_id, token, token_len, uid, pid);
 	if (s != NULL && s->map.count == 0) {
+		/* A section this broker kept detached for the same process, handed back instead of
+		 * re-attached (the client's books and ours may differ): it is ended without a
+		 * punch, and the pages are booked again below, through the usual checks. */
+		end_detached_copy(b, s, &st);
 		/* Credit granted on the section being replaced is void; the adopted one's word is
 		 * reset (a previous broker's grant means nothing here). */
 		mb_credit_void(&b->books, s);
-		mb_section_unmap_credit(s->credit_word);
+		mb_memfd_unmap_credit(s->credit_word);
 		close(s->section_fd);
 		s->section_fd = fd;
-		s->credit_word = mb_section_map_credit(fd);
+		s->credit_word = mb_memfd_map_credit(fd);
 		mb_log(LOG_INFO,
 		       "client pid %d handed its section back (session %llu): it reconnected and "
 		       "re-registers what it holds",
 		       (int)s->pid, (unsigned long long)s->id);
-		/* Set aside when its connection dropped: the client has it again. */
-		for (int i = 0; i < b->ndetached; i++)
-			if (b->detached[i].dev == st.st_dev && b->detached[i].ino == st.st_ino) {
-				drop_detached(b, i, false);
-				break;
-			}
 		s->adopted = true;
 		s->adopting = true;
+		s->adopt_deadline_ms = mb_now_ms() + MB_ADOPT_DEADLINE_MS;
 		rv = 0;
 	}
 	pthread_mutex_unlock(&b->lock);
@@ -312,9 +411,8 @@ void mb_broker_apply_config(mb_broker *b, const mb_config *conf)
 	mb_credit_take_back_all(&b->books, &b->reg);
 	b->conf = *conf;
 	mb_books_clear_groups(&b->books);
-	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s))
-		if (s->hello)
-			mb_books_join_group(&b->books, s);
+	for (mb_section *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s))
+		mb_books_join_group(&b->books, s);
 	mb_arbiter_grant_waiters(b);
 	pthread_mutex_unlock(&b->lock);
 }
@@ -370,9 +468,9 @@ uint32_t mb_broker_parked(mb_broker *b)
 	return n;
 }
 
-/* Refuses future sessions of s's process until it exits (repeated offences). Caller holds the
+/* Refuses future sections of s's process until it exits (repeated offences). Caller holds the
  * lock. */
-static void ban(mb_broker *b, const mb_session *s)
+static void ban(mb_broker *b, const mb_section *s)
 {
 	int fd;
 
@@ -396,7 +494,7 @@ static void ban(mb_broker *b, const mb_session *s)
 /* The offender's uid: its next process would otherwise connect at once and write again. Not the
  * broker's own uid, whose self-probe keeps the watchdog fed (and root, as the broker, when it
  * runs as root): an offender of that uid is the operator's mistake (README). */
-static void throttle_uid(mb_broker *b, const mb_session *s)
+static void throttle_uid(mb_broker *b, const mb_section *s)
 {
 	if (s->uid == geteuid())
 		return;
@@ -424,28 +522,33 @@ bool mb_broker_banned(mb_broker *b, pid_t pid)
 
 uint64_t mb_broker_audit(mb_broker *b)
 {
-	uint64_t discarded = 0;
+	uint64_t discarded = 0, offenders[16];
 	uint32_t to_close[16];
-	int nclose;
+	int noff, nclose = 0;
 	void (*close_pipe)(void *, uint32_t);
 	void *close_arg;
 
 	pthread_mutex_lock(&b->lock);
-	nclose =
-	    mb_audit_all(b, to_close, (int)(sizeof(to_close) / sizeof(to_close[0])), &discarded);
-	for (int i = 0; i < nclose; i++) {
-		mb_session *s = mb_registry_by_pipe(&b->reg, to_close[i]);
-		mb_log(LOG_WARNING, "disconnecting client pid %d after repeated offences",
+	noff =
+	    mb_audit_all(b, offenders, (int)(sizeof(offenders) / sizeof(offenders[0])), &discarded);
+	for (int i = 0; i < noff; i++) {
+		mb_section *s = mb_registry_section(&b->reg, offenders[i]);
+		mb_log(LOG_WARNING, "ending the section of client pid %d after repeated offences",
 		       (int)s->pid);
 		ban(b, s);
 		throttle_uid(b, s);
+		/* Ended, not detached: the memory goes back now, and the process may not come
+		 * back for it. */
+		if (s->conn != NULL)
+			to_close[nclose++] = s->conn->pipe_id;
+		mb_broker_end_section(b, s, "repeated offences");
 	}
 	mb_arbiter_grant_waiters(b);
 	close_pipe = b->close_pipe;
 	close_arg = b->close_pipe_arg;
 	pthread_mutex_unlock(&b->lock);
 	/* Outside the lock: nng's pipe callbacks take it (see mb_broker_process_exited). More
-	 * offenders than fit here are closed at the next audit. */
+	 * offenders than fit here are ended at the next audit. */
 	for (int i = 0; i < nclose && close_pipe != NULL; i++)
 		close_pipe(close_arg, to_close[i]);
 	return discarded;
@@ -456,8 +559,8 @@ uint64_t mb_broker_sum_sessions(mb_broker *b)
 	uint64_t sum = 0;
 
 	pthread_mutex_lock(&b->lock);
-	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s))
-		sum += mb_session_charged(s);
+	for (mb_section *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s))
+		sum += mb_section_charged(s);
 	pthread_mutex_unlock(&b->lock);
 	return sum;
 }
@@ -466,7 +569,7 @@ void mb_broker_usage(mb_broker *b, uint32_t *clients, uint64_t *in_use, uint64_t
 		     uint32_t *waiting)
 {
 	pthread_mutex_lock(&b->lock);
-	*clients = b->reg.clients;
+	*clients = b->reg.sections;
 	*in_use = mb_memory_in_use(&b->books, &b->reg);
 	*budget = b->books.ledger.budget;
 	*waiting = b->nwaiters;

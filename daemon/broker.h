@@ -22,30 +22,51 @@
 /* Initialises an empty broker with a budget in bytes. Returns 0 or -errno. */
 int mb_broker_init(mb_broker *b, uint64_t budget);
 
-/* Ends every session and frees the state. */
+/* Ends every section and connection and frees the state. */
 void mb_broker_fini(mb_broker *b);
 
-/* How long the section of a dropped connection stays intact for its living process to take back
- * (reconnecting clients do so on their next call). Its memory is not charged meanwhile. */
-#define MB_DETACH_GRACE_MS 10000
+/* Frees the detached sections whose process exited (a backstop for the death watch), and forgets
+ * the connections without a section whose process exited (nng does not always report their end).
+ * Run once a second by the main thread. */
+void mb_broker_sweep_exited(mb_broker *b);
 
-/* Frees the detached sections whose process exited or whose grace ended (the audit's tick). */
-void mb_broker_sweep_detached(mb_broker *b);
-
-/* Connections one non-root uid may hold when the configuration does not say. */
+/* Connections, and live sections, one non-root uid may hold when the configuration does not say
+ * (sessions_per_uid bounds both). */
 #define MB_DEFAULT_SESSIONS_PER_UID 1024
 
 /* A connection arrived (nng pipe added) with the peer's credentials. 0, -ENOMEM, -EEXIST, or
  * -EMFILE when the uid holds its limit of connections (root has none). */
 int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid);
 
-/* The process behind connection pipe_id exited (its pidfd fired): the session ends now, even if a
- * forked child still holds the socket (the connection itself closes when the socket does). */
-void mb_broker_process_exited(mb_broker *b, uint32_t pipe_id);
+/* The owner of section_id exited (its pidfd fired): the section is freed now, attached or not, even
+ * if a forked child still holds the socket (the connection itself closes when the socket does). */
+void mb_broker_process_exited(mb_broker *b, uint64_t section_id);
 
-/* A connection is gone: the session and everything it held are released at once. No-op if unknown.
- */
+/* A connection is gone. Its parked requests are answered; its section is detached (kept whole and
+ * charged for a re-attach) when the owner process lives, else freed. No-op if unknown. */
 void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id);
+
+/*
+ * For the request path, caller holds the lock:
+ *
+ * mb_broker_open_section: Hello on connection c: a new section for c's peer (memfd, pidfd in the
+ * death watch, fd token, attach token), attached to c. 0, or -EMFILE (the uid holds its limit of
+ * sections), -ENOMEM, or another -errno from the memfd.
+ *
+ * mb_broker_end_section: frees s now (goodbye, offences, death): its connection's parked requests
+ * are answered, its pages punched, its charge refunded, waiters served.
+ */
+int mb_broker_open_section(mb_broker *b, mb_conn *c, const char *name, mb_section **out);
+
+/* Re-attach (caller holds the lock): connection c's peer asks for section id back with token.
+ * Granted only when the token is the section's current attach token (compared in constant time)
+ * and the peer is the section's own process (uid and pid); then the section is attached to c (a
+ * connection it was still attached to, which its client gave up as lost, loses it and its parked
+ * requests end) and gets a new attach token (each works once). 0, or -EPERM; a refusal changes
+ * nothing and burns nothing (the token is 128 random bits; refusals are logged rate-limited). */
+int mb_broker_attach(mb_broker *b, mb_conn *c, uint64_t id, const uint8_t *token, size_t len,
+		     mb_section **out);
+void mb_broker_end_section(mb_broker *b, mb_section *s, const char *why);
 
 /*
  * Hands the section of session_id to a process that presents the session's one-time token and has
@@ -62,7 +83,13 @@ int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, 
  * sealed section of the right size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, no write seals); it
  * replaces the session's fresh section, so the broker can audit and discard the client's existing
  * memory again. Returns 0 (the broker owns fd) or -EPERM / -EINVAL (the caller closes fd).
+ *
+ * Adoption cannot lie: the memfd gains its owner nothing. Each commit it re-registers is booked
+ * through the same budget and quota decision as any commit (what does not fit is punched out and
+ * refused), and the client has MB_ADOPT_DEADLINE_MS to say AdoptDone; then its section is audited
+ * like any other (pages no commit covers are discarded).
  */
+#define MB_ADOPT_DEADLINE_MS 5000
 int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *token,
 			    size_t token_len, uid_t uid, pid_t pid, int fd);
 

@@ -9,9 +9,9 @@
 
 #include "log.h"
 #include "mb_credit.h"
-#include "section.h"
+#include "memfd.h"
 
-uint64_t mb_credit_unused(const mb_session *s)
+uint64_t mb_credit_unused(const mb_section *s)
 {
 	uint64_t w;
 
@@ -21,14 +21,14 @@ uint64_t mb_credit_unused(const mb_session *s)
 	return w < s->credit ? w : s->credit;
 }
 
-uint64_t mb_credit_used(const mb_session *s)
+uint64_t mb_credit_used(const mb_section *s)
 {
 	return s->credit - mb_credit_unused(s);
 }
 
-uint64_t mb_session_allocated(const mb_session *s)
+uint64_t mb_section_allocated(const mb_section *s)
 {
-	uint64_t a = mb_section_allocated(s->section_fd);
+	uint64_t a = mb_memfd_allocated(s->section_fd);
 
 	if (s->credit_word == NULL)
 		return a;
@@ -41,7 +41,7 @@ uint64_t mb_credit_unused_total(const mb_books *k, const mb_registry *r)
 
 	if (k->credit_total == 0)
 		return 0;
-	for (mb_session *s = mb_registry_first(r); s != NULL; s = mb_registry_next(s))
+	for (mb_section *s = mb_registry_first(r); s != NULL; s = mb_registry_next(s))
 		sum += mb_credit_unused(s);
 	return sum;
 }
@@ -79,7 +79,7 @@ int mb_pressure_in_use(const mb_books *k, const mb_registry *r, int current, boo
 	return mb_pressure_next(current, &used, waiters);
 }
 
-uint64_t mb_credit_topup(mb_books *k, mb_session *s, bool waiters, bool stopping)
+uint64_t mb_credit_topup(mb_books *k, mb_section *s, bool waiters, bool stopping)
 {
 	uint64_t add;
 
@@ -103,7 +103,7 @@ uint64_t mb_credit_topup(mb_books *k, mb_session *s, bool waiters, bool stopping
 	return add;
 }
 
-uint64_t mb_credit_take_back(mb_books *k, mb_session *s)
+uint64_t mb_credit_take_back(mb_books *k, mb_section *s)
 {
 	uint64_t taken;
 
@@ -123,7 +123,7 @@ uint64_t mb_credit_take_back(mb_books *k, mb_session *s)
 	return taken;
 }
 
-bool mb_credit_in_way(const mb_books *k, const mb_session *s, mb_fit fit)
+bool mb_credit_in_way(const mb_books *k, const mb_section *s, mb_fit fit)
 {
 	if (fit == MB_FIT_OK)
 		return false;
@@ -132,7 +132,7 @@ bool mb_credit_in_way(const mb_books *k, const mb_session *s, mb_fit fit)
 	return k->credit_total > 0;
 }
 
-uint64_t mb_credit_take_back_for(mb_books *k, const mb_registry *r, mb_session *s, mb_fit fit)
+uint64_t mb_credit_take_back_for(mb_books *k, const mb_registry *r, mb_section *s, mb_fit fit)
 {
 	uint64_t taken = 0;
 
@@ -142,7 +142,7 @@ uint64_t mb_credit_take_back_for(mb_books *k, const mb_registry *r, mb_session *
 	if (fit == MB_FIT_CLIENT_MAX || s->group < 0)
 		taken = mb_credit_take_back(k, s);
 	else if (fit == MB_FIT_GROUP_MAX)
-		for (mb_session *o = mb_registry_first(r); o != NULL; o = mb_registry_next(o))
+		for (mb_section *o = mb_registry_first(r); o != NULL; o = mb_registry_next(o))
 			if (o->group == s->group)
 				taken += mb_credit_take_back(k, o);
 	if (taken > 0)
@@ -156,7 +156,7 @@ uint64_t mb_credit_take_back_all(mb_books *k, const mb_registry *r)
 
 	if (k->credit_total == 0)
 		return 0;
-	for (mb_session *s = mb_registry_first(r); s != NULL; s = mb_registry_next(s))
+	for (mb_section *s = mb_registry_first(r); s != NULL; s = mb_registry_next(s))
 		taken += mb_credit_take_back(k, s);
 	if (taken > 0) {
 		k->credit_taken_back++;
@@ -165,7 +165,7 @@ uint64_t mb_credit_take_back_all(mb_books *k, const mb_registry *r)
 	return taken;
 }
 
-void mb_credit_void(mb_books *k, mb_session *s)
+void mb_credit_void(mb_books *k, mb_section *s)
 {
 	mb_credit_take_back(k, s);
 	/* What is left was used for local commits that will never be reported to these books. */
@@ -177,7 +177,7 @@ void mb_credit_void(mb_books *k, mb_session *s)
 	s->reserve_bytes = 0;
 }
 
-HRESULT mb_credit_book(mb_books *k, mb_session *s, uint64_t address, uint64_t size, uint32_t level,
+HRESULT mb_credit_book(mb_books *k, mb_section *s, uint64_t address, uint64_t size, uint32_t level,
 		       char *why, size_t whylen)
 {
 	mb_page_range pr;
@@ -241,7 +241,7 @@ static uint64_t room(uint64_t limit, uint64_t used, uint64_t cap)
 	return left < cap ? left : cap;
 }
 
-void mb_credit_reserve_topup(mb_books *k, mb_session *s, bool stopping)
+void mb_credit_reserve_topup(mb_books *k, mb_section *s, bool stopping)
 {
 	if (s->credit_word == NULL || k->conf->commit_credit == 0 || stopping || s->adopting)
 		return;
@@ -259,7 +259,7 @@ void mb_credit_reserve_topup(mb_books *k, mb_session *s, bool stopping)
 	s->reserve_bytes += add_bytes;
 }
 
-void mb_credit_reserve_take_back(mb_session *s)
+void mb_credit_reserve_take_back(mb_section *s)
 {
 	if (s->credit_word == NULL)
 		return;
@@ -269,12 +269,12 @@ void mb_credit_reserve_take_back(mb_session *s)
 	s->reserve_bytes -= bytes < s->reserve_bytes ? bytes : s->reserve_bytes;
 }
 
-bool mb_credit_reserve_covered(const mb_session *s, uint64_t size)
+bool mb_credit_reserve_covered(const mb_section *s, uint64_t size)
 {
 	return s->reserve_count >= 1 && s->reserve_bytes >= size;
 }
 
-void mb_credit_reserve_used(mb_session *s, uint64_t size)
+void mb_credit_reserve_used(mb_section *s, uint64_t size)
 {
 	s->reserve_count -= 1;
 	s->reserve_bytes -= size;

@@ -27,13 +27,13 @@
 #include "registry.h"
 
 /* Credit s has not used yet (the word, clamped to what was granted). */
-uint64_t mb_credit_unused(const mb_session *s);
+uint64_t mb_credit_unused(const mb_section *s);
 
 /* Credit s has used for local commits it has not reported yet. */
-uint64_t mb_credit_used(const mb_session *s);
+uint64_t mb_credit_used(const mb_section *s);
 
 /* Bytes allocated in s's section for its memory (the credit page left out). */
-uint64_t mb_session_allocated(const mb_session *s);
+uint64_t mb_section_allocated(const mb_section *s);
 
 /* Unused credit of all sessions. O(sessions) while any credit is out, else O(1). */
 uint64_t mb_credit_unused_total(const mb_books *k, const mb_registry *r);
@@ -51,25 +51,25 @@ int mb_pressure_in_use(const mb_books *k, const mb_registry *r, int current, boo
 
 /* Tops s's credit up to k->conf->commit_credit when mb_ledger_credit_grant and s's quotas allow,
  * unless anything waits for memory or the broker stops. Returns the bytes granted. */
-uint64_t mb_credit_topup(mb_books *k, mb_session *s, bool waiters, bool stopping);
+uint64_t mb_credit_topup(mb_books *k, mb_section *s, bool waiters, bool stopping);
 
 /* Takes s's unused credit back (refunded to the budget). Returns the bytes taken. */
-uint64_t mb_credit_take_back(mb_books *k, mb_session *s);
+uint64_t mb_credit_take_back(mb_books *k, mb_section *s);
 
 /* Whether unused credit exists that mb_credit_take_back_for could free for a commit of s that
  * did not fit for reason fit. */
-bool mb_credit_in_way(const mb_books *k, const mb_session *s, mb_fit fit);
+bool mb_credit_in_way(const mb_books *k, const mb_section *s, mb_fit fit);
 
 /* Takes back the credit that stands between s and a commit that did not fit: everyone's for the
  * budget's ceiling, s's own for its limit, its group's for the group's limit. Returns the total. */
-uint64_t mb_credit_take_back_for(mb_books *k, const mb_registry *r, mb_session *s, mb_fit fit);
+uint64_t mb_credit_take_back_for(mb_books *k, const mb_registry *r, mb_section *s, mb_fit fit);
 
 /* mb_credit_take_back for every session; returns the total taken. */
 uint64_t mb_credit_take_back_all(mb_books *k, const mb_registry *r);
 
 /* All of s's credit, used or not, commit and reservation credit alike, is void (its section is
  * being replaced): refunded, and the word emptied. */
-void mb_credit_void(mb_books *k, mb_session *s);
+void mb_credit_void(mb_books *k, mb_section *s);
 
 /* Reservation credit granted to one session at most: reservations, and their bytes. */
 #define MB_RESERVE_CREDIT_COUNT 256
@@ -81,17 +81,17 @@ void mb_credit_void(mb_books *k, mb_session *s);
  * client with --commit-credit 0 asks for every reservation) and the broker is not stopping.
  * Reservation credit costs no budget: it is address space, not memory.
  */
-void mb_credit_reserve_topup(mb_books *k, mb_session *s, bool stopping);
+void mb_credit_reserve_topup(mb_books *k, mb_section *s, bool stopping);
 
 /* Takes s's unused reservation credit back (before a quota refuses it a reservation). */
-void mb_credit_reserve_take_back(mb_session *s);
+void mb_credit_reserve_take_back(mb_section *s);
 
 /*
  * Whether a reservation of size bytes that s reports having made by itself is within its
  * reservation credit; mb_credit_reserve_used then books it.
  */
-bool mb_credit_reserve_covered(const mb_session *s, uint64_t size);
-void mb_credit_reserve_used(mb_session *s, uint64_t size);
+bool mb_credit_reserve_covered(const mb_section *s, uint64_t size);
+void mb_credit_reserve_used(mb_section *s, uint64_t size);
 
 /*
  * Books one local commit s reported in a Sync: [address, address+size) at level, made against its
@@ -99,7 +99,7 @@ void mb_credit_reserve_used(mb_session *s, uint64_t size);
  * committed are not charged twice). S_OK, or an error with the reason in why: misaligned, outside
  * one reservation, a bad level, more than the session's credit, or no memory for page state.
  */
-HRESULT mb_credit_book(mb_books *k, mb_session *s, uint64_t address, uint64_t size, uint32_t level,
+HRESULT mb_credit_book(mb_books *k, mb_section *s, uint64_t address, uint64_t size, uint32_t level,
 		       char *why, size_t whylen);
 
 #endif

@@ -35,7 +35,7 @@ static void *run(void *arg)
 		for (int i = 0; i < n; i++) {
 			if (ev[i].data.u64 == UINT64_MAX)
 				return NULL; /* stop_fd */
-			mb_broker_process_exited(d->broker, (uint32_t)ev[i].data.u64);
+			mb_broker_process_exited(d->broker, ev[i].data.u64);
 		}
 	}
 }

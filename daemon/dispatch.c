@@ -23,7 +23,7 @@
 #include "creds.h"
 #include "log.h"
 #include "mb_win32.h"
-#include "section.h"
+#include "memfd.h"
 
 typedef struct reply {
 	mb_response resp;
@@ -35,6 +35,7 @@ typedef struct reply {
 	mb_parked *park; /* where a request that must wait is parked, or NULL */
 	char detail[MB_WIRE_MAX_DETAIL + 1];
 	uint8_t token[MB_WIRE_TOKEN_LEN];
+	uint8_t attach[MB_WIRE_TOKEN_LEN];
 } reply;
 
 static HRESULT fail(reply *r, HRESULT hr, const char *fmt, ...)
@@ -60,11 +61,11 @@ static bool page_aligned(uint64_t v)
  * same process holds the address (two clients in one process share one address space), else
  * `otherwise`.
  */
-static HRESULT not_held(mb_broker *b, const mb_session *s, uint64_t address, HRESULT otherwise,
+static HRESULT not_held(mb_broker *b, const mb_section *s, uint64_t address, HRESULT otherwise,
 			reply *r)
 {
-	for (mb_session *o = mb_registry_first(&b->reg); o != NULL; o = mb_registry_next(o)) {
-		if (o == s || o->pid != s->pid || !o->hello)
+	for (mb_section *o = mb_registry_first(&b->reg); o != NULL; o = mb_registry_next(o)) {
+		if (o == s || o->pid != s->pid)
 			continue;
 		if (mb_regmap_find(&o->map, (uintptr_t)address) != NULL)
 			return fail(r, HOST_E_NOT_OWNER,
@@ -80,7 +81,7 @@ static HRESULT not_held(mb_broker *b, const mb_session *s, uint64_t address, HRE
 }
 
 /* Resolves [address, address+size) (page aligned, size >= 1) inside one region of s. */
-static HRESULT resolve(mb_broker *b, mb_session *s, uint64_t address, uint64_t size,
+static HRESULT resolve(mb_broker *b, mb_section *s, uint64_t address, uint64_t size,
 		       HRESULT outside, mb_page_range *pr, reply *r)
 {
 	HRESULT hr;
@@ -97,74 +98,89 @@ static HRESULT resolve(mb_broker *b, mb_session *s, uint64_t address, uint64_t s
 }
 
 /* [access]: root always; else the uid, the primary gid or a supplementary group must be listed. */
-static bool access_allowed(const mb_broker *b, const mb_session *s)
+static bool access_allowed(const mb_broker *b, const mb_conn *c)
 {
-	const mb_config *c = &b->conf;
+	const mb_config *conf = &b->conf;
 	gid_t *groups;
 	bool found = false;
 	int n;
 
-	if (s->uid == 0 || (c->access_uids.n == 0 && c->access_gids.n == 0))
+	if (c->uid == 0 || (conf->access_uids.n == 0 && conf->access_gids.n == 0))
 		return true;
-	if (mb_id_list_has(&c->access_uids, (uint32_t)s->uid) ||
-	    mb_id_list_has(&c->access_gids, (uint32_t)s->gid))
+	if (mb_id_list_has(&conf->access_uids, (uint32_t)c->uid) ||
+	    mb_id_list_has(&conf->access_gids, (uint32_t)c->gid))
 		return true;
-	if (c->access_gids.n == 0)
+	if (conf->access_gids.n == 0)
 		return false;
-	n = mb_peer_groups(s->pid, s->uid, s->gid, &groups);
+	n = mb_peer_groups(c->pid, c->uid, c->gid, &groups);
 	for (int i = 0; i < n && !found; i++)
-		found = mb_id_list_has(&c->access_gids, (uint32_t)groups[i]);
+		found = mb_id_list_has(&conf->access_gids, (uint32_t)groups[i]);
 	free(groups);
 	return found;
 }
 
-static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello *m, reply *r)
+static HRESULT do_hello(mb_broker *b, mb_conn *c, const Membroker__V1__Hello *m, reply *r)
 {
-	char name[64];
-	int fd;
+	mb_section *s = NULL;
+	bool resumed = false;
+	int rv;
 
-	if (s->hello)
+	/* A second Hello on one connection is a protocol error, unless it re-attaches the
+	 * connection's own section (a client that gave up on a reply and thinks it lost the
+	 * connection). */
+	if (c->hello && (c->section == NULL || m->resume_session != c->section->id))
 		return fail(r, E_FAIL, "hello sent twice on one connection");
-	if (!access_allowed(b, s))
+	if (!access_allowed(b, c))
 		return fail(r, E_ACCESSDENIED,
 			    "uid %u is not allowed to use this broker ([access])",
-			    (unsigned)s->uid);
-	if (mb_broker_banned(b, s->pid))
+			    (unsigned)c->uid);
+	if (mb_broker_banned(b, c->pid))
 		return fail(
 		    r, HOST_E_CLRNOTAVAILABLE,
 		    "this process was disconnected for writing memory it had not committed; "
 		    "it may connect again only after a restart");
-	uint64_t wait_ms = mb_throttle_wait(&b->throttle, s->uid, mb_now_ms());
-	if (wait_ms > 0)
-		return fail(r, HOST_E_CLRNOTAVAILABLE,
-			    "a process of uid %u was disconnected for writing memory it had not "
-			    "committed; this uid's new sessions are refused for %" PRIu64
-			    " ms more",
-			    (unsigned)s->uid, wait_ms);
 	if (m->protocol_version != MB_PROTOCOL_VERSION)
 		return fail(r, HOST_E_CLRNOTAVAILABLE,
 			    "protocol version %u is not supported; this broker speaks version %d",
 			    m->protocol_version, MB_PROTOCOL_VERSION);
-	if (getrandom(s->token, sizeof(s->token), 0) != (ssize_t)sizeof(s->token))
-		return fail(r, E_FAIL, "no randomness for the session token");
-	snprintf(name, sizeof(name), "membroker-pid%d", (int)s->pid);
-	fd = mb_section_create(name, b->section_size);
-	if (fd < 0)
-		return fail(r, E_OUTOFMEMORY, "cannot create a section: %s", strerror(-fd));
-	s->section_fd = fd;
-	s->credit_word = mb_section_map_credit(fd);
-	snprintf(s->name, sizeof(s->name), "%s", m->name);
-	mb_registry_name(&b->reg, s);
-	s->hello = true;
-	mb_books_join_group(&b->books, s);
-	mb_log(LOG_DEBUG, "session %" PRIu64 " '%s' pid %d uid %u connected", s->id, s->name,
-	       (int)s->pid, (unsigned)s->uid);
+	/* A refused re-attach is not an error: the client gets a new, empty section of its own and
+	 * knows from `resumed` that its old one is not there (a restarted broker, say). */
+	if (m->resume_session != 0)
+		resumed = mb_broker_attach(b, c, m->resume_session, m->resume_token.data,
+					   m->resume_token.len, &s) == 0;
+	if (!resumed && c->hello)
+		return fail(r, E_FAIL, "hello sent twice on one connection");
+	if (!resumed) {
+		/* The throttle of an offender's uid refuses new sections, not a re-attach. */
+		uint64_t wait_ms = mb_throttle_wait(&b->throttle, c->uid, mb_now_ms());
+		if (wait_ms > 0)
+			return fail(
+			    r, HOST_E_CLRNOTAVAILABLE,
+			    "a process of uid %u was disconnected for writing memory it had "
+			    "not committed; this uid's new sessions are refused for %" PRIu64
+			    " ms more",
+			    (unsigned)c->uid, wait_ms);
+		rv = mb_broker_open_section(b, c, m->name, &s);
+		if (rv == -EMFILE)
+			return fail(r, E_OUTOFMEMORY,
+				    "uid %u holds its limit of sections (sessions_per_uid)",
+				    (unsigned)c->uid);
+		if (rv < 0)
+			return fail(r, E_OUTOFMEMORY, "cannot create a section: %s", strerror(-rv));
+		memcpy(r->token, s->token, sizeof(r->token));
+		r->hello.fd_token.data = r->token;
+		r->hello.fd_token.len = sizeof(r->token);
+	}
+	c->hello = true;
+	mb_log(LOG_DEBUG, "section %" PRIu64 " '%s' pid %d uid %u %s", s->id, s->name, (int)s->pid,
+	       (unsigned)s->uid, resumed ? "re-attached" : "connected");
 
-	memcpy(r->token, s->token, sizeof(r->token));
+	memcpy(r->attach, s->attach_token, sizeof(r->attach));
 	r->hello.protocol_version = MB_PROTOCOL_VERSION;
 	r->hello.session_id = s->id;
-	r->hello.fd_token.data = r->token;
-	r->hello.fd_token.len = sizeof(r->token);
+	r->hello.attach_token.data = r->attach;
+	r->hello.attach_token.len = sizeof(r->attach);
+	r->hello.resumed = resumed;
 	r->hello.budget = b->books.ledger.budget;
 	r->hello.section_size = b->section_size;
 	r->hello.commit_credit = s->credit_word != NULL ? b->conf.commit_credit : 0;
@@ -180,7 +196,7 @@ static HRESULT do_hello(mb_broker *b, mb_session *s, const Membroker__V1__Hello 
  * (the client's own unused reservation credit is taken back first if it stands in the way); a
  * local one must be covered by the reservation credit it was granted, which it then uses up.
  */
-static HRESULT add_reservation(mb_broker *b, mb_session *s, uint64_t address, uint64_t size,
+static HRESULT add_reservation(mb_broker *b, mb_section *s, uint64_t address, uint64_t size,
 			       bool local, reply *r)
 {
 	uint64_t span;
@@ -224,7 +240,7 @@ static HRESULT add_reservation(mb_broker *b, mb_session *s, uint64_t address, ui
 	return S_OK;
 }
 
-static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Reserve *m, reply *r)
+static HRESULT do_reserve(mb_broker *b, mb_section *s, const Membroker__V1__Reserve *m, reply *r)
 {
 	HRESULT hr = add_reservation(b, s, m->address, m->size, false, r);
 
@@ -235,14 +251,14 @@ static HRESULT do_reserve(mb_broker *b, mb_session *s, const Membroker__V1__Rese
 }
 
 /* Returns the pages of [first, first+count) in region to the pool. */
-static void discard_pages(mb_broker *b, mb_session *s, mb_region *region, size_t first,
+static void discard_pages(mb_broker *b, mb_section *s, mb_region *region, size_t first,
 			  size_t count)
 {
 	size_t dropped = mb_region_decommit(&s->map, region, first, count);
 	/* Punch the whole range, not only committed pages: pages a client wrote without
 	 * committing them are dropped too. */
-	int rv = mb_section_discard(s->section_fd, region->base + (uint64_t)first * MB_PAGE_SIZE,
-				    (uint64_t)count * MB_PAGE_SIZE);
+	int rv = mb_memfd_discard(s->section_fd, region->base + (uint64_t)first * MB_PAGE_SIZE,
+				  (uint64_t)count * MB_PAGE_SIZE);
 	if (rv < 0)
 		mb_log(LOG_WARNING, "session %" PRIu64 ": hole punch failed: %s", s->id,
 		       strerror(-rv));
@@ -251,7 +267,7 @@ static void discard_pages(mb_broker *b, mb_session *s, mb_region *region, size_t
 		mb_arbiter_grant_waiters(b);
 }
 
-static HRESULT do_release(mb_broker *b, mb_session *s, const Membroker__V1__Release *m, reply *r)
+static HRESULT do_release(mb_broker *b, mb_section *s, const Membroker__V1__Release *m, reply *r)
 {
 	mb_region *region = mb_regmap_find(&s->map, (uintptr_t)m->address);
 
@@ -268,7 +284,7 @@ static HRESULT do_release(mb_broker *b, mb_session *s, const Membroker__V1__Rele
 /* Internal marker: the request was parked and is answered later. Never sent. */
 #define MB_PARKED_HR ((HRESULT)1)
 
-static HRESULT grant(mb_broker *b, mb_session *s, const mb_page_range *pr, int level, reply *r)
+static HRESULT grant(mb_broker *b, mb_section *s, const mb_page_range *pr, int level, reply *r)
 {
 	if (mb_books_commit_pages(&b->books, s, pr, level) < 0)
 		return fail(r, E_OUTOFMEMORY, "no memory for page state");
@@ -278,7 +294,7 @@ static HRESULT grant(mb_broker *b, mb_session *s, const mb_page_range *pr, int l
 	return S_OK;
 }
 
-static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
+static HRESULT do_commit(mb_broker *b, mb_section *s, uint64_t request_id,
 			 const Membroker__V1__Commit *m, reply *r)
 {
 	mb_page_range pr;
@@ -294,12 +310,27 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
 		MB_PAGE_SIZE;
 	if (m->adopt) {
-		/* Memory the client held under the previous broker: it exists, so it is counted
-		 * whatever the budget says; while that leaves the total over a ceiling, new commits
-		 * at that level are refused. Only for a section taken back by adoption. */
-		if (!s->adopted)
-			return fail(r, E_INVALIDARG, "adopt is only valid on an adopted section");
-		return grant(b, s, &pr, level, r);
+		/* Re-registration of memory the client held under a previous broker. The pages
+		 * exist in its section, but this broker's books are the authority: they are booked
+		 * through the same decision as any commit (never over the budget or a quota, never
+		 * parked), and what does not fit is punched out and refused. */
+		if (!s->adopting)
+			return fail(r, E_INVALIDARG,
+				    "adopt is only valid while an adopted section re-registers");
+		mb_decision d = mb_arbiter_decide(b, s, level, bytes, false, false);
+		if (d.verdict == MB_VERDICT_GRANT)
+			return grant(b, s, &pr, level, r);
+		if (mb_region_committed_in(pr.region, pr.first, pr.count) == 0)
+			mb_memfd_discard(s->section_fd, pr.start,
+					 (uint64_t)pr.count * MB_PAGE_SIZE);
+		b->refusals++;
+		mb_log_event(LOG_NOTICE, MB_MSGID_REFUSED, (int)s->pid, (unsigned)s->uid, level,
+			     (unsigned long long)bytes, (unsigned)E_OUTOFMEMORY,
+			     "adopted commit refused and discarded: %s", mb_reason_text(d.reason));
+		return fail(r, E_OUTOFMEMORY,
+			    "adopted commit at 0x%" PRIx64
+			    " refused (%s); its pages were discarded",
+			    pr.start, mb_reason_text(d.reason));
 	}
 	mb_decision d = mb_arbiter_decide(b, s, level, bytes, false, r->park != NULL);
 	switch (d.verdict) {
@@ -310,7 +341,8 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		r->park->address = pr.start;
 		r->park->size = (uint64_t)pr.count * MB_PAGE_SIZE;
 		r->park->level = level;
-		mb_arbiter_park(b, r->park, s->pipe_id, request_id, b->books.ledger.wait_ms[level]);
+		mb_arbiter_park(b, r->park, s->conn->pipe_id, request_id,
+				b->books.ledger.wait_ms[level]);
 		mb_arbiter_update_pressure(b);
 		return MB_PARKED_HR;
 	default:
@@ -325,7 +357,7 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 	if (d.reason == MB_REASON_CLIENT_MAX)
 		return fail(r, E_OUTOFMEMORY,
 			    "client_max: %" PRIu64 " bytes committed, limit %" PRIu64,
-			    mb_session_charged(s), b->conf.client_max);
+			    mb_section_charged(s), b->conf.client_max);
 	if (d.reason == MB_REASON_GROUP_MAX)
 		return fail(r, E_OUTOFMEMORY, "max of group '%s': %" PRIu64 " of %" PRIu64 " bytes",
 			    b->conf.groups[s->group].name, b->books.group_charged[s->group],
@@ -338,7 +370,7 @@ static HRESULT do_commit(mb_broker *b, mb_session *s, uint64_t request_id,
 		    mb_ledger_ceiling(&b->books.ledger, level));
 }
 
-static HRESULT do_decommit(mb_broker *b, mb_session *s, const Membroker__V1__Decommit *m, reply *r)
+static HRESULT do_decommit(mb_broker *b, mb_section *s, const Membroker__V1__Decommit *m, reply *r)
 {
 	mb_page_range pr;
 	HRESULT hr;
@@ -361,7 +393,7 @@ static HRESULT do_decommit(mb_broker *b, mb_session *s, const Membroker__V1__Dec
  * are marked (or unmarked), pages that are only reserved are left alone. Pages the broker
  * discarded after a MEM_RESET still count as committed from the client's view.
  */
-static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t size, bool undo,
+static HRESULT do_reset(mb_broker *b, mb_section *s, uint64_t address, uint64_t size, bool undo,
 			reply *r)
 {
 	mb_page_range pr;
@@ -416,7 +448,7 @@ static HRESULT do_reset(mb_broker *b, mb_session *s, uint64_t address, uint64_t 
 }
 
 /* Local commits made against credit become ordinary commits; then the credit is topped up. */
-static HRESULT do_sync(mb_broker *b, mb_session *s, const Membroker__V1__Sync *m, reply *r)
+static HRESULT do_sync(mb_broker *b, mb_section *s, const Membroker__V1__Sync *m, reply *r)
 {
 	/* Reservations first: the commits reported with them may lie in them. */
 	for (size_t i = 0; i < m->n_reserves; i++) {
@@ -446,7 +478,7 @@ static HRESULT do_sync(mb_broker *b, mb_session *s, const Membroker__V1__Sync *m
 	return S_OK;
 }
 
-static HRESULT do_watch(mb_broker *b, mb_session *s, uint64_t request_id,
+static HRESULT do_watch(mb_broker *b, mb_section *s, uint64_t request_id,
 			const Membroker__V1__Watch *m, reply *r)
 {
 	/* A long poll answers after at most this long, so a client notices a dead broker. */
@@ -455,7 +487,7 @@ static HRESULT do_watch(mb_broker *b, mb_session *s, uint64_t request_id,
 	if (m->last_level == (uint32_t)b->pressure && r->park != NULL && !b->stopping) {
 		r->park->kind = MB_PARK_WATCH;
 		r->park->last_level = m->last_level;
-		mb_arbiter_park(b, r->park, s->pipe_id, request_id, refresh_ms);
+		mb_arbiter_park(b, r->park, s->conn->pipe_id, request_id, refresh_ms);
 		return MB_PARKED_HR;
 	}
 	r->watch.level = (uint32_t)b->pressure;
@@ -466,7 +498,7 @@ static HRESULT do_watch(mb_broker *b, mb_session *s, uint64_t request_id,
 
 /* What s could commit now at eTaskCritical: the ceiling less others' reserves, capped by quotas,
  * judged on memory in use (unused credit would be taken back for such a commit). */
-static uint64_t available_for(const mb_books *in_use, const mb_session *s)
+static uint64_t available_for(const mb_books *in_use, const mb_section *s)
 {
 	uint64_t lo = 0, hi = mb_ledger_available(&in_use->ledger, 0);
 
@@ -482,7 +514,7 @@ static uint64_t available_for(const mb_books *in_use, const mb_session *s)
 	return lo * MB_PAGE_SIZE;
 }
 
-static HRESULT do_memory_load(mb_broker *b, const mb_session *s, reply *r)
+static HRESULT do_memory_load(mb_broker *b, const mb_section *s, reply *r)
 {
 	mb_books in_use = b->books;
 
@@ -494,20 +526,20 @@ static HRESULT do_memory_load(mb_broker *b, const mb_session *s, reply *r)
 	return S_OK;
 }
 
-static HRESULT do_session_status(mb_broker *b, mb_session *s, reply *r)
+static HRESULT do_session_status(mb_broker *b, mb_section *s, reply *r)
 {
 	uint64_t unused = mb_credit_unused(s);
 
 	r->status.budget = b->books.ledger.budget;
 	/* Committed figures count memory in use (credit.h). */
 	r->status.total_committed = mb_memory_in_use(&b->books, &b->reg);
-	r->status.committed = mb_session_charged(s) - unused;
+	r->status.committed = mb_section_charged(s) - unused;
 	r->status.credit = unused;
 	r->status.total_credit = mb_credit_unused_total(&b->books, &b->reg);
 	r->status.reserved = s->map.reserved_bytes;
 	r->status.reservations = s->map.count;
-	r->status.sessions = b->reg.clients;
-	r->status.section_allocated = mb_session_allocated(s);
+	r->status.sessions = b->reg.sections;
+	r->status.section_allocated = mb_section_allocated(s);
 	r->status.waiters = b->nwaiters;
 	r->status.pressure = (uint32_t)b->pressure;
 	r->status.reclaimed = b->reclaimed_bytes;
@@ -522,7 +554,7 @@ static HRESULT do_session_status(mb_broker *b, mb_session *s, reply *r)
 #define MB_MAX_MAPPED 65536
 
 /* Index of the first range with address >= a. */
-static uint32_t mapped_find(const mb_session *s, uint64_t a)
+static uint32_t mapped_find(const mb_section *s, uint64_t a)
 {
 	uint32_t lo = 0, hi = s->nmapped;
 	while (lo < hi) {
@@ -535,7 +567,7 @@ static uint32_t mapped_find(const mb_session *s, uint64_t a)
 	return lo;
 }
 
-static HRESULT do_address_space(mb_broker *b, mb_session *s, const Membroker__V1__AddressSpace *m,
+static HRESULT do_address_space(mb_broker *b, mb_section *s, const Membroker__V1__AddressSpace *m,
 				reply *r)
 {
 	uint64_t limit = b->conf.client_max_mapped;
@@ -589,15 +621,20 @@ static HRESULT do_address_space(mb_broker *b, mb_session *s, const Membroker__V1
 	}
 }
 
-static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
+static HRESULT run(mb_broker *b, mb_conn *c, const mb_request *req, reply *r)
 {
+	mb_section *s = c->section;
+
 	if (req->body_case == MEMBROKER__V1__REQUEST__BODY_HELLO)
-		return do_hello(b, s, req->hello, r);
-	if (!s->hello)
+		return do_hello(b, c, req->hello, r);
+	if (!c->hello)
 		/* Typically a client whose connection was re-established underneath it (nng
 		 * redials): it has no session here and must connect again. */
 		return fail(r, HOST_E_CLRNOTAVAILABLE,
 			    "no session on this connection: send hello first");
+	if (s == NULL)
+		/* Ended under it: its process exited, or it was ended for offences. */
+		return fail(r, HOST_E_CLRNOTAVAILABLE, "session ended");
 	switch (req->body_case) {
 	case MEMBROKER__V1__REQUEST__BODY_RESERVE:
 		return do_reserve(b, s, req->reserve, r);
@@ -626,6 +663,9 @@ static HRESULT run(mb_broker *b, mb_session *s, const mb_request *req, reply *r)
 			return fail(r, E_INVALIDARG, "adopt_done without an adopted section");
 		mb_audit_adoption_done(b, s);
 		return S_OK;
+	case MEMBROKER__V1__REQUEST__BODY_GOODBYE:
+		mb_broker_end_section(b, s, "the client said goodbye");
+		return S_OK;
 	default:
 		return fail(r, E_FAIL, "unknown operation");
 	}
@@ -649,7 +689,7 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 {
 	mb_request *req = mb_wire_unpack_request(data, len);
 	reply r;
-	mb_session *s;
+	mb_conn *c;
 	HRESULT hr;
 	int op;
 
@@ -664,20 +704,20 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 
 	pthread_mutex_lock(&b->lock);
 	b->requests++;
-	s = mb_registry_by_pipe(&b->reg, pipe_id);
-	if (s == NULL && op == MEMBROKER__V1__REQUEST__BODY_HELLO) {
+	c = mb_registry_conn(&b->reg, pipe_id);
+	if (c == NULL && op == MEMBROKER__V1__REQUEST__BODY_HELLO) {
 		/* nng may deliver a new connection's first message before its ADD_POST event
 		 * has run: the caller creates the session and asks again. */
 		pthread_mutex_unlock(&b->lock);
 		mb_wire_free_request(req);
 		return MB_DISPATCH_NO_SESSION;
 	}
-	if (s == NULL)
-		/* The connection ended while this request was queued: its session is gone and
-		 * nothing may be granted to it. */
+	if (c == NULL)
+		/* The connection ended while this request was queued: nothing may be granted
+		 * to it. */
 		hr = fail(&r, HOST_E_CLRNOTAVAILABLE, "session ended");
 	else
-		hr = run(b, s, req, &r);
+		hr = run(b, c, req, &r);
 	pthread_mutex_unlock(&b->lock);
 	mb_wire_free_request(req);
 	if (hr == MB_PARKED_HR)

@@ -199,7 +199,7 @@ int main(int argc, char **argv)
 	mb_admin *admin = NULL;
 	gid_t admin_gids[1];
 	mb_heartbeat heartbeat;
-	uint64_t next_audit;
+	uint64_t next_audit, next_sweep = 0;
 	sigset_t sigs;
 	int rv;
 
@@ -311,8 +311,12 @@ int main(int argc, char **argv)
 		if (sig < 0) {
 			if (mb_now_ms() >= next_audit) {
 				mb_broker_audit(&broker);
-				mb_broker_sweep_detached(&broker);
 				next_audit = mb_now_ms() + audit_ms;
+			}
+			/* A backstop (the death watch frees sections at once): once a second. */
+			if (mb_now_ms() >= next_sweep) {
+				mb_broker_sweep_exited(&broker);
+				next_sweep = mb_now_ms() + 1000;
 			}
 			mb_heartbeat_tick(&heartbeat, &broker);
 			continue;

@@ -1,86 +1,117 @@
 /*
- * registry.c: red-black trees of sessions by pipe id and by session id.
+ * registry.c: red-black trees of connections by pipe id and sections by id.
  */
 #include "registry.h"
 
 #include <errno.h>
 
-static int cmp_pipe(const mb_session *a, const mb_session *b)
+static int cmp_pipe(const mb_conn *a, const mb_conn *b)
 {
 	return a->pipe_id < b->pipe_id ? -1 : a->pipe_id > b->pipe_id;
 }
 
-static int cmp_id(const mb_session *a, const mb_session *b)
+static int cmp_id(const mb_section *a, const mb_section *b)
 {
 	return a->id < b->id ? -1 : a->id > b->id;
 }
 
 /* libbsd's RB_GENERATE_STATIC uses an undefined __unused on Debian 12: spell it out. */
-RB_GENERATE_INTERNAL(mb_session_pipe_tree, mb_session, by_pipe, cmp_pipe,
-		     __attribute__((unused)) static)
-RB_GENERATE_INTERNAL(mb_session_id_tree, mb_session, by_id, cmp_id, __attribute__((unused)) static)
+RB_GENERATE_INTERNAL(mb_conn_tree, mb_conn, by_pipe, cmp_pipe, __attribute__((unused)) static)
+RB_GENERATE_INTERNAL(mb_section_tree, mb_section, by_id, cmp_id, __attribute__((unused)) static)
 
 void mb_registry_init(mb_registry *r)
 {
-	RB_INIT(&r->by_pipe);
-	RB_INIT(&r->by_id);
-	r->sessions = 0;
-	r->clients = 0;
+	RB_INIT(&r->conns_by_pipe);
+	RB_INIT(&r->sections_by_id);
+	r->conns = 0;
+	r->sections = 0;
 	r->next_id = 1;
 }
 
-int mb_registry_add(mb_registry *r, mb_session *s)
+int mb_registry_add_conn(mb_registry *r, mb_conn *c)
 {
-	if (RB_INSERT(mb_session_pipe_tree, &r->by_pipe, s) != NULL)
+	if (RB_INSERT(mb_conn_tree, &r->conns_by_pipe, c) != NULL)
 		return -EEXIST;
-	r->sessions++;
+	r->conns++;
 	return 0;
 }
 
-void mb_registry_name(mb_registry *r, mb_session *s)
+void mb_registry_remove_conn(mb_registry *r, mb_conn *c)
 {
-	s->id = r->next_id++;
-	RB_INSERT(mb_session_id_tree, &r->by_id, s);
-	r->clients++;
+	RB_REMOVE(mb_conn_tree, &r->conns_by_pipe, c);
+	r->conns--;
 }
 
-void mb_registry_remove(mb_registry *r, mb_session *s)
+mb_conn *mb_registry_conn(const mb_registry *r, uint32_t pipe_id)
 {
-	RB_REMOVE(mb_session_pipe_tree, &r->by_pipe, s);
-	if (s->hello) {
-		RB_REMOVE(mb_session_id_tree, &r->by_id, s);
-		r->clients--;
-	}
-	r->sessions--;
+	mb_conn key = {.pipe_id = pipe_id};
+	return RB_FIND(mb_conn_tree, (struct mb_conn_tree *)&r->conns_by_pipe, &key);
 }
 
-mb_session *mb_registry_by_pipe(const mb_registry *r, uint32_t pipe_id)
+int mb_registry_add_section(mb_registry *r, mb_section *s)
 {
-	mb_session key = {.pipe_id = pipe_id};
-	return RB_FIND(mb_session_pipe_tree, (struct mb_session_pipe_tree *)&r->by_pipe, &key);
+	if (s->id == 0)
+		s->id = r->next_id++;
+	else if (s->id >= r->next_id)
+		r->next_id = s->id + 1;
+	if (RB_INSERT(mb_section_tree, &r->sections_by_id, s) != NULL)
+		return -EEXIST;
+	r->sections++;
+	return 0;
 }
 
-mb_session *mb_registry_by_id(const mb_registry *r, uint64_t id)
+void mb_registry_remove_section(mb_registry *r, mb_section *s)
 {
-	mb_session key = {.id = id};
-	return RB_FIND(mb_session_id_tree, (struct mb_session_id_tree *)&r->by_id, &key);
+	RB_REMOVE(mb_section_tree, &r->sections_by_id, s);
+	r->sections--;
 }
 
-mb_session *mb_registry_first(const mb_registry *r)
+mb_section *mb_registry_section(const mb_registry *r, uint64_t id)
 {
-	return RB_MIN(mb_session_pipe_tree, (struct mb_session_pipe_tree *)&r->by_pipe);
+	mb_section key = {.id = id};
+	return RB_FIND(mb_section_tree, (struct mb_section_tree *)&r->sections_by_id, &key);
 }
 
-mb_session *mb_registry_next(const mb_session *s)
+mb_section *mb_registry_by_pipe(const mb_registry *r, uint32_t pipe_id)
 {
-	return RB_NEXT(mb_session_pipe_tree, NULL, (mb_session *)s);
+	mb_conn *c = mb_registry_conn(r, pipe_id);
+	return c != NULL ? c->section : NULL;
 }
 
-uint32_t mb_registry_count_uid(const mb_registry *r, uid_t uid)
+mb_section *mb_registry_first(const mb_registry *r)
+{
+	return RB_MIN(mb_section_tree, (struct mb_section_tree *)&r->sections_by_id);
+}
+
+mb_section *mb_registry_next(const mb_section *s)
+{
+	return RB_NEXT(mb_section_tree, NULL, (mb_section *)s);
+}
+
+mb_conn *mb_registry_first_conn(const mb_registry *r)
+{
+	return RB_MIN(mb_conn_tree, (struct mb_conn_tree *)&r->conns_by_pipe);
+}
+
+mb_conn *mb_registry_next_conn(const mb_conn *c)
+{
+	return RB_NEXT(mb_conn_tree, NULL, (mb_conn *)c);
+}
+
+uint32_t mb_registry_conns_of(const mb_registry *r, uid_t uid)
 {
 	uint32_t n = 0;
 
-	for (mb_session *o = mb_registry_first(r); o != NULL; o = mb_registry_next(o))
-		n += o->uid == uid;
+	for (mb_conn *c = mb_registry_first_conn(r); c != NULL; c = mb_registry_next_conn(c))
+		n += c->uid == uid;
+	return n;
+}
+
+uint32_t mb_registry_sections_of(const mb_registry *r, uid_t uid)
+{
+	uint32_t n = 0;
+
+	for (mb_section *s = mb_registry_first(r); s != NULL; s = mb_registry_next(s))
+		n += s->uid == uid;
 	return n;
 }

@@ -1,8 +1,11 @@
 /*
- * registry.h: the index of the broker's sessions: by connection (nng pipe id) and by session id.
+ * registry.h: the broker's index of sections (by session id) and of connections (by nng pipe id).
  *
- * Data only; no policy and no I/O. Lock contract: every function runs with the broker lock held
- * (the registry is part of the broker's state, see state.h).
+ * A connection is only a way in: its peer's credentials (SO_PEERCRED at connect) and, after
+ * Hello, the section it is attached to. Everything about memory lives in the section
+ * (section.h), found by its id; a connection's pipe id keys nothing but the connection.
+ *
+ * Data only; no policy and no I/O. Lock contract: every function runs with the broker lock held.
  */
 #ifndef MB_REGISTRY_H
 #define MB_REGISTRY_H
@@ -11,38 +14,56 @@
 
 #include <bsd/sys/tree.h>
 
-#include "session.h"
+#include "section.h"
 
-RB_HEAD(mb_session_pipe_tree, mb_session);
-RB_HEAD(mb_session_id_tree, mb_session);
+typedef struct mb_conn {
+	RB_ENTRY(mb_conn) by_pipe;
+	uint32_t pipe_id;
+	pid_t pid; /* the peer at connect (SO_PEERCRED) */
+	uid_t uid;
+	gid_t gid;
+	int pidfd;	     /* the peer process until Hello hands it to the section; -1 after */
+	bool hello;	     /* said Hello: a second one is a protocol error */
+	mb_section *section; /* attached section; NULL before Hello and after it ended */
+} mb_conn;
+
+RB_HEAD(mb_conn_tree, mb_conn);
+RB_HEAD(mb_section_tree, mb_section);
 
 typedef struct mb_registry {
-	struct mb_session_pipe_tree by_pipe;
-	struct mb_session_id_tree by_id;
-	uint32_t sessions; /* connections */
-	uint32_t clients;  /* connections that completed Hello */
-	uint64_t next_id;  /* session ids are never reused while the broker runs */
+	struct mb_conn_tree conns_by_pipe;
+	struct mb_section_tree sections_by_id;
+	uint32_t conns;	   /* connections */
+	uint32_t sections; /* live sections: attached, detached or restored */
+	uint64_t next_id;  /* section (session) ids are never reused while the broker runs */
 } mb_registry;
 
 void mb_registry_init(mb_registry *r);
 
-/* Adds a connection's session. 0, or -EEXIST when pipe_id is known already. */
-int mb_registry_add(mb_registry *r, mb_session *s);
+/* Adds a connection. 0, or -EEXIST when its pipe id is known already. */
+int mb_registry_add_conn(mb_registry *r, mb_conn *c);
+void mb_registry_remove_conn(mb_registry *r, mb_conn *c);
+mb_conn *mb_registry_conn(const mb_registry *r, uint32_t pipe_id);
 
-/* Gives s its session id (at Hello) and indexes it by that id. */
-void mb_registry_name(mb_registry *r, mb_session *s);
+/* Adds a section; id 0 gives it the next free id, another id is kept (a restored section). 0 or
+ * -EEXIST. */
+int mb_registry_add_section(mb_registry *r, mb_section *s);
+void mb_registry_remove_section(mb_registry *r, mb_section *s);
+mb_section *mb_registry_section(const mb_registry *r, uint64_t id);
 
-/* Takes s out of both indexes (it is not freed). */
-void mb_registry_remove(mb_registry *r, mb_session *s);
+/* The section attached to connection pipe_id, or NULL. */
+mb_section *mb_registry_by_pipe(const mb_registry *r, uint32_t pipe_id);
 
-mb_session *mb_registry_by_pipe(const mb_registry *r, uint32_t pipe_id);
-mb_session *mb_registry_by_id(const mb_registry *r, uint64_t id);
+/* Every live section, in id order: for (s = first; s; s = next(s)). */
+mb_section *mb_registry_first(const mb_registry *r);
+mb_section *mb_registry_next(const mb_section *s);
 
-/* Every session, in pipe order: for (s = first; s; s = next(s)). */
-mb_session *mb_registry_first(const mb_registry *r);
-mb_session *mb_registry_next(const mb_session *s);
+/* Every connection, in pipe order. */
+mb_conn *mb_registry_first_conn(const mb_registry *r);
+mb_conn *mb_registry_next_conn(const mb_conn *c);
 
-/* Sessions of one uid (the per-uid connection limit). */
-uint32_t mb_registry_count_uid(const mb_registry *r, uid_t uid);
+/* Connections, and live sections, of one uid (the per-uid limits). */
+uint32_t mb_registry_conns_of(const mb_registry *r, uid_t uid);
+uint32_t mb_registry_sections_of(const mb_registry *r, uid_t uid);
 
 #endif

@@ -1,72 +1,66 @@
 /*
- * section.c: memfd sections.
+ * section.c: section records.
  */
 #include "section.h"
 
-#include "mb_credit.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/falloc.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
+#include <stdlib.h>
 #include <unistd.h>
 
-#ifndef MFD_NOEXEC_SEAL
-#define MFD_NOEXEC_SEAL 0x0008U /* Linux 6.3; absent from Debian 12's headers */
-#endif
+#include "log.h"
+#include "mb_win32.h"
+#include "memfd.h"
 
-int mb_section_create(const char *name, uint64_t size)
+mb_section *mb_section_new(pid_t pid, uid_t uid, gid_t gid)
 {
-	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+	mb_section *s = calloc(1, sizeof(*s));
+	struct timespec ts;
 
-	/* Kernels before 6.3 reject the unknown flag; they have no exec seal to apply. */
-	if (fd < 0 && errno == EINVAL)
-		fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, (off_t)size) != 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-		int err = errno;
-		close(fd);
-		return -err;
-	}
-	return fd;
-}
-
-int mb_section_discard(int fd, uint64_t offset, uint64_t len)
-{
-	if (len == 0)
-		return 0;
-	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) !=
-	    0)
-		return -errno;
-	return 0;
-}
-
-uint64_t mb_section_allocated(int fd)
-{
-	struct stat st;
-	if (fstat(fd, &st) != 0)
-		return 0;
-	return (uint64_t)st.st_blocks * 512;
-}
-
-struct mb_credit_word *mb_section_map_credit(int fd)
-{
-	void *p =
-	    mmap(NULL, MB_CREDIT_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, MB_CREDIT_OFFSET);
-
-	if (p == MAP_FAILED)
+	if (s == NULL)
 		return NULL;
-	__atomic_store_n(&((mb_credit_word *)p)->credit, 0, __ATOMIC_RELEASE);
-	__atomic_store_n(&((mb_credit_word *)p)->reserve_count, 0, __ATOMIC_RELEASE);
-	__atomic_store_n(&((mb_credit_word *)p)->reserve_bytes, 0, __ATOMIC_RELEASE);
-	return p;
+	s->pid = pid;
+	s->uid = uid;
+	s->gid = gid;
+	s->section_fd = -1;
+	s->pidfd = -1;
+	s->group = -1;
+	mb_regmap_init(&s->map, false);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	s->connected = ts.tv_sec;
+	return s;
 }
 
-void mb_section_unmap_credit(struct mb_credit_word *w)
+void mb_section_free(mb_section *s, bool discard)
 {
-	if (w != NULL)
-		munmap(w, MB_CREDIT_PAGE);
+	if (s == NULL)
+		return;
+	if (s->section_fd >= 0 && discard) {
+		int rv = mb_memfd_discard(s->section_fd, 0, MB_ADDRESS_LIMIT);
+		if (rv < 0)
+			mb_log(LOG_WARNING, "section %llu: cannot discard its memory: %d",
+			       (unsigned long long)s->id, rv);
+	}
+	mb_memfd_unmap_credit(s->credit_word);
+	if (s->section_fd >= 0)
+		close(s->section_fd);
+	if (s->pidfd >= 0)
+		close(s->pidfd); /* also leaves the death watch's epoll set */
+	mb_regmap_clear(&s->map, NULL, NULL);
+	free(s->mapped);
+	s->state = MB_SECTION_FREED;
+	free(s);
+}
+
+const char *mb_section_state_name(mb_section_state st)
+{
+	switch (st) {
+	case MB_SECTION_ATTACHED:
+		return "attached";
+	case MB_SECTION_DETACHED:
+		return "detached";
+	case MB_SECTION_RESTORED:
+		return "restored";
+	case MB_SECTION_FREED:
+		return "freed";
+	}
+	return "unknown";
 }

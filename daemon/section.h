@@ -1,34 +1,111 @@
 /*
- * section.h: broker-owned shared memory behind a session's reservations.
+ * section.h: a section, the broker's first-class record of one client's memory.
  *
- * A section is one sparse memfd per session, as large as the user address space (MB_ADDRESS_LIMIT),
- * sealed against shrinking, growing and further seals before any client sees it. The client maps
- * file offset X at virtual address X, so a reservation needs no offset allocator and no per-
- * reservation descriptor: pages exist only where the client touched committed memory.
+ * A section is created at Hello and lives until its owner process exits, its client says goodbye
+ * (mb_disconnect), or it is ended for offences. It is not a connection: a connection (conn.h)
+ * attaches to it, and when the connection drops while the process lives, the section is detached
+ * and stays whole, charged and audited until the client re-attaches (with its session id and the
+ * one-time attach token) or the process exits. It holds:
+ *
+ *   - its id (the session id the client sees) and its memfd (memfd.h);
+ *   - its owner: pid and pidfd (for the death watch), uid, gid, the name presented at Hello, and
+ *     its group;
+ *   - its books: reservations and page states (the region map, with the level of each commit),
+ *     MEM_RESET ranges queued for reclaim, commit credit and the shared credit word;
+ *   - its state (below) and the tokens for the fd hand-over and for re-attaching.
+ *
+ * Lock contract: every field is protected by the broker lock; nothing here takes a lock.
  */
 #ifndef MB_SECTION_H
 #define MB_SECTION_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
 
-/* Creates a sealed section of size bytes. Returns the fd (close-on-exec) or -errno. */
-int mb_section_create(const char *name, uint64_t size);
+#include <bsd/sys/tree.h>
 
-/* Frees the pages of [offset, offset+len) (hole punch); they read as zero afterwards. 0 or -errno.
+#include "mb_regmap.h"
+#include "mb_wire.h"
+
+/* A range of address space the client mapped by itself and reported (AcquiredVirtualAddressSpace).
  */
-int mb_section_discard(int fd, uint64_t offset, uint64_t len);
+typedef struct mb_mapped {
+	uint64_t address, size;
+} mb_mapped;
 
-/* Bytes the kernel has allocated for the section (from st_blocks), or 0 on error. */
-uint64_t mb_section_allocated(int fd);
+typedef enum mb_section_state {
+	MB_SECTION_ATTACHED, /* a connection works on it */
+	MB_SECTION_DETACHED, /* its connection dropped while the process lives: kept whole, charged
+			      */
+	MB_SECTION_RESTORED, /* brought back from the store by a restarted broker, not attached yet
+			      */
+	MB_SECTION_FREED,    /* punched and closed: only in flight while it leaves the registry */
+} mb_section_state;
 
-struct mb_credit_word;
+struct mb_conn;
+
+typedef struct mb_section {
+	RB_ENTRY(mb_section) by_id;
+	uint64_t id; /* session id given at Hello, never reused while the broker runs */
+	mb_section_state state;
+	struct mb_conn *conn; /* attached connection, NULL unless MB_SECTION_ATTACHED */
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	char name[MB_WIRE_MAX_NAME + 1];
+	int section_fd; /* the memfd */
+	int pidfd;	/* the owner process, for death detection; -1 if unavailable */
+	uint8_t token[MB_WIRE_TOKEN_LEN];	 /* fd hand-over, one-time */
+	bool token_used;			 /* the section was handed over */
+	uint8_t attach_token[MB_WIRE_TOKEN_LEN]; /* re-attach, rotated at every attach */
+	bool adopted;  /* the section is the client's own from before a broker restart */
+	bool adopting; /* ... and the client is still re-registering: no audit yet */
+	uint64_t adopt_deadline_ms; /* AdoptDone must come by then (CLOCK_MONOTONIC) */
+	mb_regmap map;		    /* reservations and commit state, the broker's authority */
+	time_t connected;	    /* CLOCK_MONOTONIC seconds */
+	int max_level;		    /* highest critical level it committed at (reclaim order) */
+	int group;		    /* index in the broker's configuration, -1 for none */
+	uint32_t offences;	    /* writes to memory it had not committed */
+	uint32_t resets;	    /* entries it has in the broker's MEM_RESET lists */
+	mb_mapped *mapped;	    /* sorted by address */
+	uint32_t nmapped, mapped_cap;
+	uint64_t mapped_bytes;
+	/* Commit credit (credit.c): bytes charged to the budget for commits the client may make
+	 * by itself, unused or used but not yet reported; and the shared word (page 0 of the
+	 * section, mapped here), NULL when none is mapped. */
+	uint64_t credit;
+	struct mb_credit_word *credit_word;
+	/* Reservation credit (credit.c): reservations and bytes the client may reserve by itself,
+	 * unused or used but not yet reported; counted against its reservation quotas. */
+	uint64_t reserve_count, reserve_bytes;
+} mb_section;
+
+/* A section record for an owner (no memfd yet: section_fd -1, pidfd -1). NULL without memory. */
+mb_section *mb_section_new(pid_t pid, uid_t uid, gid_t gid);
 
 /*
- * Maps the section's credit page (mb_credit.h) and sets the word to zero: a new section has no
- * credit, and an adopted one must not keep what a previous broker granted. NULL on failure (the
- * session then simply gets no credit). Unmap with mb_section_unmap_credit.
+ * Frees a section record: closes its memfd and pidfd and frees the map. With discard, every page
+ * of the memfd is punched out first, so the memory returns at once even if some process (a forked
+ * child of the client) still holds the memfd; without it (broker shutdown) a live client keeps
+ * its mapped memory intact. The caller refunds its charge first (books.h).
  */
-struct mb_credit_word *mb_section_map_credit(int fd);
-void mb_section_unmap_credit(struct mb_credit_word *w);
+void mb_section_free(mb_section *s, bool discard);
+
+/* Bytes the broker knows the section committed (its region map). */
+static inline uint64_t mb_section_committed(const mb_section *s)
+{
+	return (uint64_t)s->map.committed_pages * MB_PAGE_SIZE;
+}
+
+/* Bytes charged to the budget for the section: its commits and its commit credit. */
+static inline uint64_t mb_section_charged(const mb_section *s)
+{
+	return mb_section_committed(s) + s->credit;
+}
+
+/* Its state in words ("attached", ...), for logs and the admin listing. */
+const char *mb_section_state_name(mb_section_state st);
 
 #endif

@@ -1,12 +1,12 @@
 /*
- * state.h: the broker's state, behind one lock: the books, the session registry, the requests
+ * state.h: the broker's state, behind one lock: the books, the registry of sections, the requests
  * that wait, the MEM_RESET ranges that may be reclaimed, and the counters shown to operators.
  *
  * Data only. The modules that work on it, bottom to top (none calls a module above it):
  *
  *     ledger, decide          pure policy (budget and ceilings; grant / park / refuse)
- *     section, session        a memfd; one client's record
- *     registry                the index of sessions
+ *     memfd, section          a sealed memfd; the record of one client's memory
+ *     registry                sections by id, connections by pipe
  *     books                   charge, refund, fits, quotas, group reserve
  *     credit                  commit credit, and memory in use
  *     arbiter, audit          waiting, reclaim, pressure; honest charging
@@ -69,7 +69,7 @@ TAILQ_HEAD(mb_parked_list, mb_parked);
 /* A range a client marked MEM_RESET: what the broker may discard first when memory is short. */
 typedef struct mb_reset_range {
 	TAILQ_ENTRY(mb_reset_range) link;
-	uint32_t pipe_id;
+	uint64_t section_id;
 	uint64_t address;
 	uint64_t pages;
 } mb_reset_range;
@@ -79,7 +79,7 @@ TAILQ_HEAD(mb_reset_list, mb_reset_range);
 typedef struct mb_broker {
 	pthread_mutex_t lock;
 	mb_books books;		  /* the ledger, groups and quotas */
-	mb_registry reg;	  /* the sessions */
+	mb_registry reg;	  /* sections and connections */
 	mb_config conf;		  /* groups and limits in force (books.conf points here) */
 	uint64_t section_size;	  /* size of every section (the top of usable client addresses) */
 	uint64_t requests;	  /* handled, including refused */
@@ -97,9 +97,9 @@ typedef struct mb_broker {
 	uint64_t reclaimed_bytes;
 
 	uint64_t waits_granted, waits_timed_out, waits_abandoned, refusals;
-	uint64_t offences; /* writes to memory that was not committed, all sessions */
+	uint64_t offences; /* writes to memory that was not committed, all sections */
 
-	int death_epfd; /* epoll set of the sessions' pidfds (deathwatch.c) */
+	int death_epfd; /* epoll set of the sections' owner pidfds, keyed by id (deathwatch.c) */
 
 	/* Processes disconnected for repeated offences: refused until they exit (pidfds). */
 	struct {
@@ -109,18 +109,6 @@ typedef struct mb_broker {
 	int nbanned;
 	/* ... and their uids, refused new sessions for a while (throttle.h). */
 	mb_throttle throttle;
-
-	/* Sections of connections that closed while their process lives on (a dropped connection
-	 * the client will re-establish): kept intact for MB_DETACH_GRACE_MS, so the client's data
-	 * survives its reconnection; freed when the process exits or the grace ends. */
-	struct {
-		int fd, pidfd;
-		pid_t pid;
-		dev_t dev;
-		ino_t ino;
-		uint64_t deadline_ms;
-	} detached[64];
-	int ndetached;
 
 	/* Closes a connection (set by the server; NULL in tests). Never called with the lock held:
 	 * nng runs the pipe callbacks, which take the lock, while holding its own locks. */

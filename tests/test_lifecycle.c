@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -28,6 +29,13 @@
 #define MiB ((size_t)1 << 20)
 
 static const char *self_path;
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static bool call_fails_unavailable(void *arg)
 {
@@ -281,7 +289,7 @@ static bool total_is(void *arg)
 
 /* Child mode: connect, commit and touch `mib` MiB, optionally fork a holder of the connection,
  * report readiness on fd 3 and sleep until killed. */
-static int child_main(const char *address, int mib, bool fork_holder)
+static int child_main(const char *address, int mib, bool fork_holder, bool drop)
 {
 	mb_client *c;
 	void *p = NULL;
@@ -295,6 +303,13 @@ static int child_main(const char *address, int mib, bool fork_holder)
 			     eTaskCritical, &p) != S_OK)
 		return 11;
 	memset(p, 0x33, (size_t)mib * MiB);
+	if (drop) {
+		/* Its connection drops, and it makes no call that would re-attach. */
+		nng_pipe pipe = NNG_PIPE_INITIALIZER;
+		pipe.id = atomic_load(&c->session_pipe);
+		if (nng_pipe_close(pipe) != 0)
+			return 13;
+	}
 	if (fork_holder && (holder = fork()) == 0) {
 		/* Inherits the connection's socket and keeps it open; never touches nng. Ends by
 		 * itself should the test not get to kill it. */
@@ -308,7 +323,7 @@ static int child_main(const char *address, int mib, bool fork_holder)
 		pause();
 }
 
-static pid_t spawn_child(const char *address, int mib, bool fork_holder, pid_t *holder)
+static pid_t spawn_child(const char *address, int mib, const char *mode, pid_t *holder)
 {
 	int fds[2];
 	char mibs[16], ch;
@@ -321,8 +336,7 @@ static pid_t spawn_child(const char *address, int mib, bool fork_holder, pid_t *
 	if (pid == 0) {
 		dup2(fds[1], 3);
 		/* A fresh process: nng may not be used after fork in this one. */
-		execl(self_path, self_path, "--child", address, mibs,
-		      fork_holder ? "hold" : "alone", (char *)NULL);
+		execl(self_path, self_path, "--child", address, mibs, mode, (char *)NULL);
 		_exit(127);
 	}
 	close(fds[1]);
@@ -341,7 +355,7 @@ static void death_case(bool fork_holder)
 
 	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "256M", NULL}), 0);
 	assert_int_equal(mb_connect(b.address, &observer), S_OK);
-	child = spawn_child(b.address, 32, fork_holder, &holder);
+	child = spawn_child(b.address, 32, fork_holder ? "hold" : "alone", &holder);
 	t.observer = observer;
 	t.want = 32 * MiB;
 	assert_true(mb_test_wait_for(total_is, &t, 20000));
@@ -393,6 +407,8 @@ static void test_dropped_connection_keeps_memory(void **state)
 	/* The next calls reconnect by themselves (the first may see the loss). */
 	assert_true(mb_test_wait_for(call_succeeds, c, 20000));
 	assert_int_equal(c->reconnects, 1);
+	/* The broker kept the section and its books: re-attached, nothing registered again. */
+	assert_int_equal(c->reattaches, 1);
 	check_pattern(base, 2 * MiB, 3);
 	assert_hr(mb_get_session_status(c, &st), S_OK);
 	assert_int_equal(st.committed, 2 * MiB);
@@ -406,6 +422,54 @@ static void test_dropped_connection_keeps_memory(void **state)
 	check_pattern((uint8_t *)base + MiB, MiB, (uint8_t)(3 + 256));
 	assert_hr(mb_virtual_free(c, base, 0, MEM_RELEASE), S_OK);
 	mb_disconnect(c);
+	assert_int_equal(mb_test_broker_stop(&b), 0);
+}
+
+/*
+ * A client whose connection drops and who makes no call to re-attach: its section is detached and
+ * stays charged (the budget counts it, nobody else gets its memory) until its process exits; then
+ * it is freed at once.
+ */
+static void test_exit_while_detached(void **state)
+{
+	mb_test_broker b;
+	mb_client *observer;
+	mb_session_status st;
+	total_at t;
+	pid_t child, holder = 0;
+	void *p = NULL;
+
+	(void)state;
+	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "256M", NULL}), 0);
+	assert_int_equal(mb_connect(b.address, &observer), S_OK);
+	child = spawn_child(b.address, 160, "drop", &holder);
+	t.observer = observer;
+	t.want = 160 * MiB;
+	assert_true(mb_test_wait_for(total_is, &t, 20000));
+	/* Detached, still charged: sampled for a while, and what is left of the task ceiling
+	 * (230.4 MiB) is all another client gets. */
+	for (int i = 0; i < 20; i++) {
+		assert_hr(mb_get_session_status(observer, &st), S_OK);
+		assert_int_equal(st.total_committed, 160 * MiB);
+		usleep(50000);
+	}
+	assert_hr(mb_virtual_alloc(observer, NULL, 96 * MiB, MEM_RESERVE | MEM_COMMIT,
+				   PAGE_READWRITE, eTaskCritical, &p),
+		  E_OUTOFMEMORY);
+	assert_hr(mb_virtual_alloc(observer, NULL, 64 * MiB, MEM_RESERVE | MEM_COMMIT,
+				   PAGE_READWRITE, eTaskCritical, &p),
+		  S_OK);
+	assert_hr(mb_get_session_status(observer, &st), S_OK);
+	assert_true(st.total_committed <= st.budget);
+	assert_hr(mb_virtual_free(observer, p, 0, MEM_RELEASE), S_OK);
+
+	long long t0 = now_ms();
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	t.want = 0;
+	assert_true(mb_test_wait_for(total_is, &t, 20000));
+	printf("detached section freed %lld ms after its process was killed\n", now_ms() - t0);
+	mb_disconnect(observer);
 	assert_int_equal(mb_test_broker_stop(&b), 0);
 }
 
@@ -429,13 +493,15 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_broker_stopped_and_restarted),
 	    cmocka_unit_test(test_idle_client_with_callback_is_counted_again),
 	    cmocka_unit_test(test_dropped_connection_keeps_memory),
+	    cmocka_unit_test(test_exit_while_detached),
 	    cmocka_unit_test(test_killed_client_memory_returns),
 	    cmocka_unit_test(test_killed_client_with_forked_holder),
 	};
 
 	self_path = argv[0];
 	if (argc == 5 && strcmp(argv[1], "--child") == 0)
-		return child_main(argv[2], atoi(argv[3]), strcmp(argv[4], "hold") == 0);
+		return child_main(argv[2], atoi(argv[3]), strcmp(argv[4], "hold") == 0,
+				  strcmp(argv[4], "drop") == 0);
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,7 +15,7 @@
 #include "books.h"
 #include "config.h"
 #include "decide.h"
-#include "session.h"
+#include "section.h"
 
 #define MIB ((uint64_t)1 << 20)
 
@@ -165,7 +165,7 @@ static void test_decide_stopping(void **state)
 typedef struct fixture {
 	mb_config conf;
 	mb_books books;
-	mb_session *s[3];
+	mb_section *s[3];
 } fixture;
 
 static int setup(void **state)
@@ -186,13 +186,12 @@ static int setup(void **state)
 	f->conf.groups[1].reserve = 20 * MIB;
 	f->conf.client_max = 30 * MIB;
 	mb_books_init(&f->books, 100 * MIB, &f->conf);
-	f->s[0] = mb_session_new(1, 100, 1000, 1000);
-	f->s[1] = mb_session_new(2, 101, 1000, 1000);
-	f->s[2] = mb_session_new(3, 102, 2000, 2000);
+	f->s[0] = mb_section_new(100, 1000, 1000);
+	f->s[1] = mb_section_new(101, 1000, 1000);
+	f->s[2] = mb_section_new(102, 2000, 2000);
 	for (int i = 0; i < 3; i++) {
 		if (f->s[i] == NULL)
 			return -1;
-		f->s[i]->hello = true;
 		mb_books_join_group(&f->books, f->s[i]);
 	}
 	*state = f;
@@ -204,13 +203,13 @@ static int teardown(void **state)
 	fixture *f = *state;
 
 	for (int i = 0; i < 3; i++)
-		mb_session_free(f->s[i], false);
+		mb_section_free(f->s[i], false);
 	free(f);
 	return 0;
 }
 
 /* Commits n pages at the start of a fresh 128 MiB reservation of s at level 0. */
-static void commit(fixture *f, mb_session *s, uint64_t base, size_t pages)
+static void commit(fixture *f, mb_section *s, uint64_t base, size_t pages)
 {
 	mb_page_range pr;
 
@@ -225,7 +224,7 @@ static uint64_t sum(const fixture *f)
 {
 	uint64_t t = 0;
 	for (int i = 0; i < 3; i++)
-		t += mb_session_charged(f->s[i]);
+		t += mb_section_charged(f->s[i]);
 	return t;
 }
 

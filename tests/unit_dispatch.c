@@ -9,10 +9,12 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "broker.h"
@@ -22,7 +24,7 @@
 #include "mb_regmap.h"
 #include "mb_win32.h"
 #include "mb_wire.h"
-#include "section.h"
+#include "memfd.h"
 
 #define MIB    (1024ULL * 1024ULL)
 #define BUDGET (64 * MIB)
@@ -155,6 +157,18 @@ static uint64_t open_session(mb_broker *b, uint32_t pipe, uint8_t token[MB_WIRE_
 		memcpy(token, r->hello->fd_token.data, MB_WIRE_TOKEN_LEN);
 	mb_wire_free_response(r);
 	return id;
+}
+
+/* The client is done (mb_disconnect): Goodbye ends its section, then the connection closes. */
+static void goodbye(mb_broker *b, uint32_t pipe)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Goodbye g = MEMBROKER__V1__GOODBYE__INIT;
+
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_GOODBYE;
+	req.goodbye = &g;
+	assert_int_equal(call_hr(b, pipe, &req), S_OK);
+	mb_broker_disconnect(b, pipe);
 }
 
 static HRESULT reserve(mb_broker *b, uint32_t pipe, uint64_t address, uint64_t size)
@@ -333,9 +347,9 @@ static HRESULT sync1(mb_broker *b, uint32_t pipe, uint64_t address, uint64_t siz
 }
 
 /* The session behind pipe, as the broker holds it (the tests are single-threaded: no lock). */
-static mb_session *sess(mb_broker *b, uint32_t pipe)
+static mb_section *sess(mb_broker *b, uint32_t pipe)
 {
-	mb_session *s = mb_registry_by_pipe(&b->reg, pipe);
+	mb_section *s = mb_registry_by_pipe(&b->reg, pipe);
 
 	assert_non_null(s);
 	return s;
@@ -344,7 +358,7 @@ static mb_session *sess(mb_broker *b, uint32_t pipe)
 /* The client's side of the credit word: what it may still commit by itself. */
 static uint64_t word(mb_broker *b, uint32_t pipe)
 {
-	mb_session *s = sess(b, pipe);
+	mb_section *s = sess(b, pipe);
 
 	assert_non_null(s->credit_word);
 	return mb_credit_peek(s->credit_word);
@@ -353,7 +367,7 @@ static uint64_t word(mb_broker *b, uint32_t pipe)
 /* A client committing pages by itself: takes their credit from the word, as libmembroker does. */
 static bool take(mb_broker *b, uint32_t pipe, uint64_t bytes)
 {
-	mb_session *s = sess(b, pipe);
+	mb_section *s = sess(b, pipe);
 
 	assert_non_null(s->credit_word);
 	return mb_credit_take(s->credit_word, bytes);
@@ -447,7 +461,7 @@ static void test_hello_ok(void **state)
 	/* Another session: another id and another token. */
 	assert_int_not_equal(open_session(b, 2, t2), id1);
 	assert_memory_not_equal(t1, t2, MB_WIRE_TOKEN_LEN);
-	assert_int_equal(b->reg.sessions, 2);
+	assert_int_equal(b->reg.conns, 2);
 }
 
 static void test_hello_twice(void **state)
@@ -641,7 +655,7 @@ static void test_reset_of_reserved_pages_changes_nothing(void **state)
 	/* Reserved pages: success, nothing marked, nothing queued for reclaim. */
 	assert_int_equal(reset(b, 1, BASE, PG, false), S_OK);
 	assert_int_equal(reset(b, 1, BASE, PG, true), S_OK);
-	mb_session *s = mb_registry_by_pipe(&b->reg, 1);
+	mb_section *s = mb_registry_by_pipe(&b->reg, 1);
 	assert_int_equal(s->resets, 0);
 	assert_int_equal(commit(b, 1, BASE, 4 * PG, 0), S_OK);
 	/* Mixed: only the committed pages are marked. */
@@ -730,7 +744,7 @@ static void test_unknown_pipe(void **state)
 	assert_int_equal(release(b, 77, BASE), HOST_E_CLRNOTAVAILABLE);
 	assert_int_equal(memory_load(b, 77, &load, &avail), HOST_E_CLRNOTAVAILABLE);
 	assert_int_equal(session_status(b, 77, &st), HOST_E_CLRNOTAVAILABLE);
-	assert_int_equal(b->reg.sessions, 0);
+	assert_int_equal(b->reg.conns, 0);
 	assert_int_equal(b->books.ledger.committed, 0);
 }
 
@@ -754,7 +768,7 @@ static void test_unknown_pipe_hello(void **state)
 #ifdef MB_DISPATCH_NO_SESSION
 	if (rv == MB_DISPATCH_NO_SESSION) {
 		assert_null(out);
-		assert_int_equal(b->reg.sessions, 0);
+		assert_int_equal(b->reg.conns, 0);
 		nng_msg_free(in);
 		return;
 	}
@@ -766,7 +780,7 @@ static void test_unknown_pipe_hello(void **state)
 		assert_int_equal((HRESULT)r->hresult, HOST_E_CLRNOTAVAILABLE);
 		mb_wire_free_response(r);
 	}
-	assert_int_equal(b->reg.sessions, 0);
+	assert_int_equal(b->reg.conns, 0);
 	nng_msg_free(in);
 	nng_msg_free(out);
 }
@@ -846,10 +860,10 @@ static void test_disconnect_returns_everything(void **state)
 	assert_int_equal(st.committed, 2 * MIB);
 	assert_int_equal(st.total_committed, 6 * MIB + 64 * PG);
 
-	mb_broker_disconnect(b, 1);
+	goodbye(b, 1);
 	check_ledger(b);
 	assert_int_equal(b->books.ledger.committed, 2 * MIB);
-	assert_int_equal(b->reg.sessions, 1);
+	assert_int_equal(b->reg.conns, 1);
 	assert_int_equal(session_status(b, 2, &st), S_OK);
 	assert_int_equal(st.sessions, 1);
 	assert_int_equal(st.total_committed, 2 * MIB);
@@ -859,19 +873,19 @@ static void test_disconnect_returns_everything(void **state)
 	/* Unknown pipes and repeated disconnects are no-ops. */
 	mb_broker_disconnect(b, 1);
 	mb_broker_disconnect(b, 12345);
-	assert_int_equal(b->reg.sessions, 1);
+	assert_int_equal(b->reg.conns, 1);
 	check_ledger(b);
 
 	/* A session that never said Hello ends cleanly too. */
 	assert_int_equal(mb_broker_connect(b, 3, getpid(), getuid(), getgid()), 0);
-	assert_int_equal(b->reg.sessions, 2);
+	assert_int_equal(b->reg.conns, 2);
 	mb_broker_disconnect(b, 3);
-	assert_int_equal(b->reg.sessions, 1);
+	assert_int_equal(b->reg.conns, 1);
 
-	mb_broker_disconnect(b, 2);
+	goodbye(b, 2);
 	check_ledger(b);
 	assert_int_equal(b->books.ledger.committed, 0);
-	assert_int_equal(b->reg.sessions, 0);
+	assert_int_equal(b->reg.conns, 0);
 	assert_int_equal(mb_broker_sum_sessions(b), 0);
 
 	/* The budget is whole again: a new session gets all of level 0. */
@@ -988,7 +1002,7 @@ static void test_handover_wrong_peer_does_not_burn(void **state)
 	{
 		uint8_t t6[MB_WIRE_TOKEN_LEN];
 		uint64_t id6 = open_session(b, 6, t6);
-		mb_broker_disconnect(b, 6);
+		goodbye(b, 6);
 		assert_int_equal(
 		    mb_broker_handover(b, id6, t6, MB_WIRE_TOKEN_LEN, getuid(), getpid()), -EPERM);
 	}
@@ -1102,7 +1116,7 @@ static void test_credit_sync_books_local_commits(void **state)
 	assert_int_equal(credit, CREDIT); /* topped up again in the same round trip */
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
-	assert_int_equal(mb_session_committed(sess(b, 1)), 17 * PG);
+	assert_int_equal(mb_section_committed(sess(b, 1)), 17 * PG);
 	assert_int_equal(sess(b, 1)->max_level, 2); /* reclaim order follows reported levels */
 	assert_int_equal(b->books.ledger.committed, 17 * PG + CREDIT);
 	assert_int_equal(session_status(b, 1, &st), S_OK);
@@ -1122,7 +1136,7 @@ static void test_credit_sync_books_local_commits(void **state)
 	assert_true(take(b, 1, 4 * PG));
 	assert_int_equal(sync1(b, 1, BASE + 34 * PG, 4 * PG, 0), S_OK);
 	assert_int_equal(b->books.ledger.committed, 23 * PG + CREDIT);
-	assert_int_equal(mb_session_committed(sess(b, 1)), 23 * PG);
+	assert_int_equal(mb_section_committed(sess(b, 1)), 23 * PG);
 
 	/* Several commits in one Sync, in two reservations. */
 	assert_int_equal(reserve(b, 1, BASE + 16 * MIB, MIB), S_OK);
@@ -1192,7 +1206,7 @@ static void test_reserve_credit(void **state)
 	b->conf.client_max_reserved = 64 * MIB;
 
 	open_session(b, 1, NULL);
-	mb_session *s = sess(b, 1);
+	mb_section *s = sess(b, 1);
 	assert_int_equal(s->reserve_count, 0);
 	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
 	/* Cut to the quotas: 10 - 1 reservations, 64 - 8 MiB. */
@@ -1215,7 +1229,7 @@ static void test_reserve_credit(void **state)
 	}
 	assert_int_equal(s->map.count, 3);
 	assert_int_equal(s->map.reserved_bytes, 12 * MIB + GR);
-	assert_int_equal(mb_session_committed(s), 5 * PG);
+	assert_int_equal(mb_section_committed(s), 5 * PG);
 	/* Topped up again within the quotas. */
 	assert_int_equal(s->reserve_count, 7);
 	assert_int_equal(s->reserve_bytes, 64 * MIB - (12 * MIB + GR));
@@ -1296,7 +1310,7 @@ static void test_credit_sync_refusals(void **state)
 	assert_true(take(b, 2, 8 * PG));
 	ledger = b->books.ledger.committed;
 	credit = sess(b, 2)->credit;
-	pages = mb_session_committed(sess(b, 2));
+	pages = mb_section_committed(sess(b, 2));
 	{
 		static const struct {
 			local_commit e;
@@ -1323,7 +1337,7 @@ static void test_credit_sync_refusals(void **state)
 			assert_non_null(strstr(last_detail, bad[i].why));
 			assert_int_equal(b->books.ledger.committed, ledger);
 			assert_int_equal(sess(b, 2)->credit, credit);
-			assert_int_equal(mb_session_committed(sess(b, 2)), pages);
+			assert_int_equal(mb_section_committed(sess(b, 2)), pages);
 			assert_int_equal(word(b, 2), CREDIT - 8 * PG);
 		}
 	}
@@ -1335,7 +1349,7 @@ static void test_credit_sync_refusals(void **state)
 	}
 	assert_int_equal(b->books.ledger.committed, ledger);
 	assert_int_equal(sess(b, 2)->credit, credit - 4 * PG);
-	assert_int_equal(mb_session_committed(sess(b, 2)), pages + 4 * PG);
+	assert_int_equal(mb_section_committed(sess(b, 2)), pages + 4 * PG);
 	assert_int_equal(word(b, 2), CREDIT - 8 * PG); /* no top-up after a refusal */
 	assert_int_equal(sync1(b, 2, BASE + 5 * PG, 4 * PG, 0), S_OK);
 	assert_int_equal(sess(b, 2)->credit, CREDIT);
@@ -1350,7 +1364,7 @@ static void test_credit_sync_refusals(void **state)
 	}
 	assert_int_equal(sess(b, 2)->credit, 0);
 	assert_int_equal(b->books.ledger.committed, 9 * PG + CREDIT);
-	assert_int_equal(mb_session_committed(sess(b, 2)), 9 * PG + CREDIT);
+	assert_int_equal(mb_section_committed(sess(b, 2)), 9 * PG + CREDIT);
 
 	/* More entries than a Sync may carry is a protocol violation, not a refusal. */
 	{
@@ -1624,9 +1638,9 @@ static void test_credit_forged_word(void **state)
 	assert_true(b->books.credit_taken_back_bytes - revoked <= CREDIT);
 	assert_int_equal(sess(b, 1)->credit + (b->books.credit_taken_back_bytes - revoked), CREDIT);
 	assert_int_equal(word(b, 1), 0);
-	assert_int_equal(b->books.ledger.committed, mb_session_committed(sess(b, 1)) +
+	assert_int_equal(b->books.ledger.committed, mb_section_committed(sess(b, 1)) +
 							sess(b, 1)->credit +
-							mb_session_committed(sess(b, 2)));
+							mb_section_committed(sess(b, 2)));
 }
 
 /* The opposite lie: a word lowered to nothing claims all the credit used. */
@@ -1652,7 +1666,7 @@ static void test_credit_word_lowered(void **state)
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	/* Reported, the credit becomes commits and is granted afresh. */
 	assert_int_equal(sync1(b, 1, BASE + PG, CREDIT, 0), S_OK);
-	assert_int_equal(mb_session_committed(sess(b, 1)), PG + CREDIT);
+	assert_int_equal(mb_section_committed(sess(b, 1)), PG + CREDIT);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
 	assert_int_equal(b->books.ledger.committed, PG + 2 * CREDIT);
@@ -1672,13 +1686,13 @@ static void test_credit_disconnect(void **state)
 	assert_true(take(b, 1, 8 * PG)); /* local commits it will never report */
 	assert_int_equal(b->books.ledger.committed, 6 * PG + 2 * CREDIT);
 
-	mb_broker_disconnect(b, 1);
+	goodbye(b, 1);
 	check_ledger(b);
 	assert_int_equal(b->books.ledger.committed, 2 * PG + CREDIT);
 	assert_int_equal(b->books.credit_total, CREDIT);
-	mb_broker_disconnect(b, 3); /* held no credit */
+	goodbye(b, 3); /* held no credit */
 	assert_int_equal(b->books.ledger.committed, 2 * PG + CREDIT);
-	mb_broker_disconnect(b, 2);
+	goodbye(b, 2);
 	check_ledger(b);
 	assert_int_equal(b->books.ledger.committed, 0);
 	assert_int_equal(b->books.credit_total, 0);
@@ -1738,7 +1752,7 @@ static void test_credit_audit_tolerates_local_commits(void **state)
 {
 	mb_broker *b = *state;
 	static const char page[4096] = "written";
-	mb_session *s;
+	mb_section *s;
 
 	open_session(b, 1, NULL);
 	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
@@ -1779,7 +1793,7 @@ static void test_credit_adopted_section(void **state)
 	assert_int_equal(b->books.ledger.committed, CREDIT); /* a release leaves the credit */
 
 	/* The section a client brings back replaces this one: credit on the old one is void. */
-	fd = mb_section_create("unit_dispatch", b->section_size);
+	fd = mb_memfd_create("unit_dispatch", b->section_size);
 	assert_true(fd >= 0);
 	assert_int_equal(
 	    mb_broker_adopt_section(b, id, token, MB_WIRE_TOKEN_LEN, getuid(), getpid(), fd), 0);
@@ -1801,6 +1815,291 @@ static void test_credit_adopted_section(void **state)
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
 	assert_int_equal(b->books.ledger.committed, 2 * PG + CREDIT);
+}
+
+/* ---- the section registry: detach, re-attach, free ---- */
+
+/* Hello on a new connection pipe of process pid asking for section id back with token; returns the
+ * reply (free with mb_wire_free_response). */
+static mb_response *resume_hello(mb_broker *b, uint32_t pipe, pid_t pid, uint64_t id,
+				 const uint8_t *token)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Hello h = MEMBROKER__V1__HELLO__INIT;
+
+	assert_int_equal(mb_broker_connect(b, pipe, pid, getuid(), getgid()), 0);
+	h.protocol_version = MB_PROTOCOL_VERSION;
+	h.name = "unit_dispatch";
+	h.resume_session = id;
+	h.resume_token.data = (uint8_t *)token;
+	h.resume_token.len = MB_WIRE_TOKEN_LEN;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
+	req.hello = &h;
+	return call(b, pipe, &req);
+}
+
+/* Opens a section on pipe and returns its id, with its attach token in attach. */
+static uint64_t open_attachable(mb_broker *b, uint32_t pipe, uint8_t attach[MB_WIRE_TOKEN_LEN])
+{
+	mb_response *r;
+	uint64_t id;
+
+	assert_int_equal(mb_broker_connect(b, pipe, getpid(), getuid(), getgid()), 0);
+	r = hello_v(b, pipe, MB_PROTOCOL_VERSION);
+	assert_int_equal((HRESULT)r->hresult, S_OK);
+	assert_false(r->hello->resumed);
+	assert_int_equal(r->hello->attach_token.len, MB_WIRE_TOKEN_LEN);
+	memcpy(attach, r->hello->attach_token.data, MB_WIRE_TOKEN_LEN);
+	id = r->hello->session_id;
+	mb_wire_free_response(r);
+	return id;
+}
+
+static void test_detached_section_stays_charged(void **state)
+{
+	mb_broker *b = *state;
+	uint8_t attach[MB_WIRE_TOKEN_LEN];
+	uint64_t id = open_attachable(b, 1, attach);
+	mb_section *s;
+
+	assert_int_equal(reserve(b, 1, BASE, 32 * MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, 32 * MIB, 0), S_OK);
+	/* The connection drops while the process (this one) lives: the section is detached, whole
+	 * and charged, and no connection keys it. */
+	mb_broker_disconnect(b, 1);
+	check_ledger(b);
+	s = mb_registry_section(&b->reg, id);
+	assert_non_null(s);
+	assert_int_equal(s->state, MB_SECTION_DETACHED);
+	assert_null(s->conn);
+	assert_null(mb_registry_by_pipe(&b->reg, 1));
+	assert_int_equal(b->books.ledger.committed, 32 * MIB);
+	assert_int_equal(b->reg.conns, 0);
+	assert_int_equal(b->reg.sections, 1);
+
+	/* Others see the budget with its charge in: of 64 MiB, level 0 may use 57.6; 25 are left.
+	 */
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 2, BASE, 32 * MIB), S_OK);
+	assert_int_equal(commit(b, 2, BASE, 32 * MIB, 0), E_OUTOFMEMORY);
+	assert_int_equal(commit(b, 2, BASE, 16 * MIB, 0), S_OK);
+	check_ledger(b);
+
+	/* The owner exits while detached: the section is freed at once. */
+	mb_broker_process_exited(b, id);
+	assert_null(mb_registry_section(&b->reg, id));
+	assert_int_equal(b->books.ledger.committed, 16 * MIB);
+	check_ledger(b);
+}
+
+static void test_reattach(void **state)
+{
+	mb_broker *b = *state;
+	uint8_t attach[MB_WIRE_TOKEN_LEN], next[MB_WIRE_TOKEN_LEN];
+	uint64_t id = open_attachable(b, 1, attach);
+	mb_response *r;
+	status st;
+
+	assert_int_equal(reserve(b, 1, BASE, 4 * MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, 2 * MIB, 2), S_OK);
+	mb_broker_disconnect(b, 1);
+
+	/* Back on another connection with the token: the same section, its books untouched, and
+	 * a new token. Nothing was re-sent and nothing charged again. */
+	r = resume_hello(b, 2, getpid(), id, attach);
+	assert_int_equal((HRESULT)r->hresult, S_OK);
+	assert_true(r->hello->resumed);
+	assert_int_equal(r->hello->session_id, id);
+	assert_int_equal(r->hello->attach_token.len, MB_WIRE_TOKEN_LEN);
+	memcpy(next, r->hello->attach_token.data, MB_WIRE_TOKEN_LEN);
+	assert_memory_not_equal(next, attach, MB_WIRE_TOKEN_LEN);
+	/* No second hand-over token: the client has its section already. */
+	assert_int_equal(r->hello->fd_token.len, 0);
+	mb_wire_free_response(r);
+	assert_int_equal(mb_registry_section(&b->reg, id)->state, MB_SECTION_ATTACHED);
+	assert_int_equal(session_status(b, 2, &st), S_OK);
+	assert_int_equal(st.committed, 2 * MIB);
+	assert_int_equal(st.reservations, 1);
+	assert_int_equal(st.sessions, 1);
+	assert_int_equal(b->books.ledger.committed, 2 * MIB);
+	/* It carries on where it was: the old reservation is there, the pages committed. */
+	assert_int_equal(commit(b, 2, BASE + 2 * MIB, MIB, 0), S_OK);
+	assert_int_equal(decommit(b, 2, BASE, MIB), S_OK);
+	assert_int_equal(b->books.ledger.committed, 2 * MIB);
+
+	/* Drop again: the old token is spent (a replay is refused and gets a new, empty section of
+	 * its own); the new one works, once. */
+	mb_broker_disconnect(b, 2);
+	r = resume_hello(b, 3, getpid(), id, attach);
+	assert_int_equal((HRESULT)r->hresult, S_OK);
+	assert_false(r->hello->resumed);
+	assert_int_not_equal(r->hello->session_id, id);
+	mb_wire_free_response(r);
+	assert_int_equal(mb_registry_section(&b->reg, id)->state, MB_SECTION_DETACHED);
+	r = resume_hello(b, 4, getpid(), id, next);
+	assert_true(r->hello->resumed);
+	mb_wire_free_response(r);
+	mb_broker_disconnect(b, 4);
+	r = resume_hello(b, 5, getpid(), id, next);
+	assert_false(r->hello->resumed);
+	mb_wire_free_response(r);
+	check_ledger(b);
+	assert_int_equal(b->books.ledger.committed, 2 * MIB);
+}
+
+static void test_reattach_refusals(void **state)
+{
+	mb_broker *b = *state;
+	uint8_t attach[MB_WIRE_TOKEN_LEN], wrong[MB_WIRE_TOKEN_LEN];
+	uint64_t id = open_attachable(b, 1, attach);
+	mb_response *r;
+
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, MIB, 0), S_OK);
+	/* Attached: nobody else takes it over with the right token, nor the owner without it. */
+	memcpy(wrong, attach, sizeof(wrong));
+	wrong[0] ^= 1;
+	r = resume_hello(b, 2, getpid() + 1, id, attach);
+	assert_false(r->hello->resumed);
+	mb_wire_free_response(r);
+	r = resume_hello(b, 7, getpid(), id, wrong);
+	assert_false(r->hello->resumed);
+	mb_wire_free_response(r);
+	assert_int_equal(mb_registry_section(&b->reg, id)->conn->pipe_id, 1);
+
+	mb_broker_disconnect(b, 1);
+	/* Detached: a wrong token, another process with the right one, an unknown id. */
+	r = resume_hello(b, 3, getpid(), id, wrong);
+	assert_false(r->hello->resumed);
+	mb_wire_free_response(r);
+	r = resume_hello(b, 4, getpid() + 1, id, attach);
+	assert_false(r->hello->resumed);
+	mb_wire_free_response(r);
+	r = resume_hello(b, 5, getpid(), id + 1000, attach);
+	assert_false(r->hello->resumed);
+	mb_wire_free_response(r);
+	/* None of them burnt the owner's token, and the books never moved. */
+	assert_int_equal(b->books.ledger.committed, MIB);
+	r = resume_hello(b, 6, getpid(), id, attach);
+	assert_true(r->hello->resumed);
+	memcpy(attach, r->hello->attach_token.data, MB_WIRE_TOKEN_LEN);
+	mb_wire_free_response(r);
+	check_ledger(b);
+
+	/* Its owner may move it from a connection it gave up as lost to a new one, or re-attach on
+	 * the same connection; the connection that lost it has no session any more. */
+	r = resume_hello(b, 8, getpid(), id, attach);
+	assert_true(r->hello->resumed);
+	memcpy(attach, r->hello->attach_token.data, MB_WIRE_TOKEN_LEN);
+	mb_wire_free_response(r);
+	assert_int_equal(mb_registry_section(&b->reg, id)->conn->pipe_id, 8);
+	assert_int_equal(reserve(b, 6, BASE + 8 * MIB, MIB), HOST_E_CLRNOTAVAILABLE);
+	{
+		mb_request req = MEMBROKER__V1__REQUEST__INIT;
+		Membroker__V1__Hello h = MEMBROKER__V1__HELLO__INIT;
+		h.protocol_version = MB_PROTOCOL_VERSION;
+		h.resume_session = id;
+		h.resume_token.data = attach;
+		h.resume_token.len = MB_WIRE_TOKEN_LEN;
+		req.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
+		req.hello = &h;
+		r = call(b, 8, &req);
+		assert_int_equal((HRESULT)r->hresult, S_OK);
+		assert_true(r->hello->resumed);
+		mb_wire_free_response(r);
+		/* ... but a plain second Hello on it is still a protocol error. */
+		h.resume_session = 0;
+		assert_int_equal(call_hr(b, 8, &req), E_FAIL);
+	}
+	assert_int_equal(b->books.ledger.committed, MIB);
+	check_ledger(b);
+}
+
+static void test_goodbye_frees_at_once(void **state)
+{
+	mb_broker *b = *state;
+	uint8_t attach[MB_WIRE_TOKEN_LEN];
+	uint64_t id = open_attachable(b, 1, attach);
+	mb_response *r;
+
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, MIB, 0), S_OK);
+	goodbye(b, 1);
+	assert_null(mb_registry_section(&b->reg, id));
+	assert_int_equal(b->books.ledger.committed, 0);
+	r = resume_hello(b, 2, getpid(), id, attach);
+	assert_false(r->hello->resumed);
+	mb_wire_free_response(r);
+	check_ledger(b);
+}
+
+/* Adoption cannot lie: re-registered commits go through the budget like any other. */
+static void test_adopt_bounded_by_books(void **state)
+{
+	mb_broker *b = *state;
+	uint8_t token[MB_WIRE_TOKEN_LEN];
+	uint64_t id = open_session(b, 1, token);
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Commit m = MEMBROKER__V1__COMMIT__INIT;
+	int fd = mb_memfd_create("unit_dispatch", b->section_size);
+
+	/* Not before a section was handed back. */
+	assert_int_equal(reserve(b, 1, BASE, BUDGET * 2), S_OK);
+	m.address = BASE;
+	m.size = PG;
+	m.level = 2;
+	m.adopt = true;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
+	req.commit = &m;
+	assert_int_equal(call_hr(b, 1, &req), E_INVALIDARG);
+	assert_int_equal(release(b, 1, BASE), S_OK);
+
+	/* A memfd the client made itself, with data written past the budget. */
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "x", 1, (off_t)(BASE + BUDGET)), 1);
+	assert_int_equal(
+	    mb_broker_adopt_section(b, id, token, MB_WIRE_TOKEN_LEN, getuid(), getpid(), fd), 0);
+	assert_int_equal(reserve(b, 1, BASE, BUDGET * 2), S_OK);
+	/* Twice the budget at eProcessCritical: refused, and its pages punched out. */
+	m.size = BUDGET * 2;
+	assert_int_equal(call_hr(b, 1, &req), E_OUTOFMEMORY);
+	assert_non_null(strstr(last_detail, "refused"));
+	assert_true(lseek(fd, (off_t)BASE, SEEK_DATA) < 0); /* no data left past the credit page */
+	assert_int_equal(b->books.ledger.committed, 0);
+	/* What fits is booked, as a commit of that level would be. */
+	m.size = BUDGET / 2;
+	assert_int_equal(call_hr(b, 1, &req), S_OK);
+	assert_int_equal(b->books.ledger.committed, BUDGET / 2);
+	m.address = BASE + BUDGET / 2;
+	m.size = BUDGET / 2 + PG;
+	assert_int_equal(call_hr(b, 1, &req), E_OUTOFMEMORY);
+	check_ledger(b);
+	assert_true(b->books.ledger.committed <= BUDGET);
+}
+
+/* A connection whose end nng never reports goes once its process exited and it holds no section. */
+static void test_sweep_forgets_dead_connections(void **state)
+{
+	mb_broker *b = *state;
+	pid_t child = fork();
+
+	assert_true(child >= 0);
+	if (child == 0) {
+		pause();
+		_exit(0);
+	}
+	assert_int_equal(mb_broker_connect(b, 1, child, getuid(), getgid()), 0);
+	open_session(b, 2, NULL);
+	mb_broker_sweep_exited(b);
+	assert_int_equal(b->reg.conns, 2); /* both processes live */
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	mb_broker_sweep_exited(b);
+	assert_null(mb_registry_conn(&b->reg, 1));
+	assert_non_null(mb_registry_conn(&b->reg, 2));
+	assert_int_equal(b->reg.conns, 1);
+	mb_broker_disconnect(b, 1); /* reported late after all: a no-op */
+	assert_int_equal(b->reg.conns, 1);
 }
 
 #define T(fn)  cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1846,6 +2145,12 @@ int main(void)
 	    TC(test_credit_reload_to_zero),
 	    TC(test_credit_audit_tolerates_local_commits),
 	    TC(test_credit_adopted_section),
+	    T(test_detached_section_stays_charged),
+	    T(test_reattach),
+	    T(test_reattach_refusals),
+	    T(test_goodbye_frees_at_once),
+	    T(test_adopt_bounded_by_books),
+	    T(test_sweep_forgets_dead_connections),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

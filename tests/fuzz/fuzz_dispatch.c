@@ -31,7 +31,7 @@
  *   - every reply decodes with mb_wire_unpack_response, carries the request's id, has a detail
  *     text exactly when it is a failure, and the body its operation promises;
  *   - ledger.committed == mb_broker_sum_sessions() <= budget, each group's committed bytes and
- *     session count equal the sums over its sessions, b->reg.sessions equals the sessions in the
+ *     session count equal the sums over its sessions, b->reg.conns equals the sessions in the
  * tree;
  *   - the broker's waiting commits and parked requests are exactly the harness's waiting slots,
  *     hooks are called only in the right states.
@@ -256,14 +256,14 @@ static void check_broker(void)
 	mb_broker *b = &broker;
 	uint64_t group_sum[MB_MAX_GROUPS] = {0};
 	uint32_t group_n[MB_MAX_GROUPS] = {0};
-	uint32_t sessions = 0, waiting = 0, waiting_commits = 0;
+	uint32_t sections = 0, waiting = 0, waiting_commits = 0;
 
 	uint64_t credit = 0;
 
 	CHECK(b->books.ledger.committed == mb_broker_sum_sessions(b));
 	CHECK(b->books.ledger.committed <= b->books.ledger.budget);
-	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
-		sessions++;
+	for (mb_section *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
+		sections++;
 		credit += s->credit;
 		/* The harness never takes credit from the word, while Sync may report local
 		 * commits that never took any: the word can only hold more than the books. */
@@ -275,13 +275,15 @@ static void check_broker(void)
 		CHECK(s->reserve_count <= MB_RESERVE_CREDIT_COUNT);
 		CHECK(s->reserve_bytes <= MB_RESERVE_CREDIT_BYTES);
 		CHECK(s->group < b->conf.ngroups);
-		CHECK(s->hello || s->group < 0);
+		/* Attached exactly when a connection points back at it. */
+		CHECK((s->state == MB_SECTION_ATTACHED) == (s->conn != NULL));
+		CHECK(s->conn == NULL || s->conn->section == s);
 		if (s->group >= 0) {
-			group_sum[s->group] += mb_session_charged(s);
+			group_sum[s->group] += mb_section_charged(s);
 			group_n[s->group]++;
 		}
 	}
-	CHECK(sessions == b->reg.sessions);
+	CHECK(sections == b->reg.sections);
 	CHECK(credit == b->books.credit_total);
 	for (int g = 0; g < b->conf.ngroups; g++) {
 		CHECK(b->books.group_charged[g] == group_sum[g]);
@@ -309,7 +311,7 @@ static void check_maps(void)
 {
 	mb_broker *b = &broker;
 
-	for (mb_session *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
+	for (mb_section *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
 		size_t count = 0, reserved = 0, committed = 0;
 		uint32_t resets = 0;
 
@@ -326,7 +328,7 @@ static void check_maps(void)
 		for (int level = 0; level < MB_LEVELS; level++) {
 			mb_reset_range *rr;
 			TAILQ_FOREACH(rr, &b->resets[level], link)
-				resets += rr->pipe_id == s->pipe_id;
+				resets += rr->section_id == s->id;
 		}
 		CHECK(resets == s->resets);
 	}
@@ -556,10 +558,17 @@ static void control(int i, int action, uint8_t sel)
 
 	switch (action) {
 	case 5:
-		if (sel & 0x10)
-			mb_broker_process_exited(&broker, sl->pipe);
-		else
-			mb_broker_disconnect(&broker, sl->pipe);
+		if (sel & 0x10) {
+			/* The process dies first (its section is freed), then its connection
+			 * closes. */
+			mb_section *s = mb_registry_by_pipe(&broker.reg, sl->pipe);
+			if (s != NULL) {
+				uint64_t id = s->id;
+				mb_broker_process_exited(&broker, id);
+				CHECK(mb_registry_section(&broker.reg, id) == NULL);
+			}
+		}
+		mb_broker_disconnect(&broker, sl->pipe);
 		CHECK(mb_registry_by_pipe(&broker.reg, sl->pipe) == NULL);
 		/* Its parked requests were answered (woken) by the broker. */
 		for (int k = 0; k < NPARK; k++)

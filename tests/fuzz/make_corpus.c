@@ -132,6 +132,34 @@ static void hello(buf *b, uint8_t sel, uint32_t version, const char *name)
 	frame(b, sel, &r);
 }
 
+/* Hello asking for section id back with a token (0x11 repeated: never the right one). */
+static void hello_resume(buf *b, uint8_t sel, uint64_t id)
+{
+	mb_request r = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Hello m = MEMBROKER__V1__HELLO__INIT;
+	uint8_t token[MB_WIRE_TOKEN_LEN];
+
+	memset(token, 0x11, sizeof(token));
+	m.protocol_version = MB_PROTOCOL_VERSION;
+	m.name = "resume";
+	m.resume_session = id;
+	m.resume_token.data = token;
+	m.resume_token.len = sizeof(token);
+	r.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
+	r.hello = &m;
+	frame(b, sel, &r);
+}
+
+static void goodbye(buf *b, uint8_t sel)
+{
+	mb_request r = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Goodbye m = MEMBROKER__V1__GOODBYE__INIT;
+
+	r.body_case = MEMBROKER__V1__REQUEST__BODY_GOODBYE;
+	r.goodbye = &m;
+	frame(b, sel, &r);
+}
+
 static void reserve(buf *b, uint8_t sel, uint64_t address, uint64_t size)
 {
 	mb_request r = MEMBROKER__V1__REQUEST__INIT;
@@ -485,6 +513,22 @@ static void s_sync_reserves(buf *b)
 	status(b, SEL_PARK(0));
 }
 
+/* Goodbye ends a section at once; resumes with wrong tokens, of known and unknown sections, on
+ * fresh and on used connections. */
+static void s_goodbye_resume(buf *b)
+{
+	reserve(b, SEL_PARK(0), BASE, 1 * MIB);
+	commit(b, SEL_PARK(0), BASE, 64 * KIB, 0);
+	hello_resume(b, SEL_PARK(3), 1);
+	hello_resume(b, SEL_PARK(4), 999);
+	hello_resume(b, SEL_PARK(1), 1); /* a connection that said Hello already */
+	goodbye(b, SEL_PARK(0));
+	reserve(b, SEL_PARK(0), BASE, 1 * MIB); /* the section is gone */
+	goodbye(b, SEL_PARK(0));
+	goodbye(b, SEL_PARK(5)); /* before Hello */
+	status(b, SEL_PARK(1));
+}
+
 static void s_lazy_hello(buf *b)
 {
 	hello(b, SEL_PARK(6), MB_PROTOCOL_VERSION, "lazy");
@@ -724,6 +768,7 @@ static void dispatch_corpus(void)
 	    {"seed-every-slot", s_everything_every_slot},
 	    {"seed-sync", s_sync},
 	    {"seed-sync-reserves", s_sync_reserves},
+	    {"seed-goodbye-resume", s_goodbye_resume},
 	};
 	buf *b = malloc(sizeof(*b));
 
