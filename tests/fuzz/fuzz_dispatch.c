@@ -11,10 +11,12 @@
  * body, fed to mb_dispatch_park with a free parking slot (commits may wait, Watch parks) 4 dispatch
  * the same way but with mb_dispatch (no parking slot) 5       the slot's connection ends
  * (mb_broker_disconnect, or mb_broker_process_exited when bit 4 of sel is set) and is connected
- * again, not yet said Hello 6       the slot's parked requests time out (mb_dispatch_finish,
- * expired = true) 7       bit 4 clear: mb_broker_audit and a spurious wake-up of every parked
- * request (mb_dispatch_finish, expired = false); bit 4 set: apply configuration (sel & 7) % 2 (0:
- * defaults, 1: client limit and two groups with limits and reserves)
+ * again, not yet said Hello (with bit 3 set: then says Hello asking for its section back with
+ * its id and attach token, and must get it exactly when the broker kept it detached) 6       the
+ * slot's parked requests time out (mb_dispatch_finish, expired = true) 7       bit 4 clear:
+ * mb_broker_audit and a spurious wake-up of every parked request (mb_dispatch_finish, expired =
+ * false); bit 4 set: apply configuration (sel & 7) % 2 (0: defaults, 1: client limit and two groups
+ * with limits and reserves)
  *
  * The broker persists across inputs (that is how the fuzzer reaches deep states) and is torn down
  * after every MB_FUZZ_RESET_EVERY inputs (default 1000) and rebuilt for the next one. The replay
@@ -213,7 +215,10 @@ static void check_reply(nng_msg *msg, uint64_t request_id, int op)
 		switch (op) {
 		case MEMBROKER__V1__REQUEST__BODY_HELLO:
 			CHECK(r->body_case == MEMBROKER__V1__RESPONSE__BODY_HELLO);
-			CHECK(r->hello->fd_token.len == MB_WIRE_TOKEN_LEN);
+			/* A new section comes with a hand-over token, a re-attached one without. */
+			CHECK(r->hello->fd_token.len ==
+			      (r->hello->resumed ? 0 : MB_WIRE_TOKEN_LEN));
+			CHECK(r->hello->attach_token.len == MB_WIRE_TOKEN_LEN);
 			CHECK(r->hello->session_id != 0);
 			CHECK(r->hello->protocol_version == MB_PROTOCOL_VERSION);
 			CHECK(r->hello->budget == broker.books.ledger.budget);
@@ -411,6 +416,43 @@ static void hello_slot(int i)
 	nng_msg_free(out);
 }
 
+/* Hello on slot i's new connection asking for section id back with token: re-attached exactly
+ * when the section was kept detached (its process lives and it held something). */
+static void resume_slot(int i, uint64_t id, const uint8_t *token)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Hello h = MEMBROKER__V1__HELLO__INIT;
+	nng_msg *in = NULL, *out = NULL;
+	mb_section *kept = mb_registry_section(&broker.reg, id);
+	bool expect = kept != NULL && kept->state == MB_SECTION_DETACHED;
+
+	h.protocol_version = MB_PROTOCOL_VERSION;
+	h.name = (char *)slots[i].name;
+	h.resume_session = id;
+	h.resume_token.data = (uint8_t *)token;
+	h.resume_token.len = MB_WIRE_TOKEN_LEN;
+	req.request_id = 2;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
+	req.hello = &h;
+	CHECK(mb_wire_pack_request(&req, &in) == 0);
+	CHECK(mb_dispatch(&broker, slots[i].pipe, nng_msg_body(in), nng_msg_len(in), &out) ==
+	      MB_DISPATCH_REPLY);
+	check_reply(out, 2, MEMBROKER__V1__REQUEST__BODY_HELLO);
+	mb_response *r = mb_wire_unpack_response(nng_msg_body(out), nng_msg_len(out));
+	CHECK(r != NULL);
+	/* A banned or throttled process is refused outright; otherwise it is answered. */
+	if ((HRESULT)r->hresult == S_OK) {
+		CHECK(r->hello->resumed == expect);
+		CHECK((r->hello->session_id == id) == expect);
+		if (expect)
+			CHECK(mb_registry_section(&broker.reg, id)->state == MB_SECTION_ATTACHED &&
+			      mb_registry_by_pipe(&broker.reg, slots[i].pipe)->id == id);
+	}
+	mb_wire_free_response(r);
+	nng_msg_free(in);
+	nng_msg_free(out);
+}
+
 static void make_configs(void)
 {
 	mb_config *c;
@@ -568,6 +610,15 @@ static void control(int i, int action, uint8_t sel)
 				CHECK(mb_registry_section(&broker.reg, id) == NULL);
 			}
 		}
+		/* Bit 3: the client comes back on its new connection with the section's id and
+		 * attach token, as the library does after a dropped connection. */
+		uint64_t resume_id = 0;
+		uint8_t token[MB_WIRE_TOKEN_LEN];
+		mb_section *held = mb_registry_by_pipe(&broker.reg, sl->pipe);
+		if ((sel & 0x08) && held != NULL) {
+			resume_id = held->id;
+			memcpy(token, held->attach_token, sizeof(token));
+		}
 		mb_broker_disconnect(&broker, sl->pipe);
 		CHECK(mb_registry_by_pipe(&broker.reg, sl->pipe) == NULL);
 		/* Its parked requests were answered (woken) by the broker. */
@@ -576,6 +627,8 @@ static void control(int i, int action, uint8_t sel)
 				CHECK(parks[k].p.state == MB_PARK_DONE);
 		if (sl->init != SLOT_NEVER)
 			CHECK(connect_slot(i) == 0);
+		if (resume_id != 0 && sl->init != SLOT_NEVER)
+			resume_slot(i, resume_id, token);
 		break;
 	case 6:
 		finish_parked(sl->pipe, true);

@@ -29,13 +29,14 @@
 #define BASE 0x10000000ULL
 
 /* Selectors of fuzz_dispatch.c. */
-#define SEL_PARK(slot)	  ((uint8_t)(0x00 | (slot)))
-#define SEL_NOPARK(slot)  ((uint8_t)(0x80 | (slot)))
-#define SEL_DISCONN(slot) ((uint8_t)(0xA0 | (slot)))
-#define SEL_EXITED(slot)  ((uint8_t)(0xB0 | (slot)))
-#define SEL_EXPIRE(slot)  ((uint8_t)(0xC0 | (slot)))
-#define SEL_AUDIT	  ((uint8_t)0xE0)
-#define SEL_CONFIG(n)	  ((uint8_t)(0xF0 | (n)))
+#define SEL_PARK(slot)	   ((uint8_t)(0x00 | (slot)))
+#define SEL_NOPARK(slot)   ((uint8_t)(0x80 | (slot)))
+#define SEL_DISCONN(slot)  ((uint8_t)(0xA0 | (slot)))
+#define SEL_EXITED(slot)   ((uint8_t)(0xB0 | (slot)))
+#define SEL_REATTACH(slot) ((uint8_t)(0xA8 | (slot)))
+#define SEL_EXPIRE(slot)   ((uint8_t)(0xC0 | (slot)))
+#define SEL_AUDIT	   ((uint8_t)0xE0)
+#define SEL_CONFIG(n)	   ((uint8_t)(0xF0 | (n)))
 
 static const char *outdir;
 static uint64_t next_id = 1;
@@ -529,6 +530,27 @@ static void s_goodbye_resume(buf *b)
 	status(b, SEL_PARK(1));
 }
 
+/* Connections drop and come back for their sections: a section holding memory is re-attached
+ * with its books, an empty one was freed, and one whose process died is gone. */
+static void s_reattach(buf *b)
+{
+	reserve(b, SEL_PARK(0), BASE, 1 * MIB);
+	commit(b, SEL_PARK(0), BASE, 256 * KIB, 1);
+	ctl(b, SEL_REATTACH(0));
+	commit(b, SEL_PARK(0), BASE + 256 * KIB, 64 * KIB, 0);
+	status(b, SEL_PARK(0));
+	ctl(b, SEL_REATTACH(1)); /* holds nothing: not kept */
+	status(b, SEL_PARK(1));
+	reserve(b, SEL_PARK(2), BASE, 64 * KIB);
+	ctl(b, SEL_REATTACH(2));
+	ctl(b, SEL_DISCONN(0));		 /* detached, still charged */
+	hello_resume(b, SEL_PARK(0), 1); /* a wrong token: a new section */
+	status(b, SEL_PARK(0));
+	ctl(b, SEL_EXITED(2));
+	ctl(b, SEL_AUDIT);
+	status(b, SEL_PARK(1));
+}
+
 static void s_lazy_hello(buf *b)
 {
 	hello(b, SEL_PARK(6), MB_PROTOCOL_VERSION, "lazy");
@@ -769,6 +791,7 @@ static void dispatch_corpus(void)
 	    {"seed-sync", s_sync},
 	    {"seed-sync-reserves", s_sync_reserves},
 	    {"seed-goodbye-resume", s_goodbye_resume},
+	    {"seed-reattach", s_reattach},
 	};
 	buf *b = malloc(sizeof(*b));
 
