@@ -250,7 +250,7 @@ void mb_arbiter_queue_reset(mb_broker *b, mb_section *s, const mb_page_range *pr
 	s->resets++;
 }
 
-void mb_arbiter_drop_conn(mb_broker *b, uint32_t pipe_id)
+void mb_arbiter_drop_conn(mb_broker *b, uint32_t pipe_id, bool watches)
 {
 	mb_parked *p, *ptmp;
 
@@ -261,6 +261,8 @@ void mb_arbiter_drop_conn(mb_broker *b, uint32_t pipe_id)
 				mb_arbiter_finish(b, p, HOST_E_ABANDONED,
 						  "the client disconnected");
 			}
+	if (!watches)
+		return;
 	TAILQ_FOREACH_SAFE(p, &b->watchers, link, ptmp)
 		if (p->pipe_id == pipe_id)
 			mb_arbiter_finish(b, p, S_OK, NULL);

@@ -47,9 +47,13 @@ uint64_t mb_arbiter_reclaim(mb_broker *b, const mb_section *s, uint64_t need, in
 /* Queues a MEM_RESET range of s for reclaim (bounded per session: later ones are not queued). */
 void mb_arbiter_queue_reset(mb_broker *b, mb_section *s, const mb_page_range *pr);
 
-/* Answers the parked requests of connection pipe_id (it is going away): waiting commits
- * HOST_E_ABANDONED, watches their level. */
-void mb_arbiter_drop_conn(mb_broker *b, uint32_t pipe_id);
+/* Answers the parked requests of connection pipe_id: waiting commits HOST_E_ABANDONED, and with
+ * watches (the connection itself is going away) the watches their level. A connection that
+ * lives on without its section keeps its watches: they are about the broker's pressure, not the
+ * section, and answering them at once sends replies the client may no longer wait for (a client
+ * that says Goodbye while its long poll is out and closes its socket at once; nng 1.5.2 can hang
+ * in that close). */
+void mb_arbiter_drop_conn(mb_broker *b, uint32_t pipe_id, bool watches);
 
 /* Forgets s's MEM_RESET ranges (it is being freed). */
 void mb_arbiter_drop_section(mb_broker *b, mb_section *s);

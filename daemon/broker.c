@@ -51,7 +51,7 @@ static void end_section(mb_broker *b, mb_section *s, const char *why, bool punch
 	       (unsigned long long)s->id, (int)s->pid, (unsigned)s->uid,
 	       mb_section_state_name(s->state), why, (unsigned long long)mb_section_charged(s));
 	if (s->conn != NULL) {
-		mb_arbiter_drop_conn(b, s->conn->pipe_id);
+		mb_arbiter_drop_conn(b, s->conn->pipe_id, false);
 		s->conn->section = NULL;
 		s->conn = NULL;
 	}
@@ -213,7 +213,7 @@ void mb_broker_sweep_exited(mb_broker *b)
 		cnext = mb_registry_next_conn(c);
 		if (c->section != NULL || c->pidfd < 0 || !mb_pidfd_exited(c->pidfd))
 			continue;
-		mb_arbiter_drop_conn(b, c->pipe_id);
+		mb_arbiter_drop_conn(b, c->pipe_id, true);
 		mb_registry_remove_conn(&b->reg, c);
 		free_conn(c);
 	}
@@ -228,7 +228,7 @@ void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
 	c = mb_registry_conn(&b->reg, pipe_id);
 	if (c != NULL) {
 		mb_section *s = c->section;
-		mb_arbiter_drop_conn(b, pipe_id);
+		mb_arbiter_drop_conn(b, pipe_id, true);
 		mb_registry_remove_conn(&b->reg, c);
 		if (s != NULL) {
 			s->conn = NULL;
@@ -318,7 +318,7 @@ int mb_broker_attach(mb_broker *b, mb_conn *c, uint64_t id, const uint8_t *token
 	if (s->conn != NULL && s->conn != c) {
 		/* Its owner, with the current token, moves it to a new connection: the old one
 		 * (which the client gave up as lost) keeps nothing; its parked requests end. */
-		mb_arbiter_drop_conn(b, s->conn->pipe_id);
+		mb_arbiter_drop_conn(b, s->conn->pipe_id, false);
 		s->conn->section = NULL;
 	}
 	s->state = MB_SECTION_ATTACHED;
