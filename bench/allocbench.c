@@ -290,7 +290,7 @@ int main(int argc, char **argv)
 	self_exe[n] = '\0';
 	bench_loadavg(load0, sizeof(load0));
 	uint64_t t0 = bench_now_ns();
-	bench_broker_start(&b, MEMBROKERD_PATH);
+	bench_broker_start(&b, MEMBROKERD_PATH, NULL);
 	fprintf(stderr, "mb_allocbench: broker at %s; %d rounds of %ld ms per cell\n", b.url,
 		rounds, ms);
 	for (int r = 0; r < rounds; r++)

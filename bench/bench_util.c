@@ -52,7 +52,7 @@ void bench_loadavg(char *out, size_t len)
 	snprintf(out, len, "%.2f %.2f %.2f", a, b, c);
 }
 
-void bench_broker_start(bench_broker *b, const char *daemon_path)
+void bench_broker_start(bench_broker *b, const char *daemon_path, const char *commit_credit)
 {
 	char log[128], sock[96];
 	posix_spawn_file_actions_t fa;
@@ -65,7 +65,14 @@ void bench_broker_start(bench_broker *b, const char *daemon_path)
 	snprintf(sock, sizeof(sock), "%s/mb.sock", b->dir);
 	snprintf(b->url, sizeof(b->url), "ipc://%s", sock);
 	snprintf(log, sizeof(log), "%s/broker.log", b->dir);
-	char *argv[] = {(char *)daemon_path, "--listen", b->url, "--budget", "8G", NULL};
+	char *argv[] = {(char *)daemon_path,
+			"--listen",
+			b->url,
+			"--budget",
+			"8G",
+			commit_credit != NULL ? "--commit-credit" : NULL,
+			(char *)commit_credit,
+			NULL};
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	posix_spawn_file_actions_adddup2(&fa, 1, 2);

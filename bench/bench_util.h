@@ -16,9 +16,10 @@ typedef struct bench_broker {
 	pid_t pid;
 } bench_broker;
 
-/* Starts MEMBROKERD_PATH with a budget of 8 GiB and the default commit credit on a temporary
- * socket, and waits until the socket exists. Exits the program on failure. */
-void bench_broker_start(bench_broker *b, const char *daemon_path);
+/* Starts daemon_path with a budget of 8 GiB on a temporary socket, with --commit-credit
+ * commit_credit (NULL: the default), and waits until the socket exists. Exits the program on
+ * failure. */
+void bench_broker_start(bench_broker *b, const char *daemon_path, const char *commit_credit);
 void bench_broker_stop(bench_broker *b);
 
 /* Runs argv (argv[0] a path) with its stdout in out (at most len-1 bytes, NUL-terminated);
