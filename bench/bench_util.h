@@ -27,6 +27,10 @@ void bench_broker_stop(bench_broker *b);
 int bench_run(char *const argv[], char *out, size_t len);
 
 uint64_t bench_now_ns(void);
+/* CPU time of the whole process (all threads, user and system): on a machine shared with other
+ * work, operations per CPU-second compare allocators where wall time mostly measures the
+ * scheduler. */
+uint64_t bench_cpu_ns(void);
 double bench_median(double *v, size_t n);
 /* "1.23 4.56 7.89" of /proc/loadavg's first three fields. */
 void bench_loadavg(char *out, size_t len);
