@@ -82,6 +82,7 @@ typedef struct snap {
 	mb_ledger ledger;
 	uint32_t sessions, nwaiters, waiters[MB_LEVELS], watchers;
 	int pressure;
+	uint64_t violations;
 	uint64_t reclaimed, offences, refusals, waits_granted, waits_timed_out, waits_abandoned;
 	uint64_t requests, protocol_errors, client_max;
 	uint64_t credit, credit_revoked, commit_credit;
@@ -126,6 +127,7 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 	sn->pressure = b->pressure;
 	sn->reclaimed = b->reclaimed_bytes;
 	sn->offences = b->offences;
+	sn->violations = b->books.violations;
 	sn->refusals = b->refusals;
 	sn->waits_granted = b->waits_granted;
 	sn->waits_timed_out = b->waits_timed_out;
@@ -354,6 +356,9 @@ static char *format_metrics(const snap *sn)
 		 sn->waits_abandoned);
 	metric(&t, "membroker_reclaimed_bytes_total", "counter",
 	       "Bytes of MEM_RESET pages the broker discarded to make room.", sn->reclaimed);
+	metric(&t, "membroker_invariant_violations_total", "counter",
+	       "Times the books broke total == sum of sessions <= budget (journal: the path).",
+	       sn->violations);
 	metric(&t, "membroker_offences_total", "counter",
 	       "Writes by clients to memory they had not committed.", sn->offences);
 	metric(&t, "membroker_requests_total", "counter", "Client requests handled.", sn->requests);

@@ -125,6 +125,26 @@ int mb_audit_all(mb_broker *b, uint64_t *offenders, int max, uint64_t *discarded
 	return n;
 }
 
+void mb_audit_books(mb_broker *b)
+{
+	static uint64_t logged; /* violations already in the journal */
+	uint64_t sum = 0;
+
+	for (mb_section *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s))
+		sum += mb_section_charged(s);
+	if (sum != b->books.ledger.committed)
+		mb_books_violation(&b->books, "the ledger differs from the sum of the sessions",
+				   b->books.ledger.committed, sum);
+	if (b->books.violations > logged) {
+		mb_log(LOG_CRIT,
+		       "books invariant broken %" PRIu64 " time(s), latest: %s (ledger %" PRIu64
+		       ", sessions %" PRIu64 ", budget %" PRIu64 ")",
+		       b->books.violations - logged, b->books.violation_where,
+		       b->books.ledger.committed, sum, b->books.ledger.budget);
+		logged = b->books.violations;
+	}
+}
+
 void mb_audit_adoption_done(mb_broker *b, mb_section *s)
 {
 	bool offender = false;

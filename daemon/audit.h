@@ -38,6 +38,13 @@ uint64_t mb_audit_session(mb_broker *b, mb_section *s, bool forgive, bool *offen
  * offenders go to offenders. Returns the number written; *discarded gets the bytes discarded. */
 int mb_audit_all(mb_broker *b, uint64_t *offenders, int max, uint64_t *discarded);
 
+/*
+ * The books' invariant, checked from the sections' side: the ledger's total equals the sum of what
+ * the sections have charged. A breach is recorded (mb_books_violation) and a new one logged with
+ * its path. Costs one pass over the sections; run at every audit.
+ */
+void mb_audit_books(mb_broker *b);
+
 /* Ends s's adoption: its section's pages that no commit covers are discarded (forgiven), and it
  * is audited as usual from now on. */
 void mb_audit_adoption_done(mb_broker *b, mb_section *s);

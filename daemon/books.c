@@ -3,6 +3,9 @@
  */
 #include "books.h"
 
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void mb_books_init(mb_books *k, uint64_t budget, const mb_config *conf)
@@ -49,11 +52,29 @@ bool mb_books_reserve_fits(const mb_books *k, const mb_section *s, uint64_t size
 	return count < mb_books_max_reservations(k) && bytes <= max && size <= max - bytes;
 }
 
+void mb_books_violation(mb_books *k, const char *where, uint64_t got, uint64_t want)
+{
+	k->violations++;
+	k->violation_where = where;
+	if (k->abort_on_violation) {
+		/* The one system call here: the broker is about to die anyway. */
+		fprintf(stderr,
+			"membrokerd: books invariant broken: %s (%" PRIu64 " against %" PRIu64
+			")\n",
+			where, got, want);
+		abort();
+	}
+}
+
 void mb_books_charge(mb_books *k, mb_section *s, uint64_t bytes)
 {
 	mb_ledger_charge(&k->ledger, bytes);
 	if (s->group >= 0)
 		k->group_charged[s->group] += bytes;
+	/* Every path checked the fit before charging; none may take the total past the budget. */
+	if (bytes > 0 && k->ledger.committed > k->ledger.budget)
+		mb_books_violation(k, "a charge took the total past the budget",
+				   k->ledger.committed, k->ledger.budget);
 }
 
 void mb_books_refund(mb_books *k, mb_section *s, uint64_t bytes)

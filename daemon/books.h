@@ -33,7 +33,20 @@ typedef struct mb_books {
 	uint64_t credit_total;			/* commit credit of all sessions (credit.c) */
 	uint64_t credit_taken_back;		/* times unused credit was taken back */
 	uint64_t credit_taken_back_bytes;	/* ... and how much */
+	/* Breaches of the invariant above: counted (and shown as a metric and in the journal by
+	 * the audit), or fatal where abort_on_violation is set. */
+	uint64_t violations;
+	const char *violation_where; /* the latest one's path (a string literal) */
+	bool abort_on_violation;
 } mb_books;
+
+/*
+ * Records a breach of the invariant found at where (a string literal naming the path). Counts it;
+ * with abort_on_violation set (the sanitizer build of the daemon, and any daemon started with
+ * MEMBROKER_ABORT_ON_INVARIANT in its environment) prints where and aborts, so that a test
+ * stops at the path that broke the books instead of at its consequence.
+ */
+void mb_books_violation(mb_books *k, const char *where, uint64_t got, uint64_t want);
 
 /* Empty books over a budget, with conf's groups and limits (conf must outlive the books). */
 void mb_books_init(mb_books *k, uint64_t budget, const mb_config *conf);

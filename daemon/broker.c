@@ -531,6 +531,7 @@ uint64_t mb_broker_audit(mb_broker *b)
 	pthread_mutex_lock(&b->lock);
 	noff =
 	    mb_audit_all(b, offenders, (int)(sizeof(offenders) / sizeof(offenders[0])), &discarded);
+	mb_audit_books(b);
 	for (int i = 0; i < noff; i++) {
 		mb_section *s = mb_registry_section(&b->reg, offenders[i]);
 		mb_log(LOG_WARNING, "ending the section of client pid %d after repeated offences",

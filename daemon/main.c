@@ -246,6 +246,13 @@ int main(int argc, char **argv)
 		mb_log(LOG_ERR, "out of memory");
 		return 1;
 	}
+	/* A broken invariant is fatal where tests look for it (books.h); a production broker
+	 * counts it, logs the path and keeps serving. */
+#if defined(__SANITIZE_ADDRESS__)
+	broker.books.abort_on_violation = true;
+#endif
+	if (getenv("MEMBROKER_ABORT_ON_INVARIANT") != NULL)
+		broker.books.abort_on_violation = true;
 	if (apply(&opts, &conf, &broker) != 0) {
 		mb_broker_fini(&broker);
 		return 2;

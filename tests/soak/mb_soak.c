@@ -2,7 +2,8 @@
  * mb_soak.c: the broker under everything at once, for minutes: honest workers (test_stress's
  * worker, each checking its own data and its books), workers killed with SIGKILL, hostile processes
  * taking turns at the sockets and at their own section, and broker restarts. Meanwhile the broker's
- * invariant is sampled: total committed never above the budget, and, whenever nothing is in flight,
+ * invariant is sampled: total committed never above the budget, the broker's own count of breaches
+ * of its books' invariant (total == sum of sessions, checked at every audit) zero, and
  * the total equal to the sum of what the clients hold (membrokerctl's view; checked in a lull
  * every 40 s, when the workers of a wave have finished and none has started). An honest client in a
  * fresh process measures how long connect + commit takes during each attack.
@@ -416,6 +417,26 @@ static int64_t clients_sum(const char *address, int *count)
 	return sum;
 }
 
+/* The broker's count of books invariant breaches (its metrics), or -1. */
+static long long invariant_violations(const char *address)
+{
+	char cmd[600], line[256];
+	long long v = -1;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "exec %s -a '%s' metrics 2>/dev/null", MEMBROKERCTL_PATH,
+		 address);
+	if ((f = popen(cmd, "r")) == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "membroker_invariant_violations_total %lld", &v) == 1)
+			break;
+	while (fgets(line, sizeof(line), f) != NULL)
+		;
+	pclose(f);
+	return v;
+}
+
 static long long now_ms(void)
 {
 	return mb_hostile_now_ms();
@@ -581,6 +602,11 @@ int main(int argc, char **argv)
 						  " bytes, the total says %" PRIu64,
 						  sum, st.total_committed);
 			}
+			long long broken = invariant_violations(b.address);
+			if (broken != 0)
+				violation("the broker counts %lld breaches of its books' invariant "
+					  "(-1: unreadable)",
+					  broken);
 			lull = false;
 			next_lull = now + LULL_EVERY;
 		}
@@ -625,6 +651,11 @@ int main(int argc, char **argv)
 				  st.total_committed, st.sessions);
 		mb_disconnect(observer);
 	}
+	long long broken = invariant_violations(b.address);
+	if (broken != 0)
+		violation(
+		    "the broker counts %lld breaches of its books' invariant (-1: unreadable)",
+		    broken);
 	int fds = mb_hostile_wait_fds(b.pid, fds0, 30000);
 	if (fds > fds0) {
 		violation("the broker holds %d descriptors, %d at the start", fds, fds0);
