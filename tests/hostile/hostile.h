@@ -76,6 +76,18 @@ int mb_hostile_ctl_status(const char *address, long *ms);
 /* Call first in main(): runs a role this program was re-executed for and exits; else returns. */
 void mb_hostile_roles(int argc, char **argv);
 
+/*
+ * An attacker's body, for a forked child: opens an nng connection to path by hand and sends
+ * requests without reading a reply until SIGUSR1 (MemoryLoad requests without a session; with
+ * watch, a Hello and then Watch requests the broker parks), then drains what the broker still
+ * sends and exits.
+ */
+void mb_hostile_unread_flood(const char *path, bool watch);
+
+/* The descriptor number of the newest memfd process pid holds (for a client: the section it
+ * received last), or -1. Reads /proc/<pid>/fd (root, or the process itself). */
+int mb_hostile_newest_memfd(pid_t pid);
+
 /* Milliseconds of CLOCK_MONOTONIC. */
 long long mb_hostile_now_ms(void);
 

@@ -40,63 +40,11 @@ typedef struct attack {
 	bool watch; /* Hello, then Watch requests; else requests without a session */
 } attack;
 
-static volatile sig_atomic_t stop_flood;
-
-static void on_usr1(int sig)
-{
-	(void)sig;
-	stop_flood = 1;
-}
-
-/*
- * Sends requests without reading a reply until SIGUSR1 (writes stall once the broker stops taking
- * them). Then reads what the broker still sends and closes: an attacker killed while replies are
- * stuck in its full socket buffer leaves nng 1.5.2 a connection it never frees (ARCHITECTURE.md),
- * which is not what this program measures.
- */
+/* An attacker (forked): mb_hostile_unread_flood. */
 static void flood(void *arg)
 {
 	const attack *a = arg;
-	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
-	Membroker__V1__MemoryLoad ml = MEMBROKER__V1__MEMORY_LOAD__INIT;
-	Membroker__V1__Watch w = MEMBROKER__V1__WATCH__INIT;
-	Membroker__V1__Hello hello = MEMBROKER__V1__HELLO__INIT;
-	unsigned char reply[4096];
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
-	int s = mb_hostile_sp_open(a->path);
-
-	if (s < 0)
-		_exit(2);
-	signal(SIGUSR1, on_usr1);
-	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (a->watch) {
-		hello.protocol_version = MB_PROTOCOL_VERSION;
-		hello.name = "watch-flood";
-		req.request_id = 1;
-		req.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
-		req.hello = &hello;
-		if (mb_hostile_sp_send(s, &req, 1) != 0 ||
-		    mb_hostile_sp_recv(s, reply, sizeof(reply)) < 0)
-			_exit(3);
-		w.last_level = 3; /* High: the level of an empty budget, so each one parks */
-		req.body_case = MEMBROKER__V1__REQUEST__BODY_WATCH;
-		req.watch = &w;
-	} else {
-		req.body_case = MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD;
-		req.memory_load = &ml;
-	}
-	for (uint32_t id = 2; !stop_flood; id++) {
-		req.request_id = id;
-		if (mb_hostile_sp_send(s, &req, id) != 0 && errno != EAGAIN && errno != EINTR)
-			_exit(4); /* the broker closed us: not expected */
-	}
-	/* Drain: replies keep coming while the broker answers what it took (a 200 ms gap ends it;
-	 * a reply cut by the timeout only ends it early). */
-	while (mb_hostile_sp_recv(s, reply, sizeof(reply)) >= 0)
-		;
-	close(s);
-	_exit(0);
+	mb_hostile_unread_flood(a->path, a->watch);
 }
 
 static void run_flood(bool watch)

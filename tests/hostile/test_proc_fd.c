@@ -76,30 +76,6 @@ static void stop_broker(broker *b)
 	assert_int_equal(system(cmd), 0);
 }
 
-/* The broker's descriptor of the newest memfd (the victim's section), read as root. */
-static int section_fd_of(pid_t pid)
-{
-	char path[64], entry[320], link[256];
-	int found = -1;
-	DIR *d;
-	struct dirent *e;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	if ((d = opendir(path)) == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL) {
-		snprintf(entry, sizeof(entry), "%s/%s", path, e->d_name);
-		ssize_t n = readlink(entry, link, sizeof(link) - 1);
-		if (n <= 0)
-			continue;
-		link[n] = 0;
-		if (strstr(link, "memfd:") != NULL && atoi(e->d_name) > found)
-			found = atoi(e->d_name);
-	}
-	closedir(d);
-	return found;
-}
-
 typedef struct attempt {
 	pid_t broker;
 	int fd;
@@ -176,7 +152,7 @@ static void test_same_uid_cannot_reach_sections(void **state)
 		  S_OK);
 	memset(mem, 0x3C, MiB);
 
-	attempt a = {.broker = b.pid, .fd = section_fd_of(b.pid)};
+	attempt a = {.broker = b.pid, .fd = mb_hostile_newest_memfd(b.pid)};
 	assert_true(a.fd >= 0);
 	pid_t child = mb_hostile_fork(attacker, &a);
 	int status = 0;

@@ -49,29 +49,6 @@ static int drop_to(uid_t uid)
 	return setgroups(0, NULL) == 0 && setgid(uid) == 0 && setuid(uid) == 0 ? 0 : -1;
 }
 
-static int newest_memfd(pid_t pid)
-{
-	char path[64], entry[320], link[256];
-	int found = -1;
-	DIR *d;
-	struct dirent *e;
-
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-	if ((d = opendir(path)) == NULL)
-		return -1;
-	while ((e = readdir(d)) != NULL) {
-		snprintf(entry, sizeof(entry), "%s/%s", path, e->d_name);
-		ssize_t n = readlink(entry, link, sizeof(link) - 1);
-		if (n <= 0)
-			continue;
-		link[n] = 0;
-		if (strstr(link, "memfd:") != NULL && atoi(e->d_name) > found)
-			found = atoi(e->d_name);
-	}
-	closedir(d);
-	return found;
-}
-
 /*
  * The rogue (a fresh process): as uid ROGUE_UID, reserves 1 GiB, commits 64 KiB and writes
  * ROGUE_WRITE bytes behind the rest, again and again, until its calls fail (disconnected) or
@@ -92,7 +69,7 @@ static int rogue_role(const char *address)
 			     (void **)&mem) != S_OK ||
 	    mb_get_session_status(c, &st) != S_OK)
 		return 3;
-	int fd = newest_memfd(getpid());
+	int fd = mb_hostile_newest_memfd(getpid());
 	if (fd < 0)
 		return 4;
 	uint8_t *p = mmap(NULL, ROGUE_WRITE, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
@@ -226,7 +203,7 @@ static void test_rogue_disconnected_and_its_uid_refused(void **state)
 	long long over_ms = 0, t0 = mb_hostile_now_ms();
 	if (rogue_pid > 0) {
 		char path[64];
-		int memfd = newest_memfd(rogue_pid);
+		int memfd = mb_hostile_newest_memfd(rogue_pid);
 		snprintf(path, sizeof(path), "/proc/%d/fd/%d", rogue_pid, memfd);
 		int fd = memfd >= 0 ? open(path, O_RDONLY) : -1;
 		long long last = mb_hostile_now_ms();

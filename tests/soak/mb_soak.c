@@ -215,40 +215,10 @@ static void attack_garbage(void *arg)
 	}
 }
 
-static volatile sig_atomic_t stop_flood;
-
-static void on_usr1(int sig)
-{
-	(void)sig;
-	stop_flood = 1;
-}
-
-/* Requests without reading the replies until SIGUSR1, then a drain (see test_flood.c why). */
 static void attack_unread(void *arg)
 {
 	const target *t = arg;
-	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
-	Membroker__V1__MemoryLoad ml = MEMBROKER__V1__MEMORY_LOAD__INIT;
-	unsigned char reply[4096];
-	struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
-	int s = mb_hostile_sp_open(t->rpc);
-
-	if (s < 0)
-		_exit(2);
-	signal(SIGUSR1, on_usr1);
-	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	req.body_case = MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD;
-	req.memory_load = &ml;
-	for (uint32_t id = 1; !stop_flood; id++) {
-		req.request_id = id;
-		if (mb_hostile_sp_send(s, &req, id) != 0 && errno != EAGAIN && errno != EINTR)
-			break;
-	}
-	while (mb_hostile_sp_recv(s, reply, sizeof(reply)) >= 0)
-		;
-	close(s);
-	_exit(0);
+	mb_hostile_unread_flood(t->rpc, false);
 }
 
 static void attack_fd_silent(void *arg)
@@ -273,7 +243,6 @@ static int rogue_role(const char *address)
 	for (int round = 0; round < 20; round++) {
 		mb_client *c;
 		uint8_t *base = NULL;
-		char path[300], link[256];
 		int fd = -1;
 
 		if (mb_connect_named(address, "soak-rogue", &c) != S_OK)
@@ -283,20 +252,8 @@ static int rogue_role(const char *address)
 			mb_disconnect(c);
 			continue;
 		}
-		/* The section is the memfd named after the product in our descriptor table. */
-		DIR *d = opendir("/proc/self/fd");
-		struct dirent *e;
-		while (d && (e = readdir(d)) != NULL) {
-			snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
-			ssize_t n = readlink(path, link, sizeof(link) - 1);
-			if (n > 0) {
-				link[n] = 0;
-				if (strstr(link, "memfd:") != NULL)
-					fd = atoi(e->d_name);
-			}
-		}
-		if (d)
-			closedir(d);
+		/* The section: the newest memfd in our descriptor table. */
+		fd = mb_hostile_newest_memfd(getpid());
 		if (fd >= 0) {
 			uint8_t *p = mmap(NULL, 2 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
 					  (off_t)(uintptr_t)base);
