@@ -296,6 +296,7 @@ typedef struct probe {
 	char address[256];
 	bool stop;
 	long worst_ms, runs, failures;
+	bool busy;	    /* a probe is running (its commit counts in the books) */
 	const char *during; /* the attack running, or NULL */
 } probe;
 
@@ -316,8 +317,12 @@ static void *probe_main(void *arg)
 		snprintf(address, sizeof(address), "%s", p->address);
 		pthread_mutex_unlock(&p->mu);
 		if (during != NULL) {
+			pthread_mutex_lock(&p->mu);
+			p->busy = true;
+			pthread_mutex_unlock(&p->mu);
 			int rv = mb_hostile_honest(address, HONEST_BYTES, &ms);
 			pthread_mutex_lock(&p->mu);
+			p->busy = false;
 			p->runs++;
 			/* A refusal while workers fill the budget is fair; what counts is time. */
 			if (rv != 0)
@@ -548,7 +553,10 @@ int main(int argc, char **argv)
 
 		/* The sum of the clients against the total, when the books are still: no
 		 * workers (they commit and free all the time), so between waves only. */
-		if (lull && live_kids() == 0 && current == NULL && observer != NULL) {
+		pthread_mutex_lock(&p.mu);
+		bool probing = p.busy;
+		pthread_mutex_unlock(&p.mu);
+		if (lull && live_kids() == 0 && current == NULL && !probing && observer != NULL) {
 			int n = 0;
 			mb_session_status st;
 			int64_t sum = clients_sum(b.address, &n);
