@@ -80,6 +80,11 @@ typedef struct mb_section {
 	/* Reservation credit (credit.c): reservations and bytes the client may reserve by itself,
 	 * unused or used but not yet reported; counted against its reservation quotas. */
 	uint64_t reserve_count, reserve_bytes;
+	/* Restored after a broker crash without books (restore.h): the bytes its memfd really
+	 * held then, charged until its client hands the memfd back and registers what it holds
+	 * through the usual checks, or its process exits. 0 for every other section. */
+	uint64_t held;
+	bool stored; /* its memfd and pidfd are in systemd's descriptor store (fdstore.h) */
 } mb_section;
 
 /* A section record for an owner (no memfd yet: section_fd -1, pidfd -1). NULL without memory. */
@@ -99,10 +104,11 @@ static inline uint64_t mb_section_committed(const mb_section *s)
 	return (uint64_t)s->map.committed_pages * MB_PAGE_SIZE;
 }
 
-/* Bytes charged to the budget for the section: its commits and its commit credit. */
+/* Bytes charged to the budget for the section: its commits, its commit credit, and what a section
+ * restored without books holds. */
 static inline uint64_t mb_section_charged(const mb_section *s)
 {
-	return mb_section_committed(s) + s->credit;
+	return mb_section_committed(s) + s->credit + s->held;
 }
 
 /* Its state in words ("attached", ...), for logs and the admin listing. */

@@ -8,7 +8,7 @@ set -eu
 
 PACKAGES="build-essential cmake pkg-config libnng-dev libprotobuf-c-dev protobuf-c-compiler
 libsystemd-dev libcmocka-dev libbsd-dev libinih-dev libjson-c-dev clang clang-format systemd
-libmimalloc-dev libpython3.11-dev"
+libmimalloc-dev libpython3.11-dev zlib1g-dev"
 for arg in "$@"; do
 	case $arg in
 	--packaging) PACKAGES="$PACKAGES debhelper dpkg-dev lintian" ;;
