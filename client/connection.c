@@ -157,6 +157,7 @@ static HRESULT hello(mb_client *c, enum hello_kind kind, bool *resumed)
 		h.resume_token.len = sizeof(c->attach_token);
 	}
 	/* A token is good for one attach; a Hello whose reply is lost may have used it. */
+	bool had_attach = c->have_attach;
 	c->have_attach = false;
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_HELLO;
 	req.hello = &h;
@@ -172,6 +173,10 @@ static HRESULT hello(mb_client *c, enum hello_kind kind, bool *resumed)
 	atomic_store(&c->lost, false);
 	hr = (HRESULT)resp->hresult;
 	if (hr != S_OK) {
+		/* A refusal burns nothing: the token still works, for this broker later or for
+		 * the next one (a broker that is restarting refuses every request and hands its
+		 * sections to its successor). */
+		c->have_attach = had_attach;
 		mb_client_error(HOST_E_CLRNOTAVAILABLE, "the broker refused this client: %s",
 				resp->detail);
 		hr = HOST_E_CLRNOTAVAILABLE;

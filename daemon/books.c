@@ -106,6 +106,14 @@ void mb_books_join_group(mb_books *k, mb_section *s)
 	}
 }
 
+void mb_books_enter(mb_books *k, mb_section *s)
+{
+	s->group = -1;
+	mb_ledger_charge(&k->ledger, mb_section_charged(s));
+	k->credit_total += s->credit;
+	mb_books_join_group(k, s);
+}
+
 void mb_books_leave(mb_books *k, mb_section *s)
 {
 	k->credit_total -= s->credit < k->credit_total ? s->credit : k->credit_total;

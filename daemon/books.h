@@ -84,6 +84,11 @@ long mb_books_commit_pages(mb_books *k, mb_section *s, const mb_page_range *pr, 
 /* Puts s in its group per k->conf and books its charge there (at Hello, and after a reload). */
 void mb_books_join_group(mb_books *k, mb_section *s);
 
+/* s enters the books whole (a section restored after a broker restart): everything it holds
+ * (commits, credit, what it holds without books) is charged, its credit joins the credit total and
+ * it joins its group. The inverse of mb_books_leave. */
+void mb_books_enter(mb_books *k, mb_section *s);
+
 /* s leaves the books: everything it has charged (commits and credit) is refunded, its credit
  * leaves the credit total and its group loses a session. */
 void mb_books_leave(mb_books *k, mb_section *s);

@@ -21,9 +21,11 @@
 #include "audit.h"
 #include "clock.h"
 #include "credit.h"
+#include "fdstore.h"
 #include "log.h"
 #include "mb_win32.h"
 #include "memfd.h"
+#include "snapshot.h"
 
 int mb_broker_init(mb_broker *b, uint64_t budget)
 {
@@ -58,6 +60,9 @@ static void end_section(mb_broker *b, mb_section *s, const char *why, bool punch
 	mb_arbiter_drop_section(b, s);
 	mb_registry_remove_section(&b->reg, s);
 	mb_books_leave(&b->books, s);
+	/* A broker that stops leaves its sections in the store for the next one. */
+	if (!b->stopping)
+		mb_fdstore_forget_section(b->fdstore, s);
 	mb_section_free(s, punch);
 	if (!b->stopping)
 		mb_arbiter_grant_waiters(b);
@@ -167,7 +172,7 @@ int mb_broker_open_section(mb_broker *b, mb_conn *c, const char *name, mb_sectio
 		return fd;
 	}
 	s->section_fd = fd;
-	s->credit_word = mb_memfd_map_credit(fd);
+	s->credit_word = mb_memfd_map_credit(fd, true);
 	snprintf(s->name, sizeof(s->name), "%s", name);
 	mb_registry_add_section(&b->reg, s);
 	/* The owner's pidfd moves from the connection to the section: the death watch frees the
@@ -184,6 +189,8 @@ int mb_broker_open_section(mb_broker *b, mb_conn *c, const char *name, mb_sectio
 	s->conn = c;
 	c->section = s;
 	mb_books_join_group(&b->books, s);
+	/* Now, not at the stop: a crash keeps the section too. */
+	mb_fdstore_keep_section(b->fdstore, s);
 	*out = s;
 	return 0;
 }
@@ -305,7 +312,12 @@ int mb_broker_attach(mb_broker *b, mb_conn *c, uint64_t id, const uint8_t *token
 	if (s == NULL || s->state == MB_SECTION_FREED || len != MB_WIRE_TOKEN_LEN ||
 	    !token_equal(s->attach_token, token, MB_WIRE_TOKEN_LEN) || s->uid != c->uid ||
 	    s->pid != c->pid || getrandom(next, sizeof(next), 0) != (ssize_t)sizeof(next)) {
-		if (s != NULL)
+		if (s != NULL && s->held > 0 && s->pid == c->pid && s->uid == c->uid)
+			/* Expected: restored after a crash without books; its client hands the
+			 * memfd back next. */
+			mb_log(LOG_DEBUG, "section %llu: restored without books, re-attach refused",
+			       (unsigned long long)id);
+		else if (s != NULL)
 			mb_log_limited(&refusals, LOG_NOTICE,
 				       "pid %d uid %u: re-attach to section %llu refused (%s)",
 				       (int)c->pid, (unsigned)c->uid, (unsigned long long)id,
@@ -350,8 +362,11 @@ static void end_detached_copy(mb_broker *b, const mb_section *s, const struct st
 {
 	for (mb_section *o = mb_registry_first(&b->reg); o != NULL; o = mb_registry_next(o)) {
 		struct stat ost;
-		if (o == s || o->state != MB_SECTION_DETACHED || o->pid != s->pid ||
-		    o->uid != s->uid || fstat(o->section_fd, &ost) != 0 ||
+		/* Detached, or restored after a restart (with books the client no longer trusts,
+		 * or without books after a crash). */
+		if (o == s ||
+		    (o->state != MB_SECTION_DETACHED && o->state != MB_SECTION_RESTORED) ||
+		    o->pid != s->pid || o->uid != s->uid || fstat(o->section_fd, &ost) != 0 ||
 		    ost.st_dev != st->st_dev || ost.st_ino != st->st_ino)
 			continue;
 		/* No punch: the client has the pages mapped and hands them back. */
@@ -363,21 +378,15 @@ static void end_detached_copy(mb_broker *b, const mb_section *s, const struct st
 int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *token,
 			    size_t token_len, uid_t uid, pid_t pid, int fd)
 {
-	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
-	const int forbidden = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
 	struct stat st;
 	mb_section *s;
-	int seals, rv = -EPERM;
+	int rv = -EPERM;
 
-	/* Only a memfd carries seals; these exact ones mean a section nobody can resize, seal
-	 * further or write-protect against the broker's hole punches. */
-	seals = fcntl(fd, F_GET_SEALS);
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || seals < 0 || (seals & need) != need ||
-	    (seals & forbidden) != 0 || (uint64_t)st.st_size != b->section_size ||
-	    (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR)
+	if (mb_memfd_check_section(fd, b->section_size) != 0 || fstat(fd, &st) != 0)
 		return -EINVAL;
 	pthread_mutex_lock(&b->lock);
-	s = claim_token(b, session_id, token, token_len, uid, pid);
+	/* A stopping broker's books are in its snapshot already. */
+	s = b->frozen ? NULL : claim_token(b, session_id, token, token_len, uid, pid);
 	if (s != NULL && s->map.count == 0) {
 		/* A section this broker kept detached for the same process, handed back instead of
 		 * re-attached (the client's books and ours may differ): it is ended without a
@@ -387,9 +396,11 @@ int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *to
 		 * reset (a previous broker's grant means nothing here). */
 		mb_credit_void(&b->books, s);
 		mb_memfd_unmap_credit(s->credit_word);
+		mb_fdstore_forget_section(b->fdstore, s);
 		close(s->section_fd);
 		s->section_fd = fd;
-		s->credit_word = mb_memfd_map_credit(fd);
+		s->credit_word = mb_memfd_map_credit(fd, true);
+		mb_fdstore_keep_section(b->fdstore, s);
 		mb_log(LOG_INFO,
 		       "client pid %d handed its section back (session %llu): it reconnected and "
 		       "re-registers what it holds",
@@ -446,6 +457,19 @@ uint32_t mb_broker_abandon_all(mb_broker *b)
 	n = mb_arbiter_abandon_all(b);
 	pthread_mutex_unlock(&b->lock);
 	return n;
+}
+
+int mb_broker_freeze(mb_broker *b, uint64_t configured_budget, uint8_t **snapshot, size_t *len,
+		     uint32_t *abandoned)
+{
+	int rv;
+
+	pthread_mutex_lock(&b->lock);
+	*abandoned = mb_arbiter_abandon_all(b);
+	b->frozen = true;
+	rv = mb_snapshot_encode(b, configured_budget, snapshot, len);
+	pthread_mutex_unlock(&b->lock);
+	return rv;
 }
 
 uint64_t mb_broker_expire(mb_broker *b, uint64_t now)

@@ -110,6 +110,18 @@ int mb_broker_set_budget(mb_broker *b, uint64_t bytes, uint64_t *old, uint64_t *
 uint32_t mb_broker_abandon_all(mb_broker *b);
 
 /*
+ * Stopping with systemd's descriptor store, so that the next broker restores the books exactly:
+ * every waiting commit is answered HOST_E_ABANDONED (its client sees the stop, as without a
+ * store), the broker is frozen (from now on every request is answered HOST_E_CLRNOTAVAILABLE and
+ * changes nothing; the client keeps its attach token and re-attaches to the next broker), and the
+ * books are encoded (snapshot.h) into *snapshot (malloc'd), all under one hold of the lock, so the
+ * snapshot is exactly the books the next broker takes over. 0 or -ENOMEM (then nothing is
+ * encoded, but the broker is frozen all the same).
+ */
+int mb_broker_freeze(mb_broker *b, uint64_t configured_budget, uint8_t **snapshot, size_t *len,
+		     uint32_t *abandoned);
+
+/*
  * Finishes every parked request whose deadline is at or before now (commits: HOST_E_TIMEOUT,
  * watches: the current level). Returns the earliest deadline still pending, or 0 for none.
  */

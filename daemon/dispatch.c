@@ -625,6 +625,13 @@ static HRESULT run(mb_broker *b, mb_conn *c, const mb_request *req, reply *r)
 {
 	mb_section *s = c->section;
 
+	if (b->frozen)
+		/* The books are in the snapshot the next broker restores: nothing may change
+		 * them now. The client connects again (re-attaching its section) to that one. */
+		return fail(
+		    r, HOST_E_CLRNOTAVAILABLE,
+		    "the broker is restarting; its sections and books are kept for the next "
+		    "one");
 	if (req->body_case == MEMBROKER__V1__REQUEST__BODY_HELLO)
 		return do_hello(b, c, req->hello, r);
 	if (!c->hello)

@@ -23,12 +23,15 @@
 #include "broker.h"
 #include "clock.h"
 #include "deathwatch.h"
+#include "fdstore.h"
 #include "fdserver.h"
 #include "heartbeat.h"
 #include "log.h"
 #include "mb_address.h"
 #include "options.h"
+#include "restore.h"
 #include "server.h"
+#include "snapshot.h"
 #include "sysmem.h"
 
 /* Why a broker not started by the service (or by root) cannot use the system address. */
@@ -161,6 +164,74 @@ static int apply(const mb_options *o, const mb_config *conf, mb_broker *b)
 	return 0;
 }
 
+/* Takes back the sections systemd's descriptor store kept across a restart (restore.h). */
+static void restore_sections(mb_broker *b, mb_fdstore *st, uint64_t configured_budget)
+{
+	char **names = NULL;
+	int n = sd_listen_fds_with_names(1, &names);
+	mb_restore_stats rs;
+
+	if (n <= 0) {
+		if (n < 0)
+			mb_log(LOG_WARNING, "cannot read the descriptors systemd passed: %s",
+			       strerror(-n));
+		return;
+	}
+	int *fds = calloc((size_t)n, sizeof(*fds));
+	for (int i = 0; fds != NULL && i < n; i++)
+		fds[i] = SD_LISTEN_FDS_START + i;
+	if (fds != NULL) {
+		mb_restore(b, st, fds, names, (size_t)n, configured_budget, &rs);
+		mb_log(LOG_INFO,
+		       "restored %u section(s) with their books and %u from what they hold "
+		       "(%s); %u freed (their process exited), %u dropped; %" PRIu64
+		       " MiB charged of a budget of %" PRIu64 " MiB",
+		       rs.exact, rs.bounded,
+		       rs.snapshot_used ? "books snapshot used"
+		       : rs.snapshot	? "books snapshot refused"
+					: "no books snapshot",
+		       rs.freed, rs.dropped, rs.charged >> 20, rs.budget >> 20);
+	} else {
+		mb_log(LOG_ERR, "out of memory: the stored sections are not restored");
+		for (int i = 0; i < n; i++)
+			close(SD_LISTEN_FDS_START + i);
+	}
+	free(fds);
+	for (int i = 0; names != NULL && i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* Stopping with a store: the books go into it for the next broker (snapshot.h). Returns the
+ * number of waiting requests that were answered. */
+static uint32_t leave_snapshot(mb_broker *b, mb_fdstore *st, uint64_t configured_budget)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	uint32_t abandoned = 0;
+	int fd, rv;
+
+	if (mb_broker_freeze(b, configured_budget, &buf, &len, &abandoned) != 0) {
+		mb_log(LOG_ERR, "out of memory: no books snapshot; the next broker restores the "
+				"sections from what they hold");
+		return abandoned;
+	}
+	fd = mb_snapshot_to_memfd(buf, len);
+	free(buf);
+	if (fd < 0) {
+		mb_log(LOG_ERR, "cannot write the books snapshot: %s", strerror(-fd));
+		return abandoned;
+	}
+	rv = mb_fdstore_keep_snapshot(st, fd, 3000);
+	close(fd);
+	if (rv < 0)
+		mb_log(LOG_WARNING, "the books snapshot may not have reached systemd: %s",
+		       strerror(-rv));
+	else
+		mb_log(LOG_INFO, "books snapshot of %zu bytes stored for the next broker", len);
+	return abandoned;
+}
+
 struct teardown {
 	mb_admin *admin;
 	mb_fdserver *fdserver;
@@ -197,6 +268,8 @@ int main(int argc, char **argv)
 	mb_fdserver *fdserver = NULL;
 	mb_deathwatch *deathwatch = NULL;
 	mb_admin *admin = NULL;
+	mb_fdstore *fdstore = NULL;
+	uint64_t configured_budget;
 	gid_t admin_gids[1];
 	mb_heartbeat heartbeat;
 	uint64_t next_audit, next_sweep = 0;
@@ -257,6 +330,7 @@ int main(int argc, char **argv)
 		mb_broker_fini(&broker);
 		return 2;
 	}
+	configured_budget = broker.books.ledger.budget;
 	/* Asking nng to listen on a live broker's socket would make it connect and hang up, which
 	 * stops that broker's nng 1.5.2 listener (nng #1518). A full round trip is harmless. */
 	if (mb_probe(url, 5000) == 0) {
@@ -264,6 +338,12 @@ int main(int argc, char **argv)
 		mb_broker_fini(&broker);
 		return 1;
 	}
+	rv = mb_fdstore_open(&fdstore);
+	if (rv != 0)
+		mb_log(LOG_WARNING, "no descriptor store (%s): sections do not survive a restart",
+		       strerror(-rv));
+	broker.fdstore = fdstore;
+	restore_sections(&broker, fdstore, configured_budget);
 	int mode = conf.socket_mode ? (int)conf.socket_mode : 0660;
 	gid_t gid = (gid_t)-1;
 	if (conf.socket_group[0] != '\0' && resolve_group(conf.socket_group, &gid) != 0) {
@@ -332,9 +412,10 @@ int main(int argc, char **argv)
 			mb_config next;
 			sd_notify(0, "RELOADING=1");
 			/* A bad file leaves the running configuration in place. */
-			if (load_config(&opts, &next) == 0 && apply(&opts, &next, &broker) == 0)
+			if (load_config(&opts, &next) == 0 && apply(&opts, &next, &broker) == 0) {
+				configured_budget = broker.books.ledger.budget;
 				mb_log(LOG_INFO, "configuration reloaded");
-			else
+			} else
 				mb_log(LOG_ERR, "reload refused; the running configuration stays");
 			sd_notify(0, "READY=1");
 			continue;
@@ -345,8 +426,10 @@ int main(int argc, char **argv)
 	sd_notify(0, "STOPPING=1");
 	mb_heartbeat_fini(&heartbeat);
 	/* Waiting commits get HOST_E_ABANDONED rather than a dropped connection: give their
-	 * replies a moment to leave. */
-	if (mb_broker_abandon_all(&broker) > 0)
+	 * replies a moment to leave. With a store, the books go into it first. */
+	if ((fdstore != NULL ? leave_snapshot(&broker, fdstore, configured_budget)
+			     : mb_broker_abandon_all(&broker)) > 0 ||
+	    fdstore != NULL)
 		for (int i = 0; i < 200 && mb_server_busy(server) > 0; i++)
 			usleep(5000);
 	/* The death watch first: it closes connections, which must not race the sockets' close. */
@@ -377,6 +460,7 @@ int main(int argc, char **argv)
 		}
 		pthread_join(t, NULL);
 	}
+	mb_fdstore_close(fdstore);
 	mb_log(LOG_INFO, "stopped");
 	return 0;
 }

@@ -52,13 +52,48 @@ uint64_t mb_memfd_allocated(int fd)
 	return (uint64_t)st.st_blocks * 512;
 }
 
-struct mb_credit_word *mb_memfd_map_credit(int fd)
+uint64_t mb_memfd_data(int fd, uint64_t from, uint64_t to)
+{
+	uint64_t sum = 0;
+	off_t pos = (off_t)from;
+
+	while ((uint64_t)pos < to) {
+		off_t data = lseek(fd, pos, SEEK_DATA);
+		if (data < 0 || (uint64_t)data >= to)
+			break;
+		off_t hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0)
+			break;
+		sum += ((uint64_t)hole < to ? (uint64_t)hole : to) - (uint64_t)data;
+		pos = hole;
+	}
+	return sum;
+}
+
+int mb_memfd_check_section(int fd, uint64_t size)
+{
+	const int need = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	const int forbidden = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE;
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+
+	/* Only a memfd carries seals. */
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || seals < 0 || (seals & need) != need ||
+	    (seals & forbidden) != 0 || (uint64_t)st.st_size != size ||
+	    (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR)
+		return -EINVAL;
+	return 0;
+}
+
+struct mb_credit_word *mb_memfd_map_credit(int fd, bool reset)
 {
 	void *p =
 	    mmap(NULL, MB_CREDIT_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, MB_CREDIT_OFFSET);
 
 	if (p == MAP_FAILED)
 		return NULL;
+	if (!reset)
+		return p;
 	__atomic_store_n(&((mb_credit_word *)p)->credit, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&((mb_credit_word *)p)->reserve_count, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&((mb_credit_word *)p)->reserve_bytes, 0, __ATOMIC_RELEASE);

@@ -90,6 +90,7 @@ typedef struct mb_broker {
 	struct mb_parked_list watchers; /* Watch long polls */
 	int pressure;			/* EMemoryAvailable, with hysteresis */
 	bool stopping;			/* no new waits; all waits abandoned */
+	bool frozen; /* stopping with a snapshot of the books taken: nothing may change them */
 	uint64_t next_seq;
 
 	/* MEM_RESET ranges by the owner's highest commit level, least recently reset first. */
@@ -100,6 +101,10 @@ typedef struct mb_broker {
 	uint64_t offences; /* writes to memory that was not committed, all sections */
 
 	int death_epfd; /* epoll set of the sections' owner pidfds, keyed by id (deathwatch.c) */
+
+	/* systemd's descriptor store (fdstore.h): sections are stored when created and removed
+	 * when freed. NULL when the broker runs without one (and in tests). */
+	struct mb_fdstore *fdstore;
 
 	/* Processes disconnected for repeated offences: refused until they exit (pidfds). */
 	struct {

@@ -67,7 +67,8 @@ static int make_dir(mb_test_broker *b)
 	return 0;
 }
 
-static int spawn(mb_test_broker *b, const char *const *extra_args)
+static int spawn(mb_test_broker *b, const char *const *extra_args, void (*setup)(void *),
+		 void *setup_arg)
 {
 	const char *argv[64];
 	int n = 0;
@@ -95,6 +96,8 @@ static int spawn(mb_test_broker *b, const char *const *extra_args)
 		setenv("LSAN_OPTIONS", "suppressions=" MB_SOURCE_DIR "/tests/lsan-nng.supp", 0);
 		/* A broker must not outlive a test that crashed before stopping it. */
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (setup != NULL)
+			setup(setup_arg);
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
@@ -118,10 +121,16 @@ int mb_test_broker_start(mb_test_broker *b, const char *const *extra_args)
 	if (make_dir(b) != 0)
 		return -1;
 	snprintf(b->address, sizeof(b->address), "ipc://%s/mb.sock", b->dir);
-	return spawn(b, extra_args);
+	return spawn(b, extra_args, NULL, NULL);
 }
 
 int mb_test_broker_start_at(mb_test_broker *b, const char *address, const char *const *extra_args)
+{
+	return mb_test_broker_start_with(b, address, extra_args, NULL, NULL);
+}
+
+int mb_test_broker_start_with(mb_test_broker *b, const char *address, const char *const *extra_args,
+			      void (*setup)(void *arg), void *arg)
 {
 	char dir[sizeof(b->dir)];
 	bool keep = b->dir[0] != '\0' && b->pid <= 0;
@@ -137,7 +146,7 @@ int mb_test_broker_start_at(mb_test_broker *b, const char *address, const char *
 		return -1;
 	}
 	snprintf(b->address, sizeof(b->address), "%s", address);
-	return spawn(b, extra_args);
+	return spawn(b, extra_args, setup, arg);
 }
 
 static void remove_dir(mb_test_broker *b)

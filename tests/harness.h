@@ -25,6 +25,11 @@ int mb_test_broker_start(mb_test_broker *b, const char *const *extra_args);
 /* Same, on a given address (b->address is set from it); the directory is still created. */
 int mb_test_broker_start_at(mb_test_broker *b, const char *address, const char *const *extra_args);
 
+/* Same, with setup(arg) run in the broker's process just before it execs (after the harness's own
+ * environment changes): to hand it descriptors or environment, as systemd does. */
+int mb_test_broker_start_with(mb_test_broker *b, const char *address, const char *const *extra_args,
+			      void (*setup)(void *arg), void *arg);
+
 /* SIGTERM, then waits for exit (SIGKILL after 20 s). Returns the exit status as waitpid reports it,
  * and removes the temporary directory. */
 int mb_test_broker_stop(mb_test_broker *b);
