@@ -1,13 +1,17 @@
 /*
  * make_corpus.c: writes the seed corpus of the fuzz targets.
  *
- *   fuzz_make_corpus OUTDIR      -> OUTDIR/wire/<name>, OUTDIR/dispatch/<name>
+ *   fuzz_make_corpus OUTDIR      -> OUTDIR/wire/<name>, OUTDIR/dispatch/<name>,
+ *                                   OUTDIR/snapshot/<name>
  *
  * wire/: one packed Request (mb_wire_pack_request) of every kind, and a few packed Responses.
  * dispatch/: scenarios in fuzz_dispatch.c's frame format (selector byte, 2-byte little-endian
  * length, request body; control selectors have no length): every operation, waiting commits that
  * are granted, time out or are abandoned, Watch long polls, MEM_RESET reclaim, two clients of one
  * process, group and client limits, and requests that are refused.
+ * snapshot/: packed books snapshot payloads (proto/snapshot.proto; fuzz_snapshot.c frames them):
+ * none, two sections with reservations, page runs, credit, a section held without books, a
+ * MEM_RESET range, and books that do not add up.
  *
  * The committed copy lives in tests/fuzz/corpus/; regenerate it with
  *   fuzz_make_corpus tests/fuzz/corpus
@@ -23,6 +27,7 @@
 
 #include "mb_hresult.h"
 #include "mb_wire.h"
+#include "snapshot.pb-c.h"
 
 #define KIB  1024ULL
 #define MIB  (1024ULL * 1024ULL)
@@ -806,6 +811,105 @@ static void dispatch_corpus(void)
 	free(b);
 }
 
+/* ---- snapshot seeds ---- */
+
+typedef Membroker__Snapshot__V1__Snapshot pb_snapshot;
+typedef Membroker__Snapshot__V1__Section pb_section;
+typedef Membroker__Snapshot__V1__Region pb_region;
+typedef Membroker__Snapshot__V1__PageRun pb_run;
+typedef Membroker__Snapshot__V1__ResetRange pb_reset;
+
+static void write_snapshot(const char *name, const pb_snapshot *m)
+{
+	static uint8_t out[65536];
+	size_t n = membroker__snapshot__v1__snapshot__get_packed_size(m);
+
+	if (n > sizeof(out)) {
+		fprintf(stderr, "make_corpus: snapshot seed too long\n");
+		exit(1);
+	}
+	membroker__snapshot__v1__snapshot__pack(m, out);
+	write_file("snapshot", name, out, n);
+}
+
+static void snapshot_corpus(void)
+{
+	static uint8_t token[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+	pb_snapshot m = MEMBROKER__SNAPSHOT__V1__SNAPSHOT__INIT;
+	pb_section a = MEMBROKER__SNAPSHOT__V1__SECTION__INIT, h = a, *secs[] = {&a, &h};
+	pb_region r1 = MEMBROKER__SNAPSHOT__V1__REGION__INIT, r2 = r1, *regs[] = {&r1, &r2};
+	pb_run run1 = MEMBROKER__SNAPSHOT__V1__PAGE_RUN__INIT, run2 = run1, run3 = run1;
+	pb_run *runs1[] = {&run1, &run2}, *runs2[] = {&run3};
+	pb_reset reset = MEMBROKER__SNAPSHOT__V1__RESET_RANGE__INIT, *resets[] = {&reset};
+
+	m.budget = 64 * MIB;
+	m.configured_budget = 64 * MIB;
+	m.next_id = 1;
+	m.section_size = 1ULL << 47;
+	write_snapshot("seed-empty", &m);
+
+	/* Section 3: 16 pages committed, 4 of them reset, 2 discarded, 1 MiB of credit. */
+	run1 = (pb_run)MEMBROKER__SNAPSHOT__V1__PAGE_RUN__INIT;
+	run1.first = 0;
+	run1.count = 12;
+	run1.state = 1;
+	run2 = run1;
+	run2.first = 12;
+	run2.count = 4;
+	run2.state = 3;
+	run3 = run1;
+	run3.first = 100;
+	run3.count = 2;
+	run3.state = 4;
+	r1.address = BASE;
+	r1.size = 64 * KIB * 16;
+	r1.n_runs = 2;
+	r1.runs = runs1;
+	r2.address = BASE + 64 * MIB;
+	r2.size = 4096 * 200;
+	r2.n_runs = 1;
+	r2.runs = runs2;
+	a.id = 3;
+	a.pid = 1000;
+	a.uid = 1000;
+	a.gid = 1000;
+	a.name = "seed";
+	a.inode = 42;
+	a.fd_token.data = token;
+	a.fd_token.len = sizeof(token);
+	a.attach_token = a.fd_token;
+	a.max_level = 2;
+	a.credit = MIB;
+	a.reserve_count = 3;
+	a.reserve_bytes = MIB;
+	a.n_regions = 2;
+	a.regions = regs;
+	a.committed = 16 * 4096;
+	/* Section 7: restored after a crash, held without books. */
+	h.id = 7;
+	h.pid = 1001;
+	h.uid = 1001;
+	h.gid = 1001;
+	h.name = "";
+	h.fd_token = a.fd_token;
+	h.attach_token = a.fd_token;
+	h.held = 2 * MIB;
+	reset.section_id = 3;
+	reset.address = BASE + 12 * 4096;
+	reset.pages = 4;
+	reset.level = 2;
+	m.next_id = 8;
+	m.n_sections = 2;
+	m.sections = secs;
+	m.n_resets = 1;
+	m.resets = resets;
+	m.charged = 16 * 4096 + MIB + 2 * MIB;
+	m.reclaimed_bytes = 8192;
+	write_snapshot("seed-sections", &m);
+	m.charged += 4096;
+	write_snapshot("seed-charged-wrong", &m);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -817,5 +921,6 @@ int main(int argc, char **argv)
 		die(outdir);
 	wire_corpus();
 	dispatch_corpus();
+	snapshot_corpus();
 	return 0;
 }
