@@ -274,6 +274,48 @@ committed=$(echo "$held" | sed -n 's/.*"committed":\([0-9]*\).*/\1/p')
 [ $rc = 0 ] && [ "$newpid" != "$mainpid" ] && [ "${committed:-0}" -ge $((16 << 20)) ]
 check $? "restart: a client holding 16 MiB keeps its memory and the new broker's books count it" \
 	"pid $mainpid -> $newpid; client: $(tr -d '\n' <"$work/merged/var/tmp/mbtest/result" 2>/dev/null)$(tail -n 2 "$work/holder.log" | tr '\n' ' '); membrokerctl clients: committed ${committed:-none}; FileDescriptorStoreMax=$(prop FileDescriptorStoreMax)"
+# The books came back from systemd's descriptor store: the client's commits and credit and the
+# total are what they were, to the byte, and the journal says the section was restored with them.
+books=$(sed -n 's/.*books \(.*\)/\1/p' "$work/merged/var/tmp/mbtest/result" 2>/dev/null)
+set -- $books
+[ $# = 13 ] && [ "$2" = "$9" ] && [ "$4" = "${11}" ] && [ "$6" = "${13}" ] &&
+	inside journalctl -u membroker --no-pager -q -o cat | grep -q 'restored 1 section(s) with their books'
+check $? "restart: the section and its books back from systemd's descriptor store, to the byte" \
+	"${books:-no books}; $(inside journalctl -u membroker --no-pager -q -o cat | grep -m1 'restored 1 section' | cut -c1-120)"
+mainpid=$newpid
+
+# ---- crash: SIGKILL, Restart=on-failure, the section back from the store without books ----
+rm -f "$work/merged/var/tmp/mbtest/held" "$work/merged/var/tmp/mbtest/go" \
+	"$work/merged/var/tmp/mbtest/result" "$work/merged/var/tmp/mbtest/done"
+as alice mb_holder hold 8 /var/tmp/mbtest >"$work/holder2.log" 2>&1 &
+holder=$!
+i=0
+while [ ! -s "$work/merged/var/tmp/mbtest/held" ] && [ $i -lt 300 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+inside systemctl kill -s KILL membroker
+i=0
+while { [ "$(prop MainPID)" = "$mainpid" ] || [ "$(prop ActiveState)" != active ]; } && [ $i -lt 300 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+newpid=$(prop MainPID)
+touch "$work/merged/var/tmp/mbtest/go"
+i=0
+while [ ! -s "$work/merged/var/tmp/mbtest/result" ] && [ $i -lt 600 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+touch "$work/merged/var/tmp/mbtest/done"
+wait $holder
+rc=$?
+books=$(sed -n 's/.*books \(.*\)/\1/p' "$work/merged/var/tmp/mbtest/result" 2>/dev/null)
+set -- $books
+[ $rc = 0 ] && [ "$newpid" != "$mainpid" ] && [ $# = 13 ] && [ "$2" = "$9" ] &&
+	inside journalctl -u membroker --no-pager -q -o cat | grep -q 'no books snapshot'
+check $? "crash: after SIGKILL systemd restarts the broker; the client's memory intact, its commits registered again" \
+	"pid $mainpid -> $newpid, NRestarts=$(prop NRestarts); ${books:-$(tr -d '\n' <"$work/merged/var/tmp/mbtest/result" 2>/dev/null)}"
 mainpid=$newpid
 
 # ---- upgrade ----

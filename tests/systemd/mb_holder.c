@@ -5,8 +5,10 @@
  *   mb_holder hold MIB DIR   commits MIB MiB at eProcessCritical, fills it with a pattern, writes
  *                            DIR/held, waits for DIR/go (the broker is restarted meanwhile), then
  *                            checks that the memory is intact and that the broker's books count
- *                            it again; writes "ok ..." or "fail: ..." to DIR/result, and stays
- *                            connected until DIR/done appears (so membrokerctl can list it).
+ *                            it again; writes "ok ..." with its books before and after ("books
+ *                            committed A credit C total T before committed A' credit C' total
+ *                            T'") or "fail: ..." to DIR/result, and stays connected until
+ *                            DIR/done appears (so membrokerctl can list it).
  *   mb_holder refuse         asks for twice the budget at eTaskCritical: the broker must refuse
  *                            with E_OUTOFMEMORY (which it logs with its journal fields).
  *
@@ -61,7 +63,7 @@ static unsigned char pattern(size_t i)
 static int hold(size_t mib, const char *dir)
 {
 	const size_t size = mib << 20;
-	mb_session_status st;
+	mb_session_status st, before, after;
 	mb_client_stats cs;
 	mb_client *c;
 	unsigned char *p;
@@ -83,6 +85,7 @@ static int hold(size_t mib, const char *dir)
 		p[i] = pattern(i);
 	if ((hr = mb_get_session_status(c, &st)) != S_OK)
 		return fail(dir, "status before", hr);
+	before = st;
 	write_file(dir, "held", "pid %d committed %llu\n", (int)getpid(),
 		   (unsigned long long)st.committed);
 
@@ -104,6 +107,7 @@ static int hold(size_t mib, const char *dir)
 			return fail(dir, "status after the restart", hr);
 		sleep_ms(100);
 	}
+	after = st;
 	if (st.committed < size) {
 		write_file(
 		    dir, "result",
@@ -122,10 +126,16 @@ static int hold(size_t mib, const char *dir)
 		}
 	if (mb_get_client_stats(c, &cs) != S_OK)
 		cs.reconnects = 0;
+	/* The books as the client saw them just before and just after the restart (before the new
+	 * commit): the same with systemd's descriptor store after a clean stop. */
 	write_file(dir, "result",
-		   "ok: %zu MiB intact, the broker counts %llu bytes committed for this client, "
-		   "%llu reconnection(s), a new commit served\n",
-		   mib, (unsigned long long)st.committed, (unsigned long long)cs.reconnects);
+		   "ok: %zu MiB intact, %llu reconnection(s), a new commit served; books committed "
+		   "%llu credit %llu total %llu before committed %llu credit %llu total %llu\n",
+		   mib, (unsigned long long)cs.reconnects, (unsigned long long)after.committed,
+		   (unsigned long long)after.credit,
+		   (unsigned long long)(after.total_committed + after.total_credit),
+		   (unsigned long long)before.committed, (unsigned long long)before.credit,
+		   (unsigned long long)(before.total_committed + before.total_credit));
 	snprintf(go, sizeof(go), "%s/done", dir);
 	for (int waited = 0; stat(go, &sb) != 0 && waited < 60000; waited += 100)
 		sleep_ms(100);
