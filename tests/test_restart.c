@@ -6,6 +6,8 @@
  *   - a clean restart (SIGTERM) with clients holding memory and commit credit: the books are the
  *     same to the byte before and after, every client re-attaches to its section with its data,
  *     its books and its credit, nobody is charged twice, the budget is never exceeded;
+ *   - a commit waiting for memory at the stop: answered HOST_E_ABANDONED, its client re-attaches
+ *     to the next broker with the books it had;
  *   - a client killed while the broker was away: its section is freed at the restart;
  *   - SIGKILL of the broker (no snapshot): the sections are charged what they hold, bounded by the
  *     budget, and the clients hand them back and register their commits again;
@@ -248,6 +250,22 @@ static checked client_check(client *cl)
 	return r;
 }
 
+/* Asks for a commit of bytes more; client_more_result reads the answer (the commit may wait). */
+static void client_more_ask(client *cl, uint64_t bytes)
+{
+	fprintf(cl->in, "more %llu\n", (unsigned long long)bytes);
+}
+
+static int client_more_result(client *cl)
+{
+	char line[256];
+	int hr = 0;
+
+	assert_non_null(fgets(line, sizeof(line), cl->out));
+	assert_int_equal(sscanf(line, "more %d", &hr), 1);
+	return hr;
+}
+
 static int client_more(client *cl, uint64_t bytes)
 {
 	char line[256];
@@ -294,7 +312,7 @@ static void client_kill(client *cl)
  * memory in use, and sections (the probe's own included). */
 typedef struct books {
 	uint64_t ledger, in_use, credit, budget;
-	uint32_t sessions;
+	uint32_t sessions, waiters;
 } books;
 
 static books probe(const char *address)
@@ -311,6 +329,7 @@ static books probe(const char *address)
 	k.ledger = st.total_committed + st.total_credit;
 	k.budget = st.budget;
 	k.sessions = st.sessions;
+	k.waiters = st.waiters;
 	assert_u64_le(k.ledger, k.budget);
 	return k;
 }
@@ -320,9 +339,10 @@ typedef struct rig {
 	char dir[64], address[128];
 	mb_test_store *store;
 	mb_test_broker b;
+	const char *const *args;
 } rig;
 
-static void rig_start(rig *r)
+static void rig_start_with(rig *r, const char *const *args)
 {
 	memset(r, 0, sizeof(*r));
 	snprintf(r->dir, sizeof(r->dir), "/tmp/mbrestart.XXXXXX");
@@ -330,7 +350,13 @@ static void rig_start(rig *r)
 	snprintf(r->address, sizeof(r->address), "ipc://%s/mb.sock", r->dir);
 	r->store = mb_test_store_open(r->dir, 1024);
 	assert_non_null(r->store);
-	assert_int_equal(mb_test_store_start(r->store, &r->b, r->address, broker_args), 0);
+	assert_int_equal(mb_test_store_start(r->store, &r->b, r->address, args), 0);
+	r->args = args;
+}
+
+static void rig_start(rig *r)
+{
+	rig_start_with(r, broker_args);
 }
 
 /* SIGTERM (systemctl stop / restart), and the exit, keeping the broker's directory. */
@@ -346,7 +372,7 @@ static void rig_term(rig *r)
 
 static void rig_restart(rig *r)
 {
-	assert_int_equal(mb_test_store_start(r->store, &r->b, r->address, broker_args), 0);
+	assert_int_equal(mb_test_store_start(r->store, &r->b, r->address, r->args), 0);
 }
 
 static void rig_stop(rig *r)
@@ -466,6 +492,48 @@ static void test_clean_restart(void **state)
 	wait_store(&r, "section-", 0);
 	wait_store(&r, "owner-", 0);
 	assert_u64(probe(r.address).ledger, 0);
+	rig_stop(&r);
+}
+
+static bool one_waits(void *arg)
+{
+	return probe(arg).waiters == 1;
+}
+
+static void test_waiting_commit_at_stop(void **state)
+{
+	(void)state;
+	/* Process-critical commits wait up to a minute here: long enough to stop the broker under
+	 * one. */
+	static const char *const args[] = {"--budget", "64M", "--waits", "0,250,60000", NULL};
+	rig r;
+	client a, w;
+
+	rig_start_with(&r, args);
+	client_start(&a, r.address, 40 * MiB, 2, 51);
+	client_start(&w, r.address, 4 * MiB, 2, 52);
+	/* 40 MiB more does not fit next to the 44 held: it waits. */
+	client_more_ask(&w, 40 * MiB);
+	assert_true(mb_test_wait_for(one_waits, r.address, 20000));
+	books before = probe(r.address);
+	rig_term(&r);
+	/* The stop answers it: the client sees the stop, as without a store. */
+	assert_hr(client_more_result(&w), HOST_E_ABANDONED);
+	rig_restart(&r);
+	books after = probe(r.address);
+	assert_u64(after.ledger, before.ledger);
+	assert_u64(after.in_use, before.in_use);
+	assert_int_equal(after.waiters, 0);
+	checked c = client_check(&w);
+	assert_int_equal(c.bad, 0);
+	assert_int_equal(c.reattaches, 1);
+	assert_u64(c.committed, 4 * MiB);
+	c = client_check(&a);
+	assert_int_equal(c.reattaches, 1);
+	assert_u64(c.committed, 40 * MiB);
+	assert_u64(probe(r.address).ledger, before.ledger);
+	client_quit(&a);
+	client_quit(&w);
 	rig_stop(&r);
 }
 
@@ -625,8 +693,11 @@ int main(int argc, char **argv)
 	if (argc == 6 && strcmp(argv[1], "client") == 0)
 		return client_role(argv);
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_clean_restart), cmocka_unit_test(test_client_killed_meanwhile),
-	    cmocka_unit_test(test_broker_killed), cmocka_unit_test(test_damaged_snapshot),
+	    cmocka_unit_test(test_clean_restart),
+	    cmocka_unit_test(test_waiting_commit_at_stop),
+	    cmocka_unit_test(test_client_killed_meanwhile),
+	    cmocka_unit_test(test_broker_killed),
+	    cmocka_unit_test(test_damaged_snapshot),
 	    cmocka_unit_test(test_tokens),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
