@@ -81,17 +81,21 @@ static HRESULT call_range(mb_client *c, int op, uintptr_t addr, size_t len, int 
 		return E_FAIL;
 	}
 	HRESULT hr = mb_client_call_simple(c, &req);
+	uint32_t reattaches = c->reattaches;
 	if (hr != HOST_E_CLRNOTAVAILABLE || !atomic_load(&c->lost) ||
 	    !mb_client_reconnect_after_drop(c))
 		return hr;
 	/*
 	 * The connection dropped under this request (a broker restart, a listener restarted), and
-	 * the client is back with a new session that was told what the local map holds. A release
-	 * or decommit is then already done (the map no longer had those pages, and the broker
-	 * dropped what no commit covers); anything else is sent again, once.
+	 * the client is back. With a new session that was told what the local map holds, a release
+	 * or decommit is already done (the map no longer had those pages, and the broker dropped
+	 * what no commit covers). Re-attached to its section, whose books the broker kept (a
+	 * broker that refused the request while it stopped, and the next one that restored its
+	 * books), nothing was done: it is sent again, as anything else is, once.
 	 */
-	if (op == MEMBROKER__V1__REQUEST__BODY_RELEASE ||
-	    op == MEMBROKER__V1__REQUEST__BODY_DECOMMIT)
+	if ((op == MEMBROKER__V1__REQUEST__BODY_RELEASE ||
+	     op == MEMBROKER__V1__REQUEST__BODY_DECOMMIT) &&
+	    c->reattaches == reattaches)
 		return S_OK;
 	return mb_client_call_simple(c, &req);
 }
@@ -340,6 +344,10 @@ static HRESULT virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free
 		if (fallocate(c->section_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)lo,
 			      (off_t)len) == 0)
 			hr = S_OK;
+		/* A broker that refused the call while stopping kept those pages in the books it
+		 * left to the next one: the next connection hands the section back and registers
+		 * what the map holds, instead of re-attaching to books that still have them. */
+		atomic_store(&c->unsure, true);
 	}
 	/* The broker punched those pages: their credit is free again. (On a refusal, which an
 	 * honest client never sees, the credit stays used until the session ends.) */

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_ENTRIES 4096
@@ -32,7 +33,17 @@ struct mb_test_store {
 	entry entries[MAX_ENTRIES];
 	size_t n;
 	unsigned ready, stopping;
+	unsigned hold_ms;      /* the next barrier is answered this late */
+	int barrier_fd;	       /* a barrier held, or -1 */
+	long long barrier_due; /* when to answer it (CLOCK_MONOTONIC ms) */
 };
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* The value of key= in a message of newline-separated assignments, or NULL. */
 static const char *field(const char *msg, const char *key, char *out, size_t outlen)
@@ -75,6 +86,12 @@ static void handle(mb_test_store *st, const char *msg, int *fds, int nfds)
 		st->ready++;
 	if (has_line(msg, "STOPPING=1"))
 		st->stopping++;
+	if (has_line(msg, "BARRIER=1") && nfds == 1 && st->hold_ms > 0 && st->barrier_fd < 0) {
+		st->barrier_fd = fds[0];
+		st->barrier_due = now_ms() + st->hold_ms;
+		st->hold_ms = 0;
+		nfds = 0;
+	}
 	if (has_line(msg, "FDSTOREREMOVE=1") && named) {
 		for (size_t i = 0; i < st->n;) {
 			if (strcmp(st->entries[i].name, name) == 0) {
@@ -117,6 +134,10 @@ static void *store_main(void *arg)
 		struct pollfd p = {.fd = st->sock, .events = POLLIN};
 		pthread_mutex_lock(&st->lock);
 		bool stop = st->stop;
+		if (st->barrier_fd >= 0 && (stop || now_ms() >= st->barrier_due)) {
+			close(st->barrier_fd);
+			st->barrier_fd = -1;
+		}
 		pthread_mutex_unlock(&st->lock);
 		if (stop)
 			break;
@@ -153,6 +174,7 @@ mb_test_store *mb_test_store_open(const char *dir, unsigned capacity)
 	if (st == NULL)
 		return NULL;
 	st->capacity = capacity;
+	st->barrier_fd = -1;
 	snprintf(st->path, sizeof(st->path), "%s/notify.sock", dir);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", st->path);
 	unlink(st->path);
@@ -310,6 +332,13 @@ int mb_test_store_read(mb_test_store *st, const char *name, void **data, size_t 
 	*len = (size_t)pread(fd, *data, (size_t)sb.st_size, 0);
 	close(fd);
 	return *len == (size_t)sb.st_size ? 0 : -1;
+}
+
+void mb_test_store_hold_barrier(mb_test_store *st, unsigned ms)
+{
+	pthread_mutex_lock(&st->lock);
+	st->hold_ms = ms;
+	pthread_mutex_unlock(&st->lock);
 }
 
 unsigned mb_test_store_ready(mb_test_store *st)

@@ -41,6 +41,10 @@ int mb_test_store_rewrite(mb_test_store *st, const char *name, const void *data,
 /* Reads the descriptor named name into a malloc'd buffer. 0 or -1. */
 int mb_test_store_read(mb_test_store *st, const char *name, void **data, size_t *len);
 
+/* Answers the next BARRIER=1 only after ms (systemd busy elsewhere): the broker waits for it
+ * with its books frozen, answering every request as a stopping broker does. */
+void mb_test_store_hold_barrier(mb_test_store *st, unsigned ms);
+
 /* Times the broker said READY=1 and STOPPING=1. */
 unsigned mb_test_store_ready(mb_test_store *st);
 unsigned mb_test_store_stopping(mb_test_store *st);
