@@ -57,6 +57,12 @@ struct mb_client {
 	int npending_res;
 	mb_local_reserve inflight_res[MB_WIRE_MAX_SYNC];
 	int ninflight_res;
+	/* Decommits and releases of pages and reservations the broker knew of, done locally and
+	 * not yet reported / in the Sync in flight (guarded by map_lock). */
+	mb_local_free pending_free[MB_WIRE_MAX_SYNC_FREES];
+	int npending_free;
+	mb_local_free inflight_free[MB_WIRE_MAX_SYNC_FREES];
+	int ninflight_free;
 	atomic_uint_fast64_t local_reserves, local_releases;
 	pthread_mutex_t sync_lock;
 	atomic_uint_fast64_t local_commits, local_decommits, syncs;

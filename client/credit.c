@@ -44,8 +44,12 @@ void mb_credit_reset(mb_client *c)
 	c->ninflight = 0;
 	c->npending_res = 0;
 	c->ninflight_res = 0;
+	c->npending_free = 0;
+	c->ninflight_free = 0;
 	pthread_rwlock_unlock(&c->map_lock);
 }
+
+static size_t forget_pending(mb_client *c, uintptr_t lo, uintptr_t hi);
 
 /* Index of the reservation at base in list, or -1. */
 static int find_reserve(const mb_local_reserve *list, int n, uintptr_t base)
@@ -84,7 +88,8 @@ static bool add_pending(mb_client *c, const mb_region *region, uintptr_t address
 	return true;
 }
 
-HRESULT mb_credit_sync(mb_client *c)
+/* Reports everything pending in one Sync; exhausted when a commit found the credit too small. */
+static HRESULT sync(mb_client *c, bool exhausted)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Sync sync = MEMBROKER__V1__SYNC__INIT;
@@ -92,8 +97,10 @@ HRESULT mb_credit_sync(mb_client *c)
 	Membroker__V1__LocalCommit *lcp[MB_WIRE_MAX_SYNC];
 	Membroker__V1__LocalReserve lr[MB_WIRE_MAX_SYNC];
 	Membroker__V1__LocalReserve *lrp[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalFree lf[MB_WIRE_MAX_SYNC_FREES];
+	Membroker__V1__LocalFree *lfp[MB_WIRE_MAX_SYNC_FREES];
 	HRESULT hr = S_OK;
-	int n, nr;
+	int n, nr, nf;
 
 	pthread_mutex_lock(&c->sync_lock);
 	pthread_rwlock_wrlock(&c->map_lock);
@@ -105,8 +112,22 @@ HRESULT mb_credit_sync(mb_client *c)
 	memcpy(c->inflight_res, c->pending_res, (size_t)nr * sizeof(c->pending_res[0]));
 	c->ninflight_res = nr;
 	c->npending_res = 0;
+	nf = c->npending_free;
+	memcpy(c->inflight_free, c->pending_free, (size_t)nf * sizeof(c->pending_free[0]));
+	c->ninflight_free = nf;
+	c->npending_free = 0;
 	pthread_rwlock_unlock(&c->map_lock);
-	if (n > 0 || nr > 0) {
+	if (n > 0 || nr > 0 || nf > 0 || exhausted) {
+		for (int i = 0; i < nf; i++) {
+			membroker__v1__local_free__init(&lf[i]);
+			lf[i].address = c->inflight_free[i].address;
+			lf[i].size = c->inflight_free[i].size;
+			lf[i].release = c->inflight_free[i].release;
+			lfp[i] = &lf[i];
+		}
+		sync.n_frees = (size_t)nf;
+		sync.frees = lfp;
+		sync.exhausted = exhausted;
 		for (int i = 0; i < nr; i++) {
 			membroker__v1__local_reserve__init(&lr[i]);
 			lr[i].address = c->inflight_res[i].address;
@@ -136,9 +157,15 @@ HRESULT mb_credit_sync(mb_client *c)
 	pthread_rwlock_wrlock(&c->map_lock);
 	c->ninflight = 0;
 	c->ninflight_res = 0;
+	c->ninflight_free = 0;
 	pthread_rwlock_unlock(&c->map_lock);
 	pthread_mutex_unlock(&c->sync_lock);
 	return hr;
+}
+
+HRESULT mb_credit_sync(mb_client *c)
+{
+	return sync(c, false);
 }
 
 HRESULT mb_credit_reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect, uintptr_t *out)
@@ -295,7 +322,7 @@ HRESULT mb_credit_commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code
 		 * reports a Sync would bring nothing: the commit's own round trip tops up. */
 		if (attempt > 0 || (!full && !pending))
 			break;
-		mb_credit_sync(c);
+		sync(c, !full);
 	}
 	return MB_CREDIT_REMOTE;
 }
@@ -335,9 +362,10 @@ HRESULT mb_credit_decommit(mb_client *c, uintptr_t addr, size_t size)
 				mb_credit_sync(c);
 				return MB_CREDIT_REMOTE;
 			}
-			/* Cannot fail: the range lies in one pending range (never also in a
-			 * Sync in flight) and a split has room, as checked above. */
-			mb_credit_forget_locked(c, lo, hi);
+			/* Cannot fail: the range lies in one pending range and a split has room,
+			 * as checked above. (A Sync in flight may carry an earlier commit of these
+			 * pages, followed by a local free of them: it is booked in that order.) */
+			forget_pending(c, lo, hi);
 			pthread_rwlock_unlock(&c->map_lock);
 			mb_credit_give(c->credit_word, hi - lo);
 			atomic_fetch_add(&c->local_decommits, 1);
@@ -364,16 +392,12 @@ void mb_credit_settle(mb_client *c, uintptr_t addr, size_t size)
 		mb_credit_sync(c);
 }
 
-size_t mb_credit_forget_locked(mb_client *c, uintptr_t lo, uintptr_t hi)
+/* Takes the pending local commits in [lo, hi) off the list; returns their bytes, or SIZE_MAX when
+ * one must be split and the list is full. map_lock held for writing. */
+static size_t forget_pending(mb_client *c, uintptr_t lo, uintptr_t hi)
 {
 	size_t bytes = 0;
 
-	if (c->credit_word == NULL)
-		return 0;
-	/* Pages in a Sync that has not been answered: the broker may book them before or after
-	 * this round trip, so the caller must wait for that answer. */
-	if (overlaps(c->inflight, c->ninflight, lo, hi))
-		return SIZE_MAX;
 	/* Ranges never overlap, so at most one contains [lo, hi) strictly and must be split. */
 	if (c->npending == MB_WIRE_MAX_SYNC)
 		for (int i = 0; i < c->npending; i++)
@@ -409,9 +433,156 @@ size_t mb_credit_forget_locked(mb_client *c, uintptr_t lo, uintptr_t hi)
 	return bytes;
 }
 
+size_t mb_credit_forget_locked(mb_client *c, uintptr_t lo, uintptr_t hi)
+{
+	if (c->credit_word == NULL)
+		return 0;
+	/* Pages in a Sync that has not been answered: the broker may book them before or after
+	 * this round trip, so the caller must wait for that answer. */
+	if (overlaps(c->inflight, c->ninflight, lo, hi))
+		return SIZE_MAX;
+	return forget_pending(c, lo, hi);
+}
+
 void mb_credit_refund(mb_client *c, size_t bytes, uint64_t session_id)
 {
 	/* After a reconnection the word belongs to a new session that never granted this. */
 	if (bytes > 0 && c->credit_word != NULL && c->session_id == session_id)
 		mb_credit_give(c->credit_word, bytes);
+}
+
+/* Whether forget_pending(c, lo, hi) can run: a pending range it must split needs room. */
+static bool forget_pending_room(const mb_client *c, uintptr_t lo, uintptr_t hi)
+{
+	if (c->npending < MB_WIRE_MAX_SYNC)
+		return true;
+	for (int i = 0; i < c->npending; i++)
+		if (c->pending[i].address < lo && hi < c->pending[i].address + c->pending[i].size)
+			return false;
+	return true;
+}
+
+/* Bytes of the pending local commits that overlap [lo, hi). map_lock held. */
+static size_t pending_bytes_in(const mb_client *c, uintptr_t lo, uintptr_t hi)
+{
+	size_t bytes = 0;
+
+	for (int i = 0; i < c->npending; i++) {
+		uintptr_t a = c->pending[i].address, b = a + c->pending[i].size;
+		if (b > lo && a < hi)
+			bytes += (b < hi ? b : hi) - (a > lo ? a : lo);
+	}
+	return bytes;
+}
+
+/* Committed bytes of the local frees the broker has not booked yet. map_lock held. */
+static size_t unreported_freed(const mb_client *c)
+{
+	size_t bytes = 0;
+
+	for (int i = 0; i < c->npending_free; i++)
+		bytes += c->pending_free[i].bytes;
+	for (int i = 0; i < c->ninflight_free; i++)
+		bytes += c->inflight_free[i].bytes;
+	return bytes;
+}
+
+HRESULT mb_credit_free(mb_client *c, uintptr_t addr, size_t size, DWORD free_type)
+{
+	bool release = free_type == MEM_RELEASE;
+
+	if (c->credit_word == NULL || (free_type != MEM_RELEASE && free_type != MEM_DECOMMIT))
+		return MB_CREDIT_REMOTE;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		uint64_t bound = __atomic_load_n(&c->credit_word->target, __ATOMIC_ACQUIRE);
+		mb_page_range pr;
+
+		if (bound == 0)
+			return MB_CREDIT_REMOTE; /* no credit: the broker frees at once */
+		pthread_rwlock_wrlock(&c->map_lock);
+		if (mb_win32_plan_free(&c->map, addr, size, free_type, &pr) != S_OK) {
+			pthread_rwlock_unlock(&c->map_lock);
+			return MB_CREDIT_REMOTE; /* the round-trip path reports the error */
+		}
+		mb_region *region = pr.region;
+		uintptr_t lo = release ? region->base : pr.start;
+		size_t len = release ? region->size : pr.count * MB_PAGE_SIZE;
+		size_t first = release ? 0 : pr.first, count = len / MB_PAGE_SIZE;
+		/* The broker may discard MEM_RESET pages under pressure at any moment: freed here
+		 * and reused before the report, the addresses could hold newer pages by then. */
+		if (mb_region_count(region, first, count, MB_PAGE_RESET, MB_PAGE_RESET) > 0) {
+			pthread_rwlock_unlock(&c->map_lock);
+			return MB_CREDIT_REMOTE;
+		}
+		/* A reservation the broker has not heard of holds only pending commits: nothing to
+		 * report, their credit simply comes back (mb_credit_release does whole ones). */
+		bool record = find_reserve(c->pending_res, c->npending_res, region->base) < 0;
+		size_t committed = mb_region_committed_in(region, first, count) * MB_PAGE_SIZE;
+		size_t pend = pending_bytes_in(c, lo, lo + len);
+		/* Pages in a Sync in flight count as reported: that Sync is booked before the one
+		 * that will carry this free (one Sync at a time). */
+		size_t reported = committed > pend ? committed - pend : 0;
+		if (record && reported > bound) {
+			/* More than the bound by itself: the broker frees it now. */
+			pthread_rwlock_unlock(&c->map_lock);
+			return MB_CREDIT_REMOTE;
+		}
+		bool full = record && (c->npending_free == MB_WIRE_MAX_SYNC_FREES ||
+				       unreported_freed(c) + reported > bound);
+		if (full || (release && !record)) {
+			pthread_rwlock_unlock(&c->map_lock);
+			if (attempt > 0 || !full)
+				return MB_CREDIT_REMOTE;
+			mb_credit_sync(c); /* books the earlier frees: the bound has room again */
+			continue;
+		}
+		/* A split of a pending range needs room on its list. */
+		if (!forget_pending_room(c, lo, lo + len)) {
+			pthread_rwlock_unlock(&c->map_lock);
+			if (attempt > 0)
+				return MB_CREDIT_REMOTE;
+			mb_credit_sync(c);
+			continue;
+		}
+		/* Closed and punched before anything is recorded or any credit goes back: from here
+		 * the broker's charge only ever exceeds what the section holds (see credit.h). */
+		mprotect((void *)lo, len, PROT_NONE);
+		if (fallocate(c->section_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)lo,
+			      (off_t)len) != 0) {
+			pthread_rwlock_unlock(&c->map_lock);
+			return MB_CREDIT_REMOTE; /* the broker punches them in the round trip */
+		}
+		size_t refund = forget_pending(c, lo, lo + len);
+		if (record)
+			c->pending_free[c->npending_free++] =
+			    (mb_local_free){lo, release ? 0 : len, release, reported};
+		size_t span = region->span;
+		if (release)
+			mb_regmap_remove(&c->map, region);
+		else
+			mb_region_decommit(&c->map, region, first, count);
+		uint64_t session = c->session_id;
+		pthread_rwlock_unlock(&c->map_lock);
+		if (release)
+			mb_vaspace_free(&c->va, lo, span);
+		mb_credit_refund(c, refund, session);
+		atomic_fetch_add(release ? &c->local_releases : &c->local_decommits, 1);
+		/* No credit left means it was taken back (memory is short) or used up: either way
+		 * the broker should have these pages back now rather than at some later Sync. */
+		if (record && mb_credit_peek(c->credit_word) == 0)
+			mb_credit_sync(c);
+		return S_OK;
+	}
+	return MB_CREDIT_REMOTE;
+}
+
+void mb_credit_report_frees(mb_client *c)
+{
+	if (c->credit_word == NULL)
+		return;
+	pthread_rwlock_rdlock(&c->map_lock);
+	bool report = c->npending_free > 0 || c->ninflight_free > 0;
+	pthread_rwlock_unlock(&c->map_lock);
+	if (report)
+		mb_credit_sync(c);
 }

@@ -12,6 +12,10 @@
  *    commit overlapping them), those pages are reported first. A decommit or release the broker
  *    carries out instead takes them off the list and gives their credit back once the broker has
  *    punched them: it needs no report.
+ *  - A decommit or release of pages the broker already booked is local too (mb_credit_free):
+ *    closed, punched, pending commits in the range forgotten, and the free recorded for the next
+ *    Sync, which books frees before reservations and commits. Any other round trip that changes
+ *    pages or reservations reports pending frees first (mb_credit_report_frees).
  *  - One Sync is in flight at a time (sync_lock); a thread that needs pages reported waits for it.
  *  - Reservations work alike: one made against the reservation credit lives in the local map and
  *    on a pending list until a Sync reports it (before the commits in it, in the same message). A
@@ -22,6 +26,7 @@
 #ifndef MB_CLIENT_CREDIT_H
 #define MB_CLIENT_CREDIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,6 +50,14 @@ typedef struct mb_local_reserve {
 	uintptr_t address;
 	size_t size;
 } mb_local_reserve;
+
+/* A decommit or release of pages the broker knew of, done locally, not yet reported. */
+typedef struct mb_local_free {
+	uintptr_t address;
+	size_t size; /* 0 for a release */
+	bool release;
+	size_t bytes; /* committed bytes the broker still charges for it (the bound's measure) */
+} mb_local_free;
 
 /* Maps the credit word of the client's section (after the section arrived). No credit is used
  * if this fails: every commit then takes a round trip, as without credit. */
@@ -107,6 +120,25 @@ HRESULT mb_credit_reserve(mb_client *c, uintptr_t want, size_t size, DWORD prote
  * reported reservation, or one in a Sync in flight, which is then waited for).
  */
 HRESULT mb_credit_release(mb_client *c, uintptr_t base);
+
+/*
+ * Decommits [addr, addr+size) (MEM_DECOMMIT) or releases the reservation at addr (MEM_RELEASE, size
+ * 0) locally although the broker knows of the pages: they are closed and punched out of the
+ * section through this process's descriptor, the map updated, pending local commits in the range
+ * forgotten (their credit given back), and the free recorded for the next Sync, where the broker
+ * books it and the charge of the pages becomes credit again. Within the bound (mb_credit.h): the
+ * committed bytes of unreported frees stay at most the credit target the broker published, and
+ * at most MB_WIRE_MAX_SYNC_FREES of them; a free that would pass it is reported by a Sync first.
+ * While the client holds no commit credit (taken back under pressure, or used up) a local free
+ * is reported at once. S_OK when done; MB_CREDIT_REMOTE when the caller must ask the broker (no
+ * credit word, a Win32 error the round-trip path reports, a failed punch).
+ */
+HRESULT mb_credit_free(mb_client *c, uintptr_t addr, size_t size, DWORD free_type);
+
+/* Before a round trip that changes reservations or page states: reports local frees first, so
+ * the broker never applies a later request before an earlier free (waits for a Sync in flight
+ * that carries frees, too). */
+void mb_credit_report_frees(mb_client *c);
 
 /* Before a round trip about the reservation containing addr: reports it first if the broker has
  * not heard of it (waiting for a Sync in flight that carries it). */

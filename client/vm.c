@@ -45,6 +45,9 @@ static HRESULT call_range(mb_client *c, int op, uintptr_t addr, size_t len, int 
 	Membroker__V1__Reserve reserve = MEMBROKER__V1__RESERVE__INIT;
 	Membroker__V1__Release release = MEMBROKER__V1__RELEASE__INIT;
 
+	/* The broker must have booked every earlier local free before this request: it could
+	 * otherwise commit pages, or reserve addresses, that such a free then takes away. */
+	mb_credit_report_frees(c);
 	req.body_case = op;
 	switch (op) {
 	case MEMBROKER__V1__REQUEST__BODY_COMMIT:
@@ -289,6 +292,10 @@ static HRESULT virtual_free(mb_client *c, void *address, SIZE_T size, DWORD free
 		if (hr != MB_CREDIT_REMOTE)
 			return hr;
 	}
+	/* Pages the broker knows of are freed locally too, reported in the next Sync. */
+	hr = mb_credit_free(c, (uintptr_t)address, size, free_type);
+	if (hr != MB_CREDIT_REMOTE)
+		return hr;
 	/* The broker must know the reservation it is asked about. */
 	mb_credit_report_reservation(c, (uintptr_t)address);
 	size_t refund = 0;
@@ -516,9 +523,9 @@ HRESULT mb_get_session_status(mb_client *c, mb_session_status *status)
 		return mb_client_error(E_POINTER, "status is NULL");
 	if ((hr = mb_client_usable_or_reconnect(c)) != S_OK)
 		return hr;
-	/* Reservations made locally are reported first, so the figures count them. */
+	/* Local reservations and frees are reported first, so the figures count them. */
 	pthread_rwlock_rdlock(&c->map_lock);
-	bool unreported = c->npending_res > 0;
+	bool unreported = c->npending_res > 0 || c->npending_free > 0;
 	pthread_rwlock_unlock(&c->map_lock);
 	if (unreported)
 		mb_credit_sync(c);

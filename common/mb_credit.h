@@ -16,6 +16,19 @@
  * reservation in a later Sync, where the broker checks it with the Win32 rules) while both the
  * count and the bytes allow.
  *
+ * Frees of pages the broker already booked (a decommit of reported commits, a release of a
+ * reported reservation) are done locally as well: the client closes the pages, punches them out
+ * of its section, and reports the free in its next Sync, where the broker books it and refunds
+ * the pages (the top-up that follows may grant them again as credit). The bound: until that Sync
+ * the broker charges the client for pages it no longer holds, and counts released reservations
+ * against its quotas, for at most `target` bytes of committed pages and MB_WIRE_MAX_SYNC_FREES
+ * frees per client; a free larger than that, or one made while the client holds no commit
+ * credit (taken back because memory is short), is reported at once. The books are then never
+ * too low, only too high by at most that much. A forged free gains nothing: the broker checks
+ * it with the Win32 rules, does not punch (the client did, and the addresses may hold newer
+ * pages by the time of the report), and the audit finds any page it still holds that no commit
+ * covers.
+ *
  * Trust: the client can write the word. The broker therefore never believes it beyond what it
  * granted (every read is clamped to the session's outstanding credit), and the audit still checks
  * the section's real size against the session's charge, so a client that raises its own credit
@@ -38,6 +51,10 @@ typedef struct mb_credit_word {
 	 * as a number of reservations and their bytes (both bounded by its quotas). */
 	uint64_t reserve_count;
 	uint64_t reserve_bytes;
+	/* Written by the broker only: the session's commit credit target (what a top-up fills the
+	 * credit to; it grows while the client keeps running out). Also the client's bound on the
+	 * committed bytes of frees it made locally and has not reported (see below). */
+	uint64_t target;
 } mb_credit_word;
 
 /* Client: takes bytes of credit if that much is left. Lock-free; safe against the broker. */

@@ -66,7 +66,8 @@ int mb_wire_pack_response(const mb_response *resp, nng_msg **out)
  * otherwise pay a malloc and a free per sub-message, and a walk of the whole message to free it.
  *
  * The arena is 16 KiB: a body is at most MB_WIRE_MAX_MESSAGE bytes, and the largest well-formed
- * one, a Sync of MB_WIRE_MAX_SYNC commits and as many reservations, takes under 11 KiB unpacked,
+ * one, a Sync of MB_WIRE_MAX_SYNC commits, as many reservations and MB_WIRE_MAX_SYNC_FREES frees,
+ * takes under 14 KiB unpacked,
  * nearly half of it protobuf-c's scratch arrays (which it "frees" before returning, a no-op here).
  * The rest is headroom for the schema to grow; only hostile bodies (a thousand tiny fields) need
  * more.
@@ -241,13 +242,17 @@ static int request_ok(const mb_request *r)
 		return r->goodbye != NULL;
 	case MEMBROKER__V1__REQUEST__BODY_SYNC:
 		if (r->sync == NULL || r->sync->n_commits > MB_WIRE_MAX_SYNC ||
-		    r->sync->n_reserves > MB_WIRE_MAX_SYNC)
+		    r->sync->n_reserves > MB_WIRE_MAX_SYNC ||
+		    r->sync->n_frees > MB_WIRE_MAX_SYNC_FREES)
 			return 0;
 		for (size_t i = 0; i < r->sync->n_commits; i++)
 			if (r->sync->commits[i] == NULL)
 				return 0;
 		for (size_t i = 0; i < r->sync->n_reserves; i++)
 			if (r->sync->reserves[i] == NULL)
+				return 0;
+		for (size_t i = 0; i < r->sync->n_frees; i++)
+			if (r->sync->frees[i] == NULL)
 				return 0;
 		return 1;
 	default:

@@ -35,6 +35,8 @@ typedef Membroker__V1__Response mb_response;
 #define MB_WIRE_MAX_DETAIL 512
 /* Most local commits one Sync reports: 64 entries pack to under 2 KiB. */
 #define MB_WIRE_MAX_SYNC 64
+/* Most local frees one Sync reports (a full Sync, all three lists, stays under 4 KiB packed). */
+#define MB_WIRE_MAX_SYNC_FREES 32
 
 /*
  * Packs msg into the body of *out (a fresh nng message when *out is NULL, else cleared and reused).

@@ -49,12 +49,14 @@ uint64_t mb_audit_session(mb_broker *b, mb_section *s, bool forgive, bool *offen
 				uint8_t st = region ? mb_region_state(region, pg) : 0;
 				if (region != NULL && (st & MB_PAGE_COMMITTED)) {
 					drop = false;
-				} else if (region != NULL && st == 0 &&
+				} else if ((region == NULL || st == 0) &&
 					   (tolerated + MB_PAGE_SIZE <= local ||
 					    tolerated + MB_PAGE_SIZE <=
 						(local = mb_credit_used(s)))) {
-					/* A local commit (the word is read again before calling it
-					 * an offence: the client may have made one since). */
+					/* A local commit, possibly in a reservation the client made
+					 * by itself and has not reported yet (the word is read
+					 * again before calling it an offence: the client may have
+					 * made one since). */
 					tolerated += MB_PAGE_SIZE;
 				} else if (region != NULL && (st & MB_PAGE_DISCARDED) &&
 					   mb_books_fits(&b->books, s, MB_LEVELS - 1,

@@ -79,13 +79,37 @@ int mb_pressure_in_use(const mb_books *k, const mb_registry *r, int current, boo
 	return mb_pressure_next(current, &used, waiters);
 }
 
+uint64_t mb_credit_target(const mb_books *k, const mb_section *s)
+{
+	uint64_t base = k->conf->commit_credit;
+	unsigned g =
+	    s->credit_growth < MB_CREDIT_MAX_GROWTH ? s->credit_growth : MB_CREDIT_MAX_GROWTH;
+
+	return base > (UINT64_MAX >> g) ? base : base << g;
+}
+
+/* The word's copy of the target, read by the client as its bound on unreported frees. */
+static void publish_target(const mb_books *k, mb_section *s)
+{
+	if (s->credit_word != NULL)
+		__atomic_store_n(&s->credit_word->target, mb_credit_target(k, s), __ATOMIC_RELEASE);
+}
+
+void mb_credit_grow(mb_books *k, mb_section *s)
+{
+	if (s->credit_growth < MB_CREDIT_MAX_GROWTH)
+		s->credit_growth++;
+	publish_target(k, s);
+}
+
 uint64_t mb_credit_topup(mb_books *k, mb_section *s, bool waiters, bool stopping)
 {
 	uint64_t add;
 
 	if (s->credit_word == NULL || k->conf->commit_credit == 0 || stopping || s->adopting)
 		return 0;
-	add = mb_ledger_credit_grant(&k->ledger, s->credit, k->conf->commit_credit, waiters);
+	publish_target(k, s);
+	add = mb_ledger_credit_grant(&k->ledger, s->credit, mb_credit_target(k, s), waiters);
 	/* Quotas as for a task-level commit: credit must not let a client past its own or its
 	 * group's limit, nor into other groups' reserves. */
 	if (add == 0 || mb_books_fits(k, s, 0, add) != MB_FIT_OK)
@@ -109,6 +133,9 @@ uint64_t mb_credit_take_back(mb_books *k, mb_section *s)
 
 	if (s->credit_word == NULL)
 		return 0;
+	/* Memory is wanted elsewhere: the target starts again from commit_credit. */
+	s->credit_growth = 0;
+	publish_target(k, s);
 	/* Zero the word even when the books say nothing is left: a client that wrote its own
 	 * credit keeps none of it. */
 	taken = mb_credit_revoke(s->credit_word);

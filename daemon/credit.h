@@ -49,8 +49,20 @@ mb_ledger mb_ledger_in_use(const mb_books *k, const mb_registry *r);
  * every session's word only when the bounds [total - all credit, total] disagree on the level. */
 int mb_pressure_in_use(const mb_books *k, const mb_registry *r, int current, bool waiters);
 
-/* Tops s's credit up to k->conf->commit_credit when mb_ledger_credit_grant and s's quotas allow,
- * unless anything waits for memory or the broker stops. Returns the bytes granted. */
+/* A session's credit target grows to at most commit_credit << MB_CREDIT_MAX_GROWTH (16x). */
+#define MB_CREDIT_MAX_GROWTH 4
+
+/* s's credit target: what a top-up fills its credit to. commit_credit, doubled at each Sync
+ * in which the client says its credit ran out (up to 16x), and back to commit_credit whenever
+ * its credit is taken back; 0 when credit is off. */
+uint64_t mb_credit_target(const mb_books *k, const mb_section *s);
+
+/* The client ran out of credit: doubles s's target (up to the bound) and publishes it. */
+void mb_credit_grow(mb_books *k, mb_section *s);
+
+/* Tops s's credit up to its target when mb_ledger_credit_grant and s's quotas allow, unless
+ * anything waits for memory or the broker stops, and publishes the target in the word. Returns
+ * the bytes granted. */
 uint64_t mb_credit_topup(mb_books *k, mb_section *s, bool waiters, bool stopping);
 
 /* Takes s's unused credit back (refunded to the budget). Returns the bytes taken. */

@@ -250,15 +250,23 @@ static HRESULT do_reserve(mb_broker *b, mb_section *s, const Membroker__V1__Rese
 	return hr;
 }
 
-/* Returns the pages of [first, first+count) in region to the pool. */
+/*
+ * Returns the pages of [first, first+count) in region to the pool. With punch the broker punches
+ * them out of the section; without (a free the client did by itself, reported in a Sync), it
+ * does not: the client punched them already, and by the time of the report the addresses may hold
+ * newer pages of the client's. A client that did not punch holds pages no commit covers, which
+ * the audit finds and drops.
+ */
 static void discard_pages(mb_broker *b, mb_section *s, mb_region *region, size_t first,
-			  size_t count)
+			  size_t count, bool punch)
 {
 	size_t dropped = mb_region_decommit(&s->map, region, first, count);
 	/* Punch the whole range, not only committed pages: pages a client wrote without
 	 * committing them are dropped too. */
-	int rv = mb_memfd_discard(s->section_fd, region->base + (uint64_t)first * MB_PAGE_SIZE,
-				  (uint64_t)count * MB_PAGE_SIZE);
+	int rv =
+	    punch ? mb_memfd_discard(s->section_fd, region->base + (uint64_t)first * MB_PAGE_SIZE,
+				     (uint64_t)count * MB_PAGE_SIZE)
+		  : 0;
 	if (rv < 0)
 		mb_log(LOG_WARNING, "session %" PRIu64 ": hole punch failed: %s", s->id,
 		       strerror(-rv));
@@ -276,7 +284,7 @@ static HRESULT do_release(mb_broker *b, mb_section *s, const Membroker__V1__Rele
 	if (region->base != m->address)
 		return fail(r, MB_E_INVALID_ADDRESS,
 			    "0x%" PRIx64 " is not the base of its reservation", m->address);
-	discard_pages(b, s, region, 0, region->size / MB_PAGE_SIZE);
+	discard_pages(b, s, region, 0, region->size / MB_PAGE_SIZE, true);
 	mb_regmap_remove(&s->map, region);
 	return S_OK;
 }
@@ -384,7 +392,7 @@ static HRESULT do_decommit(mb_broker *b, mb_section *s, const Membroker__V1__Dec
 	if (hr != S_OK)
 		return fail(r, hr, "decommit at 0x%" PRIx64 " does not end inside its reservation",
 			    m->address);
-	discard_pages(b, s, pr.region, pr.first, pr.count);
+	discard_pages(b, s, pr.region, pr.first, pr.count, true);
 	return S_OK;
 }
 
@@ -447,10 +455,49 @@ static HRESULT do_reset(mb_broker *b, mb_section *s, uint64_t address, uint64_t 
 	return S_OK;
 }
 
-/* Local commits made against credit become ordinary commits; then the credit is topped up. */
+/*
+ * A free the client did by itself on pages or a reservation this broker knew of, checked with the
+ * same rules as a Decommit or Release: booked and refunded, never punched (discard_pages).
+ */
+static HRESULT book_local_free(mb_broker *b, mb_section *s, const Membroker__V1__LocalFree *lf,
+			       reply *r)
+{
+	mb_page_range pr;
+
+	if (lf->release) {
+		mb_region *region = mb_regmap_find(&s->map, (uintptr_t)lf->address);
+		if (region == NULL || region->base != lf->address || lf->size != 0)
+			return fail(r, E_INVALIDARG,
+				    "local release at 0x%" PRIx64
+				    " does not name a reservation of this client",
+				    lf->address);
+		discard_pages(b, s, region, 0, region->size / MB_PAGE_SIZE, false);
+		mb_regmap_remove(&s->map, region);
+		return S_OK;
+	}
+	if (!page_aligned(lf->address) || !page_aligned(lf->size) || lf->size == 0 ||
+	    mb_win32_plan_free(&s->map, (uintptr_t)lf->address, (size_t)lf->size, MEM_DECOMMIT,
+			       &pr) != S_OK)
+		return fail(r, E_INVALIDARG,
+			    "local decommit at 0x%" PRIx64
+			    " is not whole pages inside one reservation of this client",
+			    lf->address);
+	discard_pages(b, s, pr.region, pr.first, pr.count, false);
+	return S_OK;
+}
+
+/* Local frees, reservations and commits are booked in that order (see the proto); then the
+ * credit is topped up, to a higher target if the client ran out. */
 static HRESULT do_sync(mb_broker *b, mb_section *s, const Membroker__V1__Sync *m, reply *r)
 {
-	/* Reservations first: the commits reported with them may lie in them. */
+	/* Frees first: whatever the client reserved or committed after a free, at the same
+	 * addresses or not, is reported below it. */
+	for (size_t i = 0; i < m->n_frees; i++) {
+		HRESULT hr = book_local_free(b, s, m->frees[i], r);
+		if (hr != S_OK)
+			return hr;
+	}
+	/* Reservations next: the commits reported with them may lie in them. */
 	for (size_t i = 0; i < m->n_reserves; i++) {
 		HRESULT hr =
 		    add_reservation(b, s, m->reserves[i]->address, m->reserves[i]->size, true, r);
@@ -469,6 +516,8 @@ static HRESULT do_sync(mb_broker *b, mb_section *s, const Membroker__V1__Sync *m
 			return hr;
 		}
 	}
+	if (m->exhausted && b->nwaiters == 0 && !b->stopping)
+		mb_credit_grow(&b->books, s);
 	mb_credit_topup(&b->books, s, b->nwaiters > 0, b->stopping);
 	mb_credit_reserve_topup(&b->books, s, b->stopping);
 	mb_arbiter_update_pressure(b);

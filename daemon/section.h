@@ -77,6 +77,9 @@ typedef struct mb_section {
 	 * section, mapped here), NULL when none is mapped. */
 	uint64_t credit;
 	struct mb_credit_word *credit_word;
+	/* Its credit target is commit_credit << credit_growth: raised at each Sync that says the
+	 * credit ran out, back to 0 when the credit is taken back (credit.c). */
+	unsigned credit_growth;
 	/* Reservation credit (credit.c): reservations and bytes the client may reserve by itself,
 	 * unused or used but not yet reported; counted against its reservation quotas. */
 	uint64_t reserve_count, reserve_bytes;

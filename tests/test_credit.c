@@ -53,8 +53,10 @@
 #define CHUNK ((uint64_t)64 * 1024)
 #define MiB   ((uint64_t)1024 * 1024)
 
-/* The broker's default --commit-credit. */
+/* The broker's default --commit-credit, and what a session's credit target grows to at most
+ * while it keeps running out (16x). */
 #define DEFAULT_CREDIT (4 * MiB)
+#define MAX_CREDIT     (16 * DEFAULT_CREDIT)
 
 /* Generous limit for polls: the conditions normally hold within milliseconds. */
 #define WAIT_MS 20000
@@ -421,7 +423,8 @@ static void test_local_commits_skip_round_trip(void **state)
 			st = status(c);
 			assert_u64(st.committed, CHUNK + (i + 1) * CHUNK);
 			assert_u64(st.total_committed, CHUNK + (i + 1) * CHUNK);
-			assert_u64_le(st.credit, DEFAULT_CREDIT);
+			/* The target doubles at each Sync that found the credit short. */
+			assert_u64_le(st.credit, MAX_CREDIT);
 		}
 	}
 	st = status(c);
@@ -511,17 +514,23 @@ static void test_client_stats_count_round_trips(void **state)
 	assert_u64(s.local_decommits, 1);
 	assert_u64(s.round_trips, s0.round_trips + 2);
 
+	/* A reservation the broker knows: released locally too, reported at the next Sync. */
 	assert_hr(release(c, base), S_OK);
 	s = stats_of(c);
 	assert_u64(s.free_calls, 2);
-	assert_u64(s.free_remote, 1);
-	assert_u64(s.round_trips, s0.round_trips + 3);
+	assert_u64(s.free_remote, 0);
+	assert_u64(s.local_releases, 1);
+	assert_u64(s.round_trips, s0.round_trips + 2);
 	assert_u64(s.syncs, 0);
 	assert_u64(s.reconnects, 0);
-	/* Requests that are not VirtualAlloc/VirtualFree count as round trips only. */
-	status(c);
+	/* Requests that are not VirtualAlloc/VirtualFree count as round trips only; the status
+	 * reports the release first (a Sync), so its figures count it. */
+	mb_session_status st = status(c);
+	assert_u64(st.reservations, 0);
+	assert_u64(st.committed, 0);
 	mb_client_stats s2 = stats_of(c);
-	assert_u64(s2.round_trips, s.round_trips + 1);
+	assert_u64(s2.syncs, 1);
+	assert_u64(s2.round_trips, s.round_trips + 2);
 	assert_u64(s2.alloc_remote + s2.free_remote, s.alloc_remote + s.free_remote);
 
 	assert_hr(mb_get_client_stats(c, NULL), E_POINTER);
@@ -628,6 +637,203 @@ static void test_reserve_and_release_skip_round_trip(void **state)
 	assert_u64(st.total_committed, 0);
 	assert_u64(st.reservations, 0);
 	assert_u64(st.section_allocated, 0);
+	fx_finish(f);
+}
+
+/* ---- 1d. decommits and releases of pages the broker knows, without a round trip ---- */
+
+/* Committed bytes of the client's local frees the broker has not booked yet (the bound's
+ * measure), read from the client object. */
+static uint64_t unreported_freed(mb_client *c)
+{
+	uint64_t bytes = 0;
+	pthread_rwlock_rdlock(&c->map_lock);
+	for (int i = 0; i < c->npending_free; i++)
+		bytes += c->pending_free[i].bytes;
+	for (int i = 0; i < c->ninflight_free; i++)
+		bytes += c->inflight_free[i].bytes;
+	pthread_rwlock_unlock(&c->map_lock);
+	return bytes;
+}
+
+static void assert_free_bound(mb_client *c)
+{
+	uint64_t target = __atomic_load_n(&c->credit_word->target, __ATOMIC_ACQUIRE);
+	assert_true(target >= DEFAULT_CREDIT && target <= MAX_CREDIT);
+	assert_u64_le(unreported_freed(c), target);
+	assert_true(c->npending_free <= MB_WIRE_MAX_SYNC_FREES);
+}
+
+static void test_reported_frees_skip_round_trip(void **state)
+{
+	fx *f = *state;
+	fx_start(f, (const char *[]){"--budget", "256M", NULL});
+	mb_client *c = fx_connect(f);
+	mb_session_status st;
+
+	/* A reservation and 2 MiB of commits the broker knows of: a round-trip reserve and commit,
+	 * a local commit, then a Sync (what a climbing heap does when its credit runs out). */
+	uint8_t *a = reserve(c, 4 * MiB);
+	assert_hr(commit_at(c, a, MiB, eTaskCritical), S_OK);
+	assert_hr(commit_at(c, a + MiB, MiB, eTaskCritical), S_OK);
+	fill(a, 2 * MiB, 1);
+	assert_hr(mb_credit_sync(c), S_OK);
+	assert_u64(c->npending, 0);
+	st = status(c);
+	assert_u64(st.committed, 2 * MiB);
+	assert_u64(st.reservations, 1);
+
+	/* A decommit across the round-trip commit and the reported local one: done locally. */
+	mb_client_stats s0 = stats_of(c);
+	assert_hr(decommit(c, a + MiB / 2, MiB), S_OK);
+	mb_client_stats s1 = stats_of(c);
+	assert_u64(s1.round_trips, s0.round_trips);
+	assert_u64(s1.free_remote, s0.free_remote);
+	assert_u64(s1.local_decommits, s0.local_decommits + 1);
+	assert_u64(unreported_freed(c), MiB);
+	assert_free_bound(c);
+	MEMORY_BASIC_INFORMATION mbi;
+	SIZE_T written = 0;
+	assert_hr(mb_virtual_query(c, a + MiB / 2, &mbi, sizeof(mbi), &written), S_OK);
+	assert_int_equal(mbi.State, MEM_RESERVE);
+	assert_int_equal(mbi.RegionSize, MiB);
+	/* Win32's answers are the client's own, as for a round trip: a decommit running past the
+	 * reservation is refused, and nothing changes. */
+	assert_hr(decommit(c, a + 3 * MiB, 2 * MiB), E_INVALIDARG);
+
+	/* Committed again before the broker heard of the decommit: the Sync books the free
+	 * before the commit, so the pages end up committed once, and read as fresh pages. */
+	assert_hr(commit_at(c, a + MiB / 2, MiB / 2, eTaskCritical), S_OK);
+	assert_zero(a + MiB / 2, MiB / 2);
+	fill(a + MiB / 2, MiB / 2, 2);
+	st = status(c); /* reports the free first */
+	assert_u64(unreported_freed(c), 0);
+	assert_u64(st.committed, 3 * MiB / 2);
+	assert_u64(st.total_committed, 3 * MiB / 2);
+	assert_u64(st.section_allocated, 3 * MiB / 2);
+	assert_pattern(a, MiB / 2, 1);
+	assert_pattern(a + MiB / 2, MiB / 2, 2);
+	for (uint64_t pg = 3 * MiB / 2 / PAGE; pg < 2 * MiB / PAGE; pg++)
+		assert_true(page_holds(a, pg, 1));
+
+	/* Released locally, and its addresses reserved again at once (from the reservation
+	 * credit, also locally): the Sync books the release before the new reservation. */
+	s0 = stats_of(c);
+	assert_hr(release(c, a), S_OK);
+	assert_free_bound(c);
+	uint8_t *again = NULL;
+	assert_hr(mb_virtual_alloc(c, a, 4 * MiB, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+				   eTaskCritical, (void **)&again),
+		  S_OK);
+	assert_ptr_equal(again, a);
+	assert_zero(again, 4 * MiB);
+	fill(again, 4 * MiB, 3);
+	s1 = stats_of(c);
+	assert_u64(s1.round_trips, s0.round_trips);
+	assert_u64(s1.local_releases, s0.local_releases + 1);
+	assert_u64(s1.local_reserves, s0.local_reserves + 1);
+	st = status(c);
+	assert_u64(st.reservations, 1);
+	assert_u64(st.reserved, 4 * MiB);
+	assert_u64(st.committed, 4 * MiB);
+	assert_u64(st.total_committed, 4 * MiB);
+	assert_u64(st.section_allocated, 4 * MiB);
+	assert_pattern(again, 4 * MiB, 3);
+
+	/* The bound: 40 reported reservations of 1 MiB released one after the other. The
+	 * unreported frees never exceed the published target nor the list, so Syncs happen on
+	 * the way; none of the releases is a round trip of its own. */
+	enum { N = 40 };
+	static uint8_t *blocks[N];
+	for (int i = 0; i < N; i++) {
+		assert_hr(mb_virtual_alloc(c, NULL, MiB, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+					   eTaskCritical, (void **)&blocks[i]),
+			  S_OK);
+		fill(blocks[i], MiB, 100 + (uint64_t)i);
+	}
+	assert_hr(mb_credit_sync(c), S_OK);
+	assert_u64(status(c).reservations, N + 1);
+	s0 = stats_of(c);
+	for (int i = 0; i < N; i++) {
+		assert_hr(release(c, blocks[i]), S_OK);
+		assert_free_bound(c);
+		for (int j = i + 1; j < N; j += 7)
+			assert_pattern(blocks[j], MiB, 100 + (uint64_t)j);
+	}
+	s1 = stats_of(c);
+	assert_u64(s1.local_releases, s0.local_releases + N);
+	assert_u64_ge(s1.syncs, s0.syncs + 1);
+	/* Only Syncs crossed, each carrying many releases. */
+	assert_u64(s1.round_trips - s0.round_trips, s1.syncs - s0.syncs);
+	assert_u64_le(s1.free_remote - s0.free_remote, N / 4);
+	st = status(c);
+	assert_u64(st.reservations, 1);
+	assert_u64(st.committed, 4 * MiB);
+	assert_u64(st.total_committed, 4 * MiB);
+	assert_u64(st.section_allocated, 4 * MiB);
+	assert_pattern(again, 4 * MiB, 3);
+
+	assert_hr(release(c, again), S_OK);
+	st = status(c);
+	assert_u64(st.committed, 0);
+	assert_u64(st.total_committed, 0);
+	assert_u64(st.reservations, 0);
+	assert_u64(st.section_allocated, 0);
+	fx_finish(f);
+}
+
+/* A forger's audit watch: its section holds no more than it is charged for again. */
+static bool forged_pages_dropped(void *arg)
+{
+	mb_client *y = arg;
+	mb_session_status st;
+	return status_try(y, &st) == S_OK && st.offences >= 1 &&
+	       st.section_allocated <= st.committed;
+}
+
+static void test_forged_free_gains_nothing(void **state)
+{
+	fx *f = *state;
+	fx_start(f, (const char *[]){"--budget", "64M", NULL});
+	mb_client *observer = fx_connect(f), *y = fx_connect(f);
+	mb_session_status st;
+
+	uint8_t *a = reserve(y, 4 * MiB);
+	assert_hr(commit_at(y, a, 2 * MiB, eTaskCritical), S_OK);
+	fill(a, 2 * MiB, 4);
+	st = status(y);
+	assert_u64(st.committed, 2 * MiB);
+
+	/* A free nobody did: reported without closing or punching anything, so the client keeps
+	 * its pages and the broker refunds them. */
+	pthread_rwlock_wrlock(&y->map_lock);
+	y->pending_free[y->npending_free++] = (mb_local_free){(uintptr_t)a, 2 * MiB, false, 0};
+	pthread_rwlock_unlock(&y->map_lock);
+	assert_hr(mb_credit_sync(y), S_OK);
+	assert_int_equal(a[0], (uint8_t)pattern(4, 0)); /* still there, for now */
+	/* The audit finds pages nobody accounts for and drops them: all it gained was the time
+	 * until the audit. */
+	assert_waited(forged_pages_dropped, y, "the audit to drop the forger's pages");
+	st = status(y);
+	assert_u64(st.committed, 0);
+	assert_u64(st.section_allocated, 0);
+	assert_true(st.offences >= 1);
+	assert_int_equal(a[0], 0);
+	assert_int_equal(a[2 * MiB - 1], 0);
+
+	/* A free of something it does not hold is refused; the books are unchanged. */
+	uint8_t *b = reserve(y, MiB);
+	assert_hr(commit_at(y, b, MiB, eTaskCritical), S_OK);
+	st = status(y);
+	pthread_rwlock_wrlock(&y->map_lock);
+	y->pending_free[y->npending_free++] = (mb_local_free){(uintptr_t)a + 8 * MiB, 0, true, 0};
+	pthread_rwlock_unlock(&y->map_lock);
+	assert_hr(mb_credit_sync(y), E_INVALIDARG);
+	mb_session_status st2 = status(y);
+	assert_u64(st2.committed, st.committed);
+	assert_u64(st2.reservations, st.reservations);
+	assert_u64(st2.total_committed, st.total_committed);
+	assert_u64(status(observer).offences, 0);
 	fx_finish(f);
 }
 
@@ -820,8 +1026,22 @@ static void test_credit_taken_back_for_another_process(void **state)
 	assert_int_equal(a.intact, 1);
 
 	/* Once B's memory is back, A's next round trip brings credit again, and the commit after
-	 * it needs none. */
+	 * it needs none. B holds no credit (none is granted above 80%), so a release it does
+	 * locally is reported at once rather than at some later Sync; one larger than the bound
+	 * on unreported frees (the credit target) goes to the broker itself. */
+	uint8_t *small = reserve(b, MiB);
+	assert_hr(commit_at(b, small, MiB, eTaskCritical), S_OK);
+	mb_client_stats bs = stats_of(b);
+	assert_hr(release(b, small), S_OK);
+	mb_client_stats bs2 = stats_of(b);
+	assert_u64(bs2.local_releases, bs.local_releases + 1);
+	assert_u64(bs2.syncs, bs.syncs + 1);
+	assert_u64(status(b).committed, want);
 	assert_hr(release(b, big), S_OK);
+	mb_client_stats bs3 = stats_of(b);
+	assert_u64(bs3.local_releases, bs2.local_releases);
+	assert_u64(bs3.free_remote, bs2.free_remote + 1);
+	assert_u64(bs3.syncs, bs2.syncs);
 	a = holder_ask(f, 'c');
 	assert_hr(a.hr, S_OK);
 	assert_u64(a.credit, DEFAULT_CREDIT);
@@ -1003,7 +1223,7 @@ static bool forger_punished(void *arg)
 		w->worst_committed = y.committed;
 	/* An audit that ran while the pages were still being written punished only some of them:
 	 * wait for one that found them all. */
-	return y.offences > 0 && y.section_allocated <= w->granted;
+	return y.offences > 0 && y.section_allocated <= y.committed;
 }
 
 static void test_forged_credit_is_bounded(void **state)
@@ -1414,6 +1634,8 @@ int main(int argc, char **argv)
 	    T(test_local_commits_skip_round_trip),
 	    T(test_client_stats_count_round_trips),
 	    T(test_reserve_and_release_skip_round_trip),
+	    T(test_reported_frees_skip_round_trip),
+	    T(test_forged_free_gains_nothing),
 	    T(test_credit_off),
 	    T(test_credit_taken_back_for_another_process),
 	    T(test_credit_limit_and_low_pressure),

@@ -1273,6 +1273,130 @@ static void test_reserve_credit(void **state)
 	assert_true(s->map.reserved_bytes + s->reserve_bytes <= 64 * MIB);
 }
 
+/* A Sync carrying local frees (decommits and releases), then reservations, then commits. */
+typedef struct local_free {
+	uint64_t address, size;
+	bool release;
+} local_free;
+
+static HRESULT sync_frees(mb_broker *b, uint32_t pipe, const local_free *f, size_t nf,
+			  const uint64_t (*res)[2], size_t nres, const local_commit *e, size_t n,
+			  bool exhausted)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
+	Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalCommit *ptrs[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalReserve lr[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalReserve *rptrs[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalFree lf[MB_WIRE_MAX_SYNC_FREES];
+	Membroker__V1__LocalFree *fptrs[MB_WIRE_MAX_SYNC_FREES];
+	mb_response *r;
+	HRESULT hr;
+
+	pack_sync(&req, &m, lc, ptrs, e, n);
+	for (size_t i = 0; i < nres; i++) {
+		membroker__v1__local_reserve__init(&lr[i]);
+		lr[i].address = res[i][0];
+		lr[i].size = res[i][1];
+		rptrs[i] = &lr[i];
+	}
+	m.n_reserves = nres;
+	m.reserves = rptrs;
+	for (size_t i = 0; i < nf; i++) {
+		membroker__v1__local_free__init(&lf[i]);
+		lf[i].address = f[i].address;
+		lf[i].size = f[i].size;
+		lf[i].release = f[i].release;
+		fptrs[i] = &lf[i];
+	}
+	m.n_frees = nf;
+	m.frees = fptrs;
+	m.exhausted = exhausted;
+	r = call(b, pipe, &req);
+	hr = (HRESULT)r->hresult;
+	mb_wire_free_response(r);
+	return hr;
+}
+
+/*
+ * Frees the client did by itself are booked first in a Sync (so a reservation made again at the
+ * same place, or pages committed again, come after them), refunded and never punched by the
+ * broker; forged ones are refused and stop the Sync. A Sync that says the credit ran out raises
+ * the session's target, up to 16 times commit_credit; taking the credit back resets it.
+ */
+static void test_credit_sync_frees(void **state)
+{
+	mb_broker *b = *state;
+	status st;
+
+	open_session(b, 1, NULL);
+	mb_section *s = sess(b, 1);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE, 64 * PG, 0), S_OK);
+	assert_int_equal(s->credit_word->target, CREDIT);
+	/* The client wrote the pages; the broker must leave them to it. */
+	assert_int_equal(pwrite(s->section_fd, "x", 1, (off_t)(BASE + 8 * PG)), 1);
+
+	/* A decommit of 16 booked pages, and 4 of them committed again from credit afterwards. */
+	assert_true(take(b, 1, 4 * PG));
+	{
+		local_free f = {BASE + 8 * PG, 16 * PG, false};
+		local_commit e = {BASE + 8 * PG, 4 * PG, 0};
+		assert_int_equal(sync_frees(b, 1, &f, 1, NULL, 0, &e, 1, false), S_OK);
+	}
+	assert_int_equal(mb_section_committed(s), 52 * PG);
+	assert_int_equal(b->books.ledger.committed, 52 * PG + CREDIT);
+	assert_true(mb_memfd_allocated(s->section_fd) > 0); /* not punched by the broker */
+
+	/* A release, and a new reservation at the same place with a commit in it. */
+	assert_true(mb_reserve_take(s->credit_word, 8 * MIB));
+	assert_true(take(b, 1, PG));
+	{
+		local_free f = {BASE, 0, true};
+		const uint64_t res[1][2] = {{BASE, 8 * MIB}};
+		local_commit e = {BASE + MIB, PG, 0};
+		assert_int_equal(sync_frees(b, 1, &f, 1, res, 1, &e, 1, false), S_OK);
+	}
+	assert_int_equal(s->map.count, 1);
+	assert_int_equal(mb_section_committed(s), PG);
+	assert_int_equal(b->books.ledger.committed, PG + CREDIT);
+	assert_int_equal(session_status(b, 1, &st), S_OK);
+	assert_int_equal(st.committed, PG);
+
+	/* Forged: a release of what it does not hold, a decommit outside its reservation, a
+	 * decommit that is not whole pages, a release with a size. Each is refused, and nothing
+	 * after it in the same Sync is booked. */
+	{
+		const local_free bad[] = {
+		    {BASE + 64 * MIB, 0, true},		  {BASE + 64 * MIB, PG, false},
+		    {BASE + PG + 1, PG, false},		  {BASE, PG, true},
+		    {BASE + 8 * MIB - PG, 2 * PG, false},
+		};
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			local_free f[2] = {bad[i], {BASE + MIB, PG, false}};
+			assert_int_equal(sync_frees(b, 1, f, 2, NULL, 0, NULL, 0, false),
+					 E_INVALIDARG);
+			assert_int_equal(mb_section_committed(s), PG);
+			assert_int_equal(s->map.count, 1);
+		}
+	}
+
+	/* The target: doubled by each Sync that says the credit ran out, up to 16x. */
+	for (int i = 1; i <= 6; i++) {
+		assert_int_equal(sync_frees(b, 1, NULL, 0, NULL, 0, NULL, 0, true), S_OK);
+		uint64_t want = CREDIT << (i < 4 ? i : 4);
+		assert_int_equal(mb_credit_target(&b->books, s), want);
+		assert_int_equal(s->credit_word->target, want);
+		assert_int_equal(s->credit, want);
+		assert_int_equal(b->books.ledger.committed, PG + want);
+	}
+	/* Taken back: the credit is refunded and the target starts again. */
+	assert_int_equal(mb_credit_take_back(&b->books, s), CREDIT << 4);
+	assert_int_equal(s->credit_word->target, CREDIT);
+	assert_int_equal(b->books.ledger.committed, PG);
+}
+
 /* Without commit credit there is no reservation credit either: every reservation is asked for. */
 static void test_reserve_credit_off(void **state)
 {
@@ -2134,6 +2258,7 @@ int main(void)
 	    TC(test_credit_sync_books_local_commits),
 	    TC(test_credit_sync_refusals),
 	    TC(test_reserve_credit),
+	    TC(test_credit_sync_frees),
 	    T(test_reserve_credit_off),
 	    TC(test_credit_revoked_for_commit),
 	    TC(test_credit_revoked_on_low),

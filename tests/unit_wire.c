@@ -1461,6 +1461,15 @@ static void test_request_sync_max_round_trip(void **state)
 		lr[i].size = UINT64_MAX - i;
 		lrp[i] = &lr[i];
 	}
+	Membroker__V1__LocalFree lf[MB_WIRE_MAX_SYNC_FREES + 1];
+	Membroker__V1__LocalFree *lfp[MB_WIRE_MAX_SYNC_FREES + 1];
+	for (size_t i = 0; i <= MB_WIRE_MAX_SYNC_FREES; i++) {
+		membroker__v1__local_free__init(&lf[i]);
+		lf[i].address = UINT64_MAX - i * 0x30000;
+		lf[i].size = UINT64_MAX - 2 * i;
+		lf[i].release = i % 2 == 0;
+		lfp[i] = &lf[i];
+	}
 	req.request_id = UINT64_MAX;
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_SYNC;
 	req.sync = &sync;
@@ -1468,6 +1477,9 @@ static void test_request_sync_max_round_trip(void **state)
 	sync.n_commits = MB_WIRE_MAX_SYNC;
 	sync.reserves = lrp;
 	sync.n_reserves = MB_WIRE_MAX_SYNC;
+	sync.frees = lfp;
+	sync.n_frees = MB_WIRE_MAX_SYNC_FREES;
+	sync.exhausted = true;
 	buf = req_bytes(&req, &len);
 	assert_true(len <= MB_WIRE_MAX_MESSAGE);
 	heap_allocs = 0;
@@ -1487,8 +1499,21 @@ static void test_request_sync_max_round_trip(void **state)
 		assert_int_equal(out->sync->reserves[i]->size, UINT64_MAX - i);
 	}
 	assert_int_equal(out->sync->n_reserves, MB_WIRE_MAX_SYNC);
+	assert_int_equal(out->sync->n_frees, MB_WIRE_MAX_SYNC_FREES);
+	for (size_t i = 0; i < MB_WIRE_MAX_SYNC_FREES; i++) {
+		assert_non_null(out->sync->frees[i]);
+		assert_int_equal(out->sync->frees[i]->address, UINT64_MAX - i * 0x30000);
+		assert_int_equal(out->sync->frees[i]->size, UINT64_MAX - 2 * i);
+		assert_int_equal(out->sync->frees[i]->release, i % 2 == 0);
+	}
+	assert_true(out->sync->exhausted);
 	mb_wire_free_request(out);
 	free(buf);
+
+	/* One free more than allowed is refused. */
+	sync.n_frees = MB_WIRE_MAX_SYNC_FREES + 1;
+	assert_null(req_trip(&req));
+	sync.n_frees = 0;
 
 	/* One reservation more than allowed is refused too. */
 	sync.n_reserves = MB_WIRE_MAX_SYNC + 1;
