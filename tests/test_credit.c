@@ -1209,6 +1209,7 @@ typedef struct forger_watch {
 	uint64_t worst_total;	  /* highest total_committed seen by the observer */
 	uint64_t worst_committed; /* highest committed the broker showed for Y */
 	uint64_t granted;	  /* what Y may hold: its commit and its credit */
+	bool ended;		  /* Y's section was ended for repeated offences */
 } forger_watch;
 
 static bool forger_punished(void *arg)
@@ -1217,8 +1218,12 @@ static bool forger_punished(void *arg)
 	mb_session_status o, y;
 	if (status_try(w->observer, &o) == S_OK && o.total_committed > w->worst_total)
 		w->worst_total = o.total_committed;
-	if (status_try(w->y, &y) != S_OK)
-		return false;
+	if (status_try(w->y, &y) != S_OK) {
+		/* On a loaded machine audits may fall in the middle of the writes three times:
+		 * the third offence ends the forger's section, which is punched empty. */
+		w->ended = true;
+		return true;
+	}
 	if (y.committed > w->worst_committed)
 		w->worst_committed = y.committed;
 	/* An audit that ran while the pages were still being written punished only some of them:
@@ -1264,10 +1269,19 @@ static void test_forged_credit_is_bounded(void **state)
 
 	forger_watch w = {.y = y, .observer = observer, .granted = granted};
 	assert_waited(forger_punished, &w, "the audit to count the forger's writes");
-	st = status(y);
-	assert_true(st.offences >= 1);
 	assert_u64_le(w.worst_total, budget);
 	assert_u64_le(w.worst_committed, granted);
+	if (w.ended) {
+		assert_int_equal(forged[0], 0);
+		assert_int_equal(forged[span - PAGE], 0);
+		assert_u64(status(observer).offences, 0);
+		fx_disconnect(f, y);
+		assert_waited(alone_and_empty, observer, "the forger's memory to be gone");
+		fx_finish(f);
+		return;
+	}
+	st = status(y);
+	assert_true(st.offences >= 1);
 	assert_u64_le(st.total_committed, budget);
 	/* What it wrote beyond its commits is gone: it gained only until the audit. */
 	assert_u64_le(st.section_allocated, granted);
