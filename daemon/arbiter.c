@@ -59,6 +59,24 @@ mb_decision mb_arbiter_decide(mb_broker *b, mb_section *s, int level, uint64_t b
 	}
 }
 
+/* Bytes of pr's pages not committed (what committing them charges). */
+static uint64_t uncommitted(const mb_page_range *pr)
+{
+	return (uint64_t)(pr->count - mb_region_committed_in(pr->region, pr->first, pr->count)) *
+	       MB_PAGE_SIZE;
+}
+
+mb_decision mb_arbiter_decide_pages(mb_broker *b, mb_section *s, int level,
+				    const mb_page_range *pr, bool waiting, bool parkable)
+{
+	for (;;) {
+		uint64_t bytes = uncommitted(pr);
+		mb_decision d = mb_arbiter_decide(b, s, level, bytes, waiting, parkable);
+		if (d.verdict != MB_VERDICT_GRANT || uncommitted(pr) <= bytes)
+			return d;
+	}
+}
+
 void mb_arbiter_park(mb_broker *b, mb_parked *p, uint32_t pipe_id, uint64_t request_id, uint32_t ms)
 {
 	p->state = MB_PARK_WAITING;
@@ -126,7 +144,6 @@ static bool try_grant(mb_broker *b, mb_parked *p)
 {
 	mb_section *s = mb_registry_by_pipe(&b->reg, p->pipe_id);
 	mb_page_range pr;
-	uint64_t bytes;
 
 	if (s == NULL) {
 		b->waits_abandoned++;
@@ -139,9 +156,7 @@ static bool try_grant(mb_broker *b, mb_parked *p)
 				  "the reservation was released while the commit waited");
 		return true;
 	}
-	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
-		MB_PAGE_SIZE;
-	mb_decision d = mb_arbiter_decide(b, s, p->level, bytes, true, false);
+	mb_decision d = mb_arbiter_decide_pages(b, s, p->level, &pr, true, false);
 	switch (d.verdict) {
 	case MB_VERDICT_PARK:
 		return false;

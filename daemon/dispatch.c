@@ -325,7 +325,7 @@ static HRESULT do_commit(mb_broker *b, mb_section *s, uint64_t request_id,
 		if (!s->adopting)
 			return fail(r, E_INVALIDARG,
 				    "adopt is only valid while an adopted section re-registers");
-		mb_decision d = mb_arbiter_decide(b, s, level, bytes, false, false);
+		mb_decision d = mb_arbiter_decide_pages(b, s, level, &pr, false, false);
 		if (d.verdict == MB_VERDICT_GRANT)
 			return grant(b, s, &pr, level, r);
 		if (mb_region_committed_in(pr.region, pr.first, pr.count) == 0)
@@ -340,7 +340,7 @@ static HRESULT do_commit(mb_broker *b, mb_section *s, uint64_t request_id,
 			    " refused (%s); its pages were discarded",
 			    pr.start, mb_reason_text(d.reason));
 	}
-	mb_decision d = mb_arbiter_decide(b, s, level, bytes, false, r->park != NULL);
+	mb_decision d = mb_arbiter_decide_pages(b, s, level, &pr, false, r->park != NULL);
 	switch (d.verdict) {
 	case MB_VERDICT_GRANT:
 		return grant(b, s, &pr, level, r);
