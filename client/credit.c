@@ -297,6 +297,12 @@ HRESULT mb_credit_commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code
 			return MB_CREDIT_REMOTE;
 		}
 		size_t len = pr.count * MB_PAGE_SIZE;
+		/* Credit granted past the task rule is for higher levels only: a Sync would not
+		 * change that, the commit's own round trip decides. */
+		if (!mb_credit_level_allows(c->credit_word, level)) {
+			pthread_rwlock_unlock(&c->map_lock);
+			return MB_CREDIT_REMOTE;
+		}
 		full = c->npending == MB_WIRE_MAX_SYNC;
 		if (!full)
 			have = mb_credit_take(c->credit_word, len);
@@ -567,9 +573,11 @@ HRESULT mb_credit_free(mb_client *c, uintptr_t addr, size_t size, DWORD free_typ
 			mb_vaspace_free(&c->va, lo, span);
 		mb_credit_refund(c, refund, session);
 		atomic_fetch_add(release ? &c->local_releases : &c->local_decommits, 1);
-		/* No credit left means it was taken back (memory is short) or used up: either way
-		 * the broker should have these pages back now rather than at some later Sync. */
-		if (record && mb_credit_peek(c->credit_word) == 0)
+		/* No credit left means it was taken back (memory is short) or used up, and credit
+		 * only for high levels means the budget is past the task rule: either way the
+		 * broker should have these pages back now rather than at some later Sync. */
+		if (record && (mb_credit_peek(c->credit_word) == 0 ||
+			       !mb_credit_level_allows(c->credit_word, 0)))
 			mb_credit_sync(c);
 		return S_OK;
 	}

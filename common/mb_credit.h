@@ -23,7 +23,8 @@
  * the broker charges the client for pages it no longer holds, and counts released reservations
  * against its quotas, for at most `target` bytes of committed pages and MB_WIRE_MAX_SYNC_FREES
  * frees per client; a free larger than that, or one made while the client holds no commit
- * credit (taken back because memory is short), is reported at once. The books are then never
+ * credit (taken back because memory is short) or only credit for high levels (credit_level, the
+ * budget past 80 %), is reported at once. The books are then never
  * too low, only too high by at most that much. A forged free gains nothing: the broker checks
  * it with the Win32 rules, does not punch (the client did, and the addresses may hold newer
  * pages by the time of the report), and the audit finds any page it still holds that no commit
@@ -55,6 +56,12 @@ typedef struct mb_credit_word {
 	 * credit to; it grows while the client keeps running out). Also the client's bound on the
 	 * committed bytes of frees it made locally and has not reported (see below). */
 	uint64_t target;
+	/* Written by the broker only: the lowest critical level whose commits may take from
+	 * `credit`. 0 while the credit was granted under the task rule (the total under 80 % of
+	 * the budget); 1 or 2 when it was granted only under the ceiling of eAppDomainCritical or
+	 * eProcessCritical, because the task rule no longer allowed any: an honest client then
+	 * takes it only for commits at that level or above, and asks the broker for the others. */
+	uint64_t credit_level;
 } mb_credit_word;
 
 /* Client: takes bytes of credit if that much is left. Lock-free; safe against the broker. */
@@ -111,6 +118,12 @@ static inline void mb_reserve_give(mb_credit_word *w, uint64_t bytes)
 {
 	__atomic_fetch_add(&w->reserve_bytes, bytes, __ATOMIC_ACQ_REL);
 	__atomic_fetch_add(&w->reserve_count, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Client: whether a commit at level may take from the credit. */
+static inline bool mb_credit_level_allows(const mb_credit_word *w, int level)
+{
+	return (uint64_t)level >= __atomic_load_n(&w->credit_level, __ATOMIC_ACQUIRE);
 }
 
 /* Either side: the unused credit now (unclamped). */

@@ -66,8 +66,8 @@ static uint64_t uncommitted(const mb_page_range *pr)
 	       MB_PAGE_SIZE;
 }
 
-mb_decision mb_arbiter_decide_pages(mb_broker *b, mb_section *s, int level,
-				    const mb_page_range *pr, bool waiting, bool parkable)
+mb_decision mb_arbiter_decide_pages(mb_broker *b, mb_section *s, int level, const mb_page_range *pr,
+				    bool waiting, bool parkable)
 {
 	for (;;) {
 		uint64_t bytes = uncommitted(pr);

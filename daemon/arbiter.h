@@ -29,8 +29,8 @@ mb_decision mb_arbiter_decide(mb_broker *b, mb_section *s, int level, uint64_t b
  * reclaim it may carry out can discard MEM_RESET pages of this very range, which the commit then
  * has to charge too: it is decided again until the grant covers what the pages cost.
  */
-mb_decision mb_arbiter_decide_pages(mb_broker *b, mb_section *s, int level,
-				    const mb_page_range *pr, bool waiting, bool parkable);
+mb_decision mb_arbiter_decide_pages(mb_broker *b, mb_section *s, int level, const mb_page_range *pr,
+				    bool waiting, bool parkable);
 
 /* Parks p (kind, and for a commit address/size/level, set by the caller), answered on connection
  * pipe_id, until at most

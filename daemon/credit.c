@@ -102,18 +102,33 @@ void mb_credit_grow(mb_books *k, mb_section *s)
 	publish_target(k, s);
 }
 
-uint64_t mb_credit_topup(mb_books *k, mb_section *s, bool waiters, bool stopping)
+uint64_t mb_credit_topup(mb_books *k, mb_section *s, int level, bool waiters, bool stopping)
 {
 	uint64_t add;
 
 	if (s->credit_word == NULL || k->conf->commit_credit == 0 || stopping || s->adopting)
 		return 0;
 	publish_target(k, s);
-	add = mb_ledger_credit_grant(&k->ledger, s->credit, mb_credit_target(k, s), waiters);
-	/* Quotas as for a task-level commit: credit must not let a client past its own or its
+	uint64_t target = mb_credit_target(k, s);
+	int at = 0;
+	add = mb_ledger_credit_grant(&k->ledger, s->credit, target, waiters);
+	if (add == 0 && level > 0 && k->ledger.committed >= mb_ledger_credit_limit(&k->ledger)) {
+		/* Past the task rule: credit for this client's high-level commits only, under
+		 * their ceiling. */
+		at = level < MB_LEVELS ? level : MB_LEVELS - 1;
+		add = mb_ledger_credit_grant_at(&k->ledger, at, s->credit, target, waiters);
+	}
+	/* Quotas as for a commit at that level: credit must not let a client past its own or its
 	 * group's limit, nor into other groups' reserves. */
-	if (add == 0 || mb_books_fits(k, s, 0, add) != MB_FIT_OK)
+	if (add == 0 || mb_books_fits(k, s, at, add) != MB_FIT_OK) {
+		/* Under the task rule again, whatever is left is for any level. */
+		if (k->ledger.committed < mb_ledger_credit_limit(&k->ledger))
+			__atomic_store_n(&s->credit_word->credit_level, 0, __ATOMIC_RELEASE);
 		return 0;
+	}
+	/* Marked before the credit appears in the word, so no low-level commit takes it. */
+	if (at > 0)
+		__atomic_store_n(&s->credit_word->credit_level, (uint64_t)at, __ATOMIC_RELEASE);
 	mb_books_charge(k, s, add);
 	/* Rewrite the word rather than add to it: a value the client forged above what it was
 	 * granted is cut back here. A take or give racing with this is not lost: a take sees the
@@ -124,6 +139,8 @@ uint64_t mb_credit_topup(mb_books *k, mb_section *s, bool waiters, bool stopping
 	s->credit += add;
 	k->credit_total += add;
 	mb_credit_give(s->credit_word, unused + add);
+	if (at == 0)
+		__atomic_store_n(&s->credit_word->credit_level, 0, __ATOMIC_RELEASE);
 	return add;
 }
 

@@ -61,9 +61,11 @@ uint64_t mb_credit_target(const mb_books *k, const mb_section *s);
 void mb_credit_grow(mb_books *k, mb_section *s);
 
 /* Tops s's credit up to its target when mb_ledger_credit_grant and s's quotas allow, unless
- * anything waits for memory or the broker stops, and publishes the target in the word. Returns
- * the bytes granted. */
-uint64_t mb_credit_topup(mb_books *k, mb_section *s, bool waiters, bool stopping);
+ * anything waits for memory or the broker stops, and publishes the target in the word. Past the
+ * task rule (80 % of the budget), a client that just committed at level 1 or 2 is granted credit
+ * under that level's ceiling instead, marked in the word (credit_level) as only for commits at
+ * that level and above. Returns the bytes granted. */
+uint64_t mb_credit_topup(mb_books *k, mb_section *s, int level, bool waiters, bool stopping);
 
 /* Takes s's unused credit back (refunded to the budget). Returns the bytes taken. */
 uint64_t mb_credit_take_back(mb_books *k, mb_section *s);

@@ -296,9 +296,11 @@ static HRESULT grant(mb_broker *b, mb_section *s, const mb_page_range *pr, int l
 {
 	if (mb_books_commit_pages(&b->books, s, pr, level) < 0)
 		return fail(r, E_OUTOFMEMORY, "no memory for page state");
-	/* A client that had to ask is out of credit: top it up with the same round trip. */
-	mb_credit_topup(&b->books, s, b->nwaiters > 0, b->stopping);
+	/* Pressure first: turning Low takes credit back, which must not be the top-up below. */
 	mb_arbiter_update_pressure(b);
+	/* A client that had to ask is out of credit: top it up with the same round trip (for
+	 * commits at this level and above, past the task rule). */
+	mb_credit_topup(&b->books, s, level, b->nwaiters > 0, b->stopping);
 	return S_OK;
 }
 
@@ -504,8 +506,11 @@ static HRESULT do_sync(mb_broker *b, mb_section *s, const Membroker__V1__Sync *m
 		if (hr != S_OK)
 			return hr;
 	}
+	int level = 0; /* the highest reported: credit past the task rule is for it */
 	for (size_t i = 0; i < m->n_commits; i++) {
 		const Membroker__V1__LocalCommit *lc = m->commits[i];
+		if (lc->level < MB_LEVELS && (int)lc->level > level)
+			level = (int)lc->level;
 		HRESULT hr = mb_credit_book(&b->books, s, lc->address, lc->size, lc->level,
 					    r->detail, sizeof(r->detail));
 		if (hr != S_OK) {
@@ -518,9 +523,9 @@ static HRESULT do_sync(mb_broker *b, mb_section *s, const Membroker__V1__Sync *m
 	}
 	if (m->exhausted && b->nwaiters == 0 && !b->stopping)
 		mb_credit_grow(&b->books, s);
-	mb_credit_topup(&b->books, s, b->nwaiters > 0, b->stopping);
-	mb_credit_reserve_topup(&b->books, s, b->stopping);
 	mb_arbiter_update_pressure(b);
+	mb_credit_topup(&b->books, s, level, b->nwaiters > 0, b->stopping);
+	mb_credit_reserve_topup(&b->books, s, b->stopping);
 	r->sync.credit = mb_credit_unused(s);
 	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_SYNC;
 	r->resp.sync = &r->sync;

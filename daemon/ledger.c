@@ -107,17 +107,29 @@ mb_fit mb_ledger_check(const mb_ledger *l, int level, uint64_t bytes, const mb_q
 	return mb_ledger_fits(l, level, bytes + held) ? MB_FIT_OK : MB_FIT_CEILING;
 }
 
-uint64_t mb_ledger_credit_grant(const mb_ledger *l, uint64_t held, uint64_t target, bool waiters)
+uint64_t mb_ledger_credit_limit(const mb_ledger *l)
 {
-	const uint64_t page = 4096;
 	uint64_t limit = share_of(l->budget, MB_CREDIT_LIMIT_PERMILLE);
 	uint64_t task = mb_ledger_ceiling(l, 0);
+
+	return task < limit ? task : limit;
+}
+
+uint64_t mb_ledger_credit_grant(const mb_ledger *l, uint64_t held, uint64_t target, bool waiters)
+{
+	return mb_ledger_credit_grant_at(l, 0, held, target, waiters);
+}
+
+uint64_t mb_ledger_credit_grant_at(const mb_ledger *l, int level, uint64_t held, uint64_t target,
+				   bool waiters)
+{
+	const uint64_t page = 4096;
+	uint64_t limit;
 	uint64_t want;
 
-	if (waiters || target == 0 || held >= target)
+	if (waiters || target == 0 || held >= target || level < 0 || level >= MB_LEVELS)
 		return 0;
-	if (task < limit)
-		limit = task;
+	limit = level == 0 ? mb_ledger_credit_limit(l) : mb_ledger_ceiling(l, level);
 	if (l->committed >= limit)
 		return 0;
 	want = target - held;

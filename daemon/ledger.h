@@ -80,4 +80,15 @@ int mb_pressure_next(int current, const mb_ledger *l, bool waiters);
  */
 uint64_t mb_ledger_credit_grant(const mb_ledger *l, uint64_t held, uint64_t target, bool waiters);
 
+/*
+ * The same for credit only commits at level (1 or 2) and above may use: cut to what keeps the
+ * total under that level's ceiling instead (level 0 is mb_ledger_credit_grant). Unused credit is
+ * taken back before any commit is refused or made to wait, so this headroom stays the level's.
+ */
+uint64_t mb_ledger_credit_grant_at(const mb_ledger *l, int level, uint64_t held, uint64_t target,
+				   bool waiters);
+
+/* The total under which credit is granted for commits at any level (the task rule). */
+uint64_t mb_ledger_credit_limit(const mb_ledger *l);
+
 #endif

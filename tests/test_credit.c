@@ -1064,6 +1064,77 @@ static void test_credit_taken_back_for_another_process(void **state)
 	fx_finish(f);
 }
 
+/* ---- 3a. past 80%, credit for eAppDomainCritical and eProcessCritical commits ---- */
+
+static void test_credit_per_level(void **state)
+{
+	fx *f = *state;
+	const uint64_t budget = 64 * MiB;
+	fx_start(f, (const char *[]){"--budget", "64M", NULL});
+	mb_client *b = fx_connect(f), *a = fx_connect(f);
+	mb_session_status st;
+
+	/* B takes the budget past 80 % with task-level commits: no credit for anyone's task
+	 * commits from here on. */
+	uint8_t *big = reserve(b, 60 * MiB);
+	assert_hr(commit_at(b, big, 52 * MiB, eTaskCritical), S_OK);
+	assert_u64(status(b).credit, 0);
+
+	/* A's first AppDomain commit is a round trip and brings credit for that level. */
+	uint8_t *p = reserve(a, 4 * MiB);
+	assert_hr(commit_at(a, p, CHUNK, eAppDomainCritical), S_OK);
+	st = status(a);
+	assert_u64(st.credit, DEFAULT_CREDIT);
+	assert_u64_le(st.total_committed + st.total_credit, share_of(budget, 970));
+
+	/* The next AppDomain and ProcessCritical commits need no round trip; a task commit
+	 * does (the credit is not for it; it fits beside it under the task ceiling). */
+	mb_client_stats s0 = stats_of(a);
+	for (uint64_t i = 1; i <= 8; i++)
+		assert_hr(commit_at(a, p + i * CHUNK, CHUNK, eAppDomainCritical), S_OK);
+	assert_hr(commit_at(a, p + 9 * CHUNK, CHUNK, eProcessCritical), S_OK);
+	mb_client_stats s1 = stats_of(a);
+	assert_u64(s1.round_trips, s0.round_trips);
+	assert_u64(s1.local_commits, s0.local_commits + 9);
+	assert_hr(commit_at(a, p + 10 * CHUNK, CHUNK, eTaskCritical), S_OK);
+	mb_client_stats s2 = stats_of(a);
+	assert_u64(s2.alloc_remote, s1.alloc_remote + 1);
+	assert_u64(s2.local_commits, s1.local_commits);
+	fill(p, 11 * CHUNK, 21);
+
+	/* The books are exact: used credit counts as committed, unused does not. */
+	st = status(a);
+	assert_u64(st.committed, 11 * CHUNK);
+	assert_u64(st.total_committed, 52 * MiB + 11 * CHUNK);
+	assert_u64(st.credit, DEFAULT_CREDIT - 9 * CHUNK);
+	assert_u64_le(st.total_committed + st.total_credit, share_of(budget, 970));
+
+	/* B's task commit fits only without A's unused credit: it is taken back first. */
+	assert_true(52 * MiB + 11 * CHUNK + 4 * MiB <= share_of(budget, 900));
+	assert_true(52 * MiB + 11 * CHUNK + 4 * MiB + st.credit > share_of(budget, 900));
+	assert_hr(commit_at(b, big + 52 * MiB, 4 * MiB, eTaskCritical), S_OK);
+	st = status(a);
+	assert_u64(st.credit, 0);
+	assert_u64(st.total_credit, 0);
+	assert_u64(st.committed, 11 * CHUNK);
+	assert_u64(st.total_committed, 56 * MiB + 11 * CHUNK);
+	assert_pattern(p, 11 * CHUNK, 21);
+
+	/* A's next AppDomain commit asks, and brings credit again within the ceiling. */
+	assert_hr(commit_at(a, p + 11 * CHUNK, CHUNK, eAppDomainCritical), S_OK);
+	st = status(a);
+	assert_true(st.credit > 0);
+	assert_u64_le(st.total_committed + st.total_credit, share_of(budget, 970));
+	assert_u64(st.committed, 12 * CHUNK);
+	assert_u64(st.total_committed, 56 * MiB + 12 * CHUNK);
+
+	assert_hr(release(a, p), S_OK);
+	assert_hr(release(b, big), S_OK);
+	st = status(a);
+	assert_u64(st.total_committed, 0);
+	fx_finish(f);
+}
+
 /* ---- 3b. no credit above 80%; Low pressure takes it back ---- */
 
 static void test_credit_limit_and_low_pressure(void **state)
@@ -1106,9 +1177,12 @@ static void test_credit_limit_and_low_pressure(void **state)
 	st = status(c);
 	assert_int_equal(st.pressure, eMemoryAvailableLow);
 	assert_u64(st.credit, 0);
-	assert_u64(st.total_credit, 0);
 	assert_u64(st.committed, 48 * MiB);
 	assert_u64(st.total_committed, 58 * MiB + CHUNK);
+	/* What is out now is E's, granted after the pressure turned: for its AppDomain commits
+	 * only, within their ceiling. */
+	assert_u64(st.total_credit, status(e).credit);
+	assert_u64_le(st.total_committed + st.total_credit, share_of(budget, 970));
 
 	/* C still commits, by round trip, once E's memory is back. */
 	assert_hr(release(e, emem), S_OK);
@@ -1652,6 +1726,7 @@ int main(int argc, char **argv)
 	    T(test_forged_free_gains_nothing),
 	    T(test_credit_off),
 	    T(test_credit_taken_back_for_another_process),
+	    T(test_credit_per_level),
 	    T(test_credit_limit_and_low_pressure),
 	    T(test_audit_tolerates_local_commits),
 	    T(test_forged_credit_is_bounded),

@@ -1571,14 +1571,17 @@ static void test_credit_revoked_on_low(void **state)
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(b->pressure, 3);
 
-	/* Fits at AppDomain level with the credit still out, and brings use to 90%: Low. */
+	/* Fits at AppDomain level with the credit still out, and brings use to 90%: Low. The
+	 * AppDomain client is then granted credit for its own level, under that ceiling. */
 	assert_int_equal(commit(b, 2, BASE, C0 * PG, 1), S_OK);
 	assert_int_equal(b->pressure, 1);
 	assert_int_equal(word(b, 1), 0);
 	assert_int_equal(sess(b, 1)->credit, 0);
-	assert_int_equal(b->books.credit_total, 0);
+	assert_int_equal(b->books.credit_total, sess(b, 2)->credit);
+	assert_int_equal(sess(b, 2)->credit_word->credit_level, 1);
 	assert_int_equal(b->books.credit_taken_back_bytes, CREDIT);
-	assert_int_equal(b->books.ledger.committed, PG + C0 * PG);
+	assert_int_equal(b->books.ledger.committed, PG + C0 * PG + sess(b, 2)->credit);
+	assert_true(b->books.ledger.committed <= mb_ledger_ceiling(&b->books.ledger, 1));
 }
 
 static void test_credit_limit_80_percent(void **state)
@@ -1618,6 +1621,79 @@ static void test_credit_limit_80_percent(void **state)
 	assert_int_equal(sync_req(b, 1, NULL, 0, NULL), S_OK);
 	assert_int_equal(sess(b, 1)->credit, CREDIT);
 	assert_int_equal(word(b, 1), CREDIT);
+}
+
+/*
+ * Past the task rule a client that commits at eAppDomainCritical or eProcessCritical is granted
+ * credit under that level's ceiling, marked for commits at that level and above; task-level
+ * commits never get it; and it is taken back like any credit for a commit that needs the room.
+ */
+static void test_credit_per_level(void **state)
+{
+	mb_broker *b = *state;
+	mb_ledger *l = &b->books.ledger;
+
+	open_session(b, 1, NULL);
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 1, BASE, 8 * MIB), S_OK);
+	assert_int_equal(reserve(b, 2, BASE, 62 * MIB), S_OK);
+	mb_section *s1 = sess(b, 1), *s2 = sess(b, 2);
+
+	/* Past 80 %: a task commit brings no credit. */
+	assert_int_equal(commit(b, 2, BASE, 54 * MIB, 0), S_OK);
+	assert_int_equal(s2->credit, 0);
+
+	/* An AppDomain commit does, for AppDomain commits and above. */
+	assert_int_equal(commit(b, 1, BASE, PG, 1), S_OK);
+	assert_int_equal(s1->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+	assert_int_equal(s1->credit_word->credit_level, 1);
+	assert_true(l->committed <= mb_ledger_ceiling(l, 1));
+	assert_false(mb_credit_level_allows(s1->credit_word, 0));
+	assert_true(mb_credit_level_allows(s1->credit_word, 1));
+	assert_true(mb_credit_level_allows(s1->credit_word, 2));
+
+	/* A task commit of the same client: no credit for it, and the mark stays. */
+	assert_int_equal(commit(b, 1, BASE + PG, PG, 0), S_OK);
+	assert_int_equal(s1->credit_word->credit_level, 1);
+	assert_int_equal(s1->credit, CREDIT);
+
+	/* Local AppDomain commits, reported: topped up again at that level. */
+	assert_true(take(b, 1, 4 * PG));
+	assert_int_equal(sync1(b, 1, BASE + 2 * PG, 4 * PG, 1), S_OK);
+	assert_int_equal(s1->credit, CREDIT);
+	assert_int_equal(word(b, 1), CREDIT);
+	assert_int_equal(s1->credit_word->credit_level, 1);
+	assert_int_equal(mb_section_committed(s1), 6 * PG);
+
+	/* A process-level commit near the top: use passes 90 %, so the pressure turns Low and
+	 * takes the credit out back; then credit for this client under the 100 % ceiling. */
+	assert_int_equal(commit(b, 2, BASE + 54 * MIB, 6 * MIB, 2), S_OK);
+	assert_int_equal(b->pressure, 1);
+	assert_int_equal(s1->credit, 0);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(s2->credit, CREDIT);
+	assert_int_equal(s2->credit_word->credit_level, 2);
+	assert_true(l->committed <= mb_ledger_ceiling(l, 2));
+	assert_int_equal(l->committed, 60 * MIB + 6 * PG + CREDIT);
+
+	/* An AppDomain commit that fits only without that credit: it is taken back first (exact
+	 * books), then granted. */
+	assert_true(60 * MIB + 6 * PG + 2 * MIB <= mb_ledger_ceiling(l, 1));
+	assert_true(60 * MIB + 6 * PG + 2 * MIB + CREDIT > mb_ledger_ceiling(l, 1));
+	assert_int_equal(commit(b, 2, BASE + 60 * MIB, 2 * MIB, 1), S_OK);
+	assert_int_equal(s1->credit, 0);
+	assert_int_equal(word(b, 1), 0);
+	assert_int_equal(l->committed, mb_section_committed(s1) + mb_section_committed(s2) +
+					   s1->credit + s2->credit);
+	assert_true(l->committed <= mb_ledger_ceiling(l, 1));
+
+	/* Below the task rule again, a task commit's grant is for any level. */
+	assert_int_equal(decommit(b, 2, BASE, 40 * MIB), S_OK);
+	assert_int_equal(commit(b, 1, BASE + 32 * PG, PG, 0), S_OK);
+	assert_int_equal(s1->credit, CREDIT);
+	assert_int_equal(s1->credit_word->credit_level, 0);
+	assert_true(mb_credit_level_allows(s1->credit_word, 0));
 }
 
 static int parked_wakes;
@@ -2263,6 +2339,7 @@ int main(void)
 	    TC(test_credit_revoked_for_commit),
 	    TC(test_credit_revoked_on_low),
 	    TC(test_credit_limit_80_percent),
+	    TC(test_credit_per_level),
 	    TC(test_credit_none_while_waiting),
 	    TC(test_credit_forged_word),
 	    TC(test_credit_word_lowered),

@@ -414,6 +414,36 @@ static void test_credit_grant_target_and_held(void **state)
 	assert_int_equal(l.committed, 0);
 }
 
+/* Past the task rule, credit for level 1 or 2 commits is cut to that level's ceiling. */
+static void test_credit_grant_at_level(void **state)
+{
+	const uint64_t budget = 64ULL << 20, want = 4ULL << 20;
+	mb_ledger l;
+
+	(void)state;
+	mb_ledger_init(&l, budget);
+	l.committed = 55ULL << 20; /* past 80 %, under the task ceiling */
+	assert_int_equal(mb_ledger_credit_grant(&l, 0, want, false), 0);
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 0, 0, want, false), 0);
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 1, 0, want, false), want);
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 2, 0, want, false), want);
+	/* Near the AppDomain ceiling: cut to it, in whole pages; the process level has more. */
+	l.committed = 61ULL << 20;
+	uint64_t app = exact_ceiling(budget, l.ceiling_permille[1]);
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 1, 0, want, false),
+			 (app - l.committed) & ~(KIB4 - 1));
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 2, 0, want, false), 3ULL << 20);
+	/* Held, waiters, no target, a level that does not exist: nothing. */
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 2, want, want, false), 0);
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 2, 0, want, true), 0);
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 2, 0, 0, false), 0);
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 3, 0, want, false), 0);
+	assert_int_equal(mb_ledger_credit_grant_at(&l, -1, 0, want, false), 0);
+	l.committed = budget;
+	assert_int_equal(mb_ledger_credit_grant_at(&l, 2, 0, want, false), 0);
+	assert_int_equal(mb_ledger_credit_limit(&l), credit_limit(&l));
+}
+
 static void test_credit_grant_waiters(void **state)
 {
 	mb_ledger l;
@@ -825,6 +855,7 @@ int main(void)
 	    cmocka_unit_test(test_load_every_budget),
 	    cmocka_unit_test(test_available_per_level),
 	    cmocka_unit_test(test_credit_grant_target_and_held),
+	    cmocka_unit_test(test_credit_grant_at_level),
 	    cmocka_unit_test(test_credit_grant_waiters),
 	    cmocka_unit_test(test_credit_grant_cut_at_80_percent),
 	    cmocka_unit_test(test_credit_grant_task_ceiling),
