@@ -152,6 +152,11 @@ static HRESULT sync(mb_client *c, bool exhausted)
 		 * (a broker that disagrees) leaves them to the audit, which tolerates pages up to
 		 * the credit they used. */
 		hr = mb_client_call_simple(c, &req);
+		/* Refused by a stopping broker, or lost with the connection: the books the next
+		 * broker restores (or the section re-attached) may lack these reports, so the next
+		 * connection hands the section back and registers what the map holds. */
+		if (hr == HOST_E_CLRNOTAVAILABLE)
+			atomic_store(&c->unsure, true);
 		atomic_fetch_add(&c->syncs, 1);
 	}
 	pthread_rwlock_wrlock(&c->map_lock);
