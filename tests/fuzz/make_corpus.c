@@ -321,6 +321,41 @@ static void sync_reserves(buf *b, uint8_t sel, uint64_t address, uint64_t size, 
 	frame(b, sel, &r);
 }
 
+/* Reports local frees: a decommit of size at address and a release of the reservation at base,
+ * then a local reservation at base again with a commit in it; exhausted as given. */
+static void sync_frees(buf *b, uint8_t sel, uint64_t base, uint64_t address, uint64_t size,
+		       bool exhausted)
+{
+	mb_request r = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
+	Membroker__V1__LocalFree lf[2] = {MEMBROKER__V1__LOCAL_FREE__INIT,
+					  MEMBROKER__V1__LOCAL_FREE__INIT};
+	Membroker__V1__LocalFree *lfp[2] = {&lf[0], &lf[1]};
+	Membroker__V1__LocalReserve lr = MEMBROKER__V1__LOCAL_RESERVE__INIT;
+	Membroker__V1__LocalReserve *lrp = &lr;
+	Membroker__V1__LocalCommit lc = MEMBROKER__V1__LOCAL_COMMIT__INIT;
+	Membroker__V1__LocalCommit *lcp = &lc;
+
+	lf[0].address = address;
+	lf[0].size = size;
+	lf[1].address = base;
+	lf[1].release = true;
+	m.n_frees = 2;
+	m.frees = lfp;
+	lr.address = base;
+	lr.size = 1 * MIB;
+	m.n_reserves = 1;
+	m.reserves = &lrp;
+	lc.address = base;
+	lc.size = 4 * KIB;
+	m.n_commits = 1;
+	m.commits = &lcp;
+	m.exhausted = exhausted;
+	r.body_case = MEMBROKER__V1__REQUEST__BODY_SYNC;
+	r.sync = &m;
+	frame(b, sel, &r);
+}
+
 /* ---- wire corpus: one file per message ---- */
 
 static void wire_request(const char *name, void (*fn)(buf *, uint8_t))
@@ -380,6 +415,10 @@ static void w_sync_reserves(buf *b, uint8_t s)
 {
 	sync_reserves(b, s, BASE, 64 * KIB, 64 * KIB, 3);
 }
+static void w_sync_frees(buf *b, uint8_t s)
+{
+	sync_frees(b, s, BASE, BASE + 64 * KIB, 64 * KIB, true);
+}
 static void w_sync(buf *b, uint8_t s)
 {
 	sync_commits(b, s, BASE, 4 * KIB, 8 * KIB, 3, 1);
@@ -419,6 +458,7 @@ static void wire_corpus(void)
 	wire_request("req-watch", w_watch);
 	wire_request("req-sync", w_sync);
 	wire_request("req-sync-reserves", w_sync_reserves);
+	wire_request("req-sync-frees", w_sync_frees);
 
 	r.request_id = 7;
 	r.hresult = (uint32_t)S_OK;
@@ -498,6 +538,22 @@ static void s_sync(buf *b)
 	status(b, SEL_PARK(0));
 	memory_load(b, SEL_PARK(0));
 	decommit(b, SEL_PARK(0), BASE, 1 * MIB);
+	release(b, SEL_PARK(0), BASE);
+	status(b, SEL_PARK(0));
+}
+
+/* Local frees of booked pages (good and forged ones) and the growing credit target. */
+static void s_sync_frees(buf *b)
+{
+	reserve(b, SEL_PARK(0), BASE, 1 * MIB);
+	commit(b, SEL_PARK(0), BASE, 256 * KIB, 0);
+	sync_frees(b, SEL_PARK(0), BASE, BASE + 64 * KIB, 64 * KIB, true);
+	sync_frees(b, SEL_PARK(0), BASE, BASE + 64 * KIB, 64 * KIB, true);	    /* again */
+	sync_frees(b, SEL_PARK(0), BASE + 8 * MIB, BASE + 8 * MIB, 4 * KIB, false); /* forged */
+	sync_frees(b, SEL_PARK(0), BASE, BASE + 4 * KIB + 1, 4 * KIB, false);	    /* misaligned */
+	sync_frees(b, SEL_PARK(1), BASE, BASE, 4 * KIB, true); /* before any reservation */
+	commit(b, SEL_PARK(0), BASE, 1 * MIB, 2);
+	status(b, SEL_PARK(0));
 	release(b, SEL_PARK(0), BASE);
 	status(b, SEL_PARK(0));
 }
@@ -795,6 +851,7 @@ static void dispatch_corpus(void)
 	    {"seed-every-slot", s_everything_every_slot},
 	    {"seed-sync", s_sync},
 	    {"seed-sync-reserves", s_sync_reserves},
+	    {"seed-sync-frees", s_sync_frees},
 	    {"seed-goodbye-resume", s_goodbye_resume},
 	    {"seed-reattach", s_reattach},
 	};
