@@ -96,11 +96,16 @@ static HRESULT call_range(mb_client *c, int op, uintptr_t addr, size_t len, int 
 	 * broker that refused the request while it stopped, and the next one that restored its
 	 * books), nothing was done: it is sent again, as anything else is, once.
 	 */
-	if ((op == MEMBROKER__V1__REQUEST__BODY_RELEASE ||
-	     op == MEMBROKER__V1__REQUEST__BODY_DECOMMIT) &&
-	    c->reattaches == reattaches)
+	if (op != MEMBROKER__V1__REQUEST__BODY_RELEASE &&
+	    op != MEMBROKER__V1__REQUEST__BODY_DECOMMIT)
+		return mb_client_call_simple(c, &req);
+	if (c->reattaches == reattaches)
 		return S_OK;
-	return mb_client_call_simple(c, &req);
+	hr = mb_client_call_simple(c, &req);
+	/* Refused by the books it re-attached to (a reservation it never got to report, say):
+	 * the broker does not hold what the map no longer has. The caller frees the pages itself
+	 * as when the broker is gone. */
+	return hr == S_OK ? S_OK : HOST_E_CLRNOTAVAILABLE;
 }
 
 static HRESULT reserve(mb_client *c, uintptr_t want, size_t size, DWORD protect, uintptr_t *out)
