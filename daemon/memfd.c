@@ -97,6 +97,8 @@ struct mb_credit_word *mb_memfd_map_credit(int fd, bool reset)
 	__atomic_store_n(&((mb_credit_word *)p)->credit, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&((mb_credit_word *)p)->reserve_count, 0, __ATOMIC_RELEASE);
 	__atomic_store_n(&((mb_credit_word *)p)->reserve_bytes, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&((mb_credit_word *)p)->target, 0, __ATOMIC_RELEASE);
+	__atomic_store_n(&((mb_credit_word *)p)->credit_level, 0, __ATOMIC_RELEASE);
 	return p;
 }
 

@@ -17,6 +17,7 @@
 
 #include <zlib.h>
 
+#include "credit.h"
 #include "mb_win32.h"
 #include "snapshot.pb-c.h"
 
@@ -113,6 +114,7 @@ static int enc_section_fill(enc_section *e, const mb_section *s)
 	m->reserve_bytes = s->reserve_bytes;
 	m->committed = mb_section_committed(s);
 	m->held = s->held;
+	m->credit_growth = s->credit_growth;
 
 	for (mb_region *r = mb_regmap_first(&s->map); r != NULL; r = mb_regmap_next(&s->map, r))
 		nruns += region_runs(r, NULL);
@@ -279,7 +281,12 @@ static int decode_section(const pb_section *m, uint64_t section_size, mb_section
 	s->reserve_count = m->reserve_count;
 	s->reserve_bytes = m->reserve_bytes;
 	s->held = m->held;
+	s->credit_growth = m->credit_growth;
 	*out = s;
+	/* Bounded like any growth (credit.h); a larger one is a corrupt snapshot's. */
+	if (m->credit_growth > MB_CREDIT_MAX_GROWTH)
+		return refuse(why, whylen, "section %" PRIu64 ": credit growth %u", m->id,
+			      m->credit_growth);
 
 	for (size_t i = 0; i < m->n_regions; i++) {
 		const pb_region *r = m->regions[i];

@@ -83,6 +83,7 @@ static void books(mb_broker *b)
 	a->credit = 3 * MIB;
 	mb_books_charge(&b->books, a, a->credit);
 	b->books.credit_total += a->credit;
+	a->credit_growth = 2;
 	a->reserve_count = 17;
 	a->reserve_bytes = 5 * GRAN;
 	a->mapped = calloc(2, sizeof(*a->mapped));
@@ -176,6 +177,7 @@ static void test_round_trip(void **state)
 		assert_int_equal(t->reserve_count, s->reserve_count);
 		assert_int_equal(t->reserve_bytes, s->reserve_bytes);
 		assert_int_equal(t->held, s->held);
+		assert_int_equal(t->credit_growth, s->credit_growth);
 		assert_int_equal(t->resets, s->resets);
 		assert_int_equal(t->nmapped, s->nmapped);
 		assert_int_equal(t->mapped_bytes, s->mapped_bytes);
@@ -400,6 +402,12 @@ static void test_inconsistent(void **state)
 	assert_refused(bad, n, b.section_size, "tokens");
 	free(bad);
 	m->sections[2]->attach_token.len = MB_WIRE_TOKEN_LEN;
+
+	m->sections[0]->credit_growth = 99;
+	bad = reframe(m, &n);
+	assert_refused(bad, n, b.section_size, "credit growth");
+	free(bad);
+	m->sections[0]->credit_growth = 0;
 
 	m->resets[0]->section_id = 999;
 	bad = reframe(m, &n);
