@@ -82,6 +82,7 @@ void mb_regmap_init(mb_regmap *map, bool track_protect)
 	map->count = 0;
 	map->reserved_bytes = 0;
 	map->committed_pages = 0;
+	map->idle_chunks = 0;
 	map->track_protect = track_protect;
 }
 
@@ -100,6 +101,7 @@ void mb_regmap_clear(mb_regmap *map, void (*fn)(mb_region *region, void *arg), v
 	map->count = 0;
 	map->reserved_bytes = 0;
 	map->committed_pages = 0;
+	map->idle_chunks = 0;
 }
 
 int mb_regmap_insert(mb_regmap *map, uintptr_t base, size_t size, uint32_t alloc_protect,
@@ -150,6 +152,7 @@ void mb_regmap_remove(mb_regmap *map, mb_region *region)
 	map->count--;
 	map->reserved_bytes -= region->size;
 	map->committed_pages -= region->committed_pages;
+	map->idle_chunks -= region->idle_chunks;
 	region_free(region);
 }
 
@@ -360,6 +363,8 @@ long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t co
 		size_t lo, hi;
 		if (!c)
 			continue; /* all zero, and zero pages do not change */
+		/* A fresh chunk (nonzero 0) was not idle; it is counted below if it stays. */
+		bool was_idle = c->nonzero > 0 && c->committed == 0;
 		chunk_bounds(ci, first, end, &lo, &hi);
 		for (size_t i = lo; i < hi; i++) {
 			size_t k = i & (MB_CHUNK_PAGES - 1);
@@ -381,6 +386,9 @@ long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t co
 				}
 			}
 		}
+		bool idle = c->nonzero > 0 && c->committed == 0;
+		region->idle_chunks += (size_t)idle - (size_t)was_idle;
+		map->idle_chunks += (size_t)idle - (size_t)was_idle;
 		if (c->nonzero == 0) {
 			free(c); /* back to "all zero" */
 			region->chunks[ci] = NULL;

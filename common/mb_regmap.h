@@ -50,6 +50,7 @@ typedef struct mb_region {
 	bool track_protect;	/* chunks carry a mb_win32 protection code per page */
 	size_t nchunks;
 	mb_page_chunk **chunks; /* NULL entries: every page of that chunk has state 0 */
+	size_t idle_chunks;	/* chunks with state but no committed page (see mb_regmap) */
 	void *user;		/* owner's data */
 } mb_region;
 
@@ -60,7 +61,10 @@ typedef struct mb_regmap {
 	size_t count;		/* regions */
 	size_t reserved_bytes;	/* sum of region sizes */
 	size_t committed_pages; /* sum over regions */
-	bool track_protect;	/* allocate mb_region.prot */
+	/* Chunks that hold page state but no committed page (only pages reset and then discarded
+	 * keep such a chunk alive): the one part of a map's memory its commits do not bound. */
+	size_t idle_chunks;
+	bool track_protect; /* allocate mb_region.prot */
 } mb_regmap;
 
 /* Initialises an empty map. track_protect: keep a protection code per page. */

@@ -200,6 +200,8 @@ static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 	mb_section *s = mb_registry_section(&b->reg, r->section_id);
 	mb_region *region;
 	uint64_t refunded = 0;
+	size_t kept = 0;
+	static mb_log_limit kept_log = MB_LOG_LIMIT_INIT;
 
 	if (s == NULL)
 		return 0;
@@ -214,8 +216,19 @@ static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 	const uint8_t cr = MB_PAGE_COMMITTED | MB_PAGE_RESET;
 	for (size_t i = mb_region_find(region, first, end, cr, cr); i < end;
 	     i = mb_region_find(region, i, end, cr, cr)) {
-		/* A run of reset pages: one hole punch. */
+		/* A run of reset pages within one chunk of page state: one hole punch. */
 		size_t j = mb_region_run_end(region, i, end, cr, cr), lost = 0;
+		size_t chunk_end = (i | (MB_CHUNK_PAGES - 1)) + 1;
+		if (j > chunk_end)
+			j = chunk_end;
+		if (s->map.idle_chunks >= MB_SECTION_MAX_IDLE_CHUNKS &&
+		    region->chunks[i >> MB_CHUNK_SHIFT]->committed == j - i) {
+			/* Its chunk would hold nothing charged: keep these pages (still charged).
+			 */
+			kept += j - i;
+			i = j;
+			continue;
+		}
 		mb_region_update(&s->map, region, i, j - i, cr, cr, MB_PAGE_COMMITTED,
 				 MB_PAGE_DISCARDED, -1, &lost);
 		mb_memfd_discard(s->section_fd, region->base + (uint64_t)i * MB_PAGE_SIZE,
@@ -223,6 +236,12 @@ static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 		refunded += (uint64_t)lost * MB_PAGE_SIZE;
 		i = j;
 	}
+	if (kept > 0)
+		mb_log_limited(
+		    &kept_log, LOG_NOTICE,
+		    "pid %d: %zu KiB of MEM_RESET pages kept (not reclaimed): its section "
+		    "holds %zu chunks of page state for discarded pages, the most allowed",
+		    (int)s->pid, kept * (MB_PAGE_SIZE >> 10), s->map.idle_chunks);
 	mb_books_refund(&b->books, s, refunded);
 	return refunded;
 }

@@ -48,8 +48,17 @@ void mb_arbiter_grant_waiters(mb_broker *b);
 /* Recomputes the pressure level from memory in use; wakes watchers when it changed. */
 void mb_arbiter_update_pressure(mb_broker *b);
 
+/*
+ * Chunks of page state (4 KiB per 16 MiB of a reservation) a section may hold without a committed
+ * page in them. A discarded page keeps its chunk while nothing is charged for it any more, so the
+ * broker's memory for them is bounded here rather than by the budget: at the bound, reclaim
+ * leaves the section's reset pages whose discard would idle one more chunk committed and charged.
+ * 256 chunks: 1 MiB of broker memory per section, 4 GiB of contiguous discarded address space.
+ */
+#define MB_SECTION_MAX_IDLE_CHUNKS 256
+
 /* Discards MEM_RESET pages until `need` bytes more would fit for s at level, lowest-level owners
- * first. Returns the bytes refunded. */
+ * first (within MB_SECTION_MAX_IDLE_CHUNKS per section). Returns the bytes refunded. */
 uint64_t mb_arbiter_reclaim(mb_broker *b, const mb_section *s, uint64_t need, int level);
 
 /* Queues a MEM_RESET range of s for reclaim (bounded per session: later ones are not queued). */

@@ -593,15 +593,40 @@ static void test_huge_sparse_region(void **state)
 	assert_int_equal(lost, 1);
 	assert_int_equal(mb_region_state(r, far), MB_PAGE_RESET | MB_PAGE_DISCARDED);
 	assert_int_equal(map.committed_pages, 6);
+	/* Its chunk now holds state but nothing committed: the one kind of chunk commits do not
+	 * bound, counted so that the broker can. */
+	assert_int_equal(map.idle_chunks, 0); /* pages far+1 and far+2 are still committed */
+	assert_int_equal(mb_region_update(&map, r, far + 1, 2, 0, 0, MB_PAGE_COMMITTED,
+					  MB_PAGE_DISCARDED, -1, &lost),
+			 0);
+	assert_int_equal(lost, 2);
+	assert_int_equal(map.idle_chunks, 1);
+	assert_int_equal(r->idle_chunks, 1);
+	/* Committed again: no longer idle. */
+	assert_int_equal(mb_region_commit(&map, r, far, 1, 6), 1);
+	assert_int_equal(map.idle_chunks, 0);
+	assert_int_equal(mb_region_update(&map, r, far, 1, 0, 0, MB_PAGE_COMMITTED,
+					  MB_PAGE_DISCARDED, -1, &lost),
+			 0);
+	assert_int_equal(map.idle_chunks, 1);
 
 	/* Decommitting everything frees every chunk. */
-	assert_int_equal(mb_region_decommit(&map, r, 0, pages), 6);
+	assert_int_equal(mb_region_decommit(&map, r, 0, pages),
+			 4); /* the first run; the far pages were discarded */
 	allocated = 0;
 	for (size_t i = 0; i < r->nchunks; i++)
 		allocated += r->chunks[i] != NULL;
 	assert_int_equal(allocated, 0);
 	assert_int_equal(map.committed_pages, 0);
+	assert_int_equal(map.idle_chunks, 0);
 	assert_int_equal(mb_region_state(r, far), 0);
+
+	/* Removing a region takes its idle chunks off the map's count. */
+	assert_int_equal(mb_region_commit(&map, r, 0, 1, 5), 1);
+	mb_region_update(&map, r, 0, 1, 0, 0, MB_PAGE_COMMITTED, MB_PAGE_DISCARDED, -1, NULL);
+	assert_int_equal(map.idle_chunks, 1);
+	mb_regmap_remove(&map, r);
+	assert_int_equal(map.idle_chunks, 0);
 	mb_regmap_clear(&map, NULL, NULL);
 }
 
