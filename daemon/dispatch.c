@@ -8,12 +8,14 @@
 #include "dispatch.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "arbiter.h"
 #include "audit.h"
@@ -745,6 +747,52 @@ static void reply_init(reply *r, uint64_t request_id, mb_parked *park)
 	r->park = park;
 }
 
+/* Ranges from this size up are punched before the books are taken (see prepunch). */
+#define MB_PREPUNCH_MIN ((uint64_t)1 << 20)
+
+/*
+ * Returning written pages to the kernel takes time (about 1 ms per 8 MiB here), and done under
+ * the lock it queues every other client's call behind one client's decommit. So a large decommit
+ * or release is punched first, on a duplicate of the section's descriptor with the lock released,
+ * and then booked under the lock as usual (whose punch now finds a hole). Meanwhile the pages are
+ * still charged: the books only ever overstate what is in use. Only the requester's own section
+ * is touched, and a request the books would refuse is not punched (the plan is checked first), so
+ * nothing here can cost another client a byte; a client racing its own decommit with a commit of
+ * the same pages gets one of the two orders, as from Windows.
+ */
+static void prepunch(mb_broker *b, uint32_t pipe_id, const mb_request *req)
+{
+	uint64_t start = 0, len = 0;
+	int fd = -1;
+
+	pthread_mutex_lock(&b->lock);
+	mb_conn *c = mb_registry_conn(&b->reg, pipe_id);
+	mb_section *s = c != NULL && c->hello ? c->section : NULL;
+	if (s != NULL && req->body_case == MEMBROKER__V1__REQUEST__BODY_DECOMMIT) {
+		const Membroker__V1__Decommit *m = req->decommit;
+		mb_page_range pr;
+		if (page_aligned(m->address) && page_aligned(m->size) && m->size != 0 &&
+		    mb_win32_plan_free(&s->map, (uintptr_t)m->address, (size_t)m->size,
+				       MEM_DECOMMIT, &pr) == S_OK) {
+			start = pr.start;
+			len = (uint64_t)pr.count * MB_PAGE_SIZE;
+		}
+	} else if (s != NULL) {
+		mb_region *region = mb_regmap_find(&s->map, (uintptr_t)req->release->address);
+		if (region != NULL && region->base == req->release->address) {
+			start = region->base;
+			len = region->size;
+		}
+	}
+	if (len >= MB_PREPUNCH_MIN)
+		fd = fcntl(s->section_fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_unlock(&b->lock);
+	if (fd < 0)
+		return; /* small, refused, or no descriptor to spare: punched under the lock */
+	mb_memfd_discard(fd, start, len);
+	close(fd);
+}
+
 int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t len,
 		     nng_msg **reply_msg, mb_parked *park)
 {
@@ -762,6 +810,9 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 	}
 	reply_init(&r, req->request_id, park);
 	op = req->body_case;
+	if (op == MEMBROKER__V1__REQUEST__BODY_DECOMMIT ||
+	    op == MEMBROKER__V1__REQUEST__BODY_RELEASE)
+		prepunch(b, pipe_id, req);
 
 	pthread_mutex_lock(&b->lock);
 	b->requests++;

@@ -65,10 +65,10 @@ static void test_reset_churn_bounded(void **state)
 	(void)state;
 	mb_test_broker b;
 	/* No commit credit, no waiting: every commit is decided at once, by the books alone. */
-	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "64M",
-								   "--commit-credit", "0", "--waits",
-								   "0,0,0", NULL}),
-			 0);
+	assert_int_equal(
+	    mb_test_broker_start(&b, (const char *[]){"--budget", "64M", "--commit-credit", "0",
+						      "--waits", "0,0,0", NULL}),
+	    0);
 	mb_client *attacker = NULL, *other = NULL;
 	void *base = NULL, *fill = NULL, *extra = NULL, *p = NULL;
 	assert_hr(mb_connect(b.address, &attacker), S_OK);
@@ -137,7 +137,8 @@ static void test_reset_churn_bounded(void **state)
 	mb_disconnect(attacker);
 	HRESULT hr = E_OUTOFMEMORY;
 	for (int tries = 0; tries < 1000 && hr == E_OUTOFMEMORY; tries++) {
-		/* The broker ends the section when it reads the Goodbye: wait for that, not a time. */
+		/* The broker ends the section when it reads the Goodbye: wait for that, not a time.
+		 */
 		hr = mb_virtual_alloc(other, extra, per_cycle, MEM_COMMIT, PAGE_READWRITE,
 				      eProcessCritical, &p);
 		if (hr == E_OUTOFMEMORY)
