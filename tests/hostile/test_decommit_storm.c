@@ -49,11 +49,11 @@ static void *storm(void *arg)
 	st->failed = mb_connect(st->address, &c);
 	if (st->failed != S_OK)
 		return NULL;
-	st->failed = mb_virtual_alloc(c, NULL, RANGE, MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
-				      &base);
+	st->failed =
+	    mb_virtual_alloc(c, NULL, RANGE, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base);
 	while (st->failed == S_OK && !atomic_load(&stop)) {
-		st->failed = mb_virtual_alloc(c, base, RANGE, MEM_COMMIT, PAGE_READWRITE,
-					      eTaskCritical, &p);
+		st->failed =
+		    mb_virtual_alloc(c, base, RANGE, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
 		if (st->failed != S_OK)
 			break;
 		memset(base, 0x5A, RANGE);

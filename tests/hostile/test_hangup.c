@@ -146,14 +146,25 @@ static void test_admin_connect_close(void **state)
 	run_attack(".admin", ATTACK_CLOSE);
 }
 
+static void test_admin_half_header(void **state)
+{
+	(void)state;
+	run_attack(".admin", ATTACK_HALF_HEADER);
+}
+
+static void test_admin_huge_message(void **state)
+{
+	(void)state;
+	run_attack(".admin", ATTACK_HUGE_MESSAGE);
+}
+
 int main(int argc, char **argv)
 {
 	mb_hostile_roles(argc, argv);
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_rpc_connect_close),
-	    cmocka_unit_test(test_rpc_half_header),
-	    cmocka_unit_test(test_rpc_huge_message),
-	    cmocka_unit_test(test_admin_connect_close),
+	    cmocka_unit_test(test_rpc_connect_close), cmocka_unit_test(test_rpc_half_header),
+	    cmocka_unit_test(test_rpc_huge_message),  cmocka_unit_test(test_admin_connect_close),
+	    cmocka_unit_test(test_admin_half_header), cmocka_unit_test(test_admin_huge_message),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
