@@ -1167,8 +1167,15 @@ static void test_credit_sync_books_local_commits(void **state)
 }
 
 /* A Sync carrying local reservations (and commits in them, after them). */
-static HRESULT sync_reserves(mb_broker *b, uint32_t pipe, const uint64_t (*res)[2], size_t nres,
-			     const local_commit *e, size_t n)
+/* A Sync carrying local frees (decommits and releases), then reservations, then commits. */
+typedef struct local_free {
+	uint64_t address, size;
+	bool release;
+} local_free;
+
+static HRESULT sync_frees(mb_broker *b, uint32_t pipe, const local_free *f, size_t nf,
+			  const uint64_t (*res)[2], size_t nres, const local_commit *e, size_t n,
+			  bool exhausted)
 {
 	mb_request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
@@ -1176,6 +1183,8 @@ static HRESULT sync_reserves(mb_broker *b, uint32_t pipe, const uint64_t (*res)[
 	Membroker__V1__LocalCommit *ptrs[MB_WIRE_MAX_SYNC];
 	Membroker__V1__LocalReserve lr[MB_WIRE_MAX_SYNC];
 	Membroker__V1__LocalReserve *rptrs[MB_WIRE_MAX_SYNC];
+	Membroker__V1__LocalFree lf[MB_WIRE_MAX_SYNC_FREES];
+	Membroker__V1__LocalFree *fptrs[MB_WIRE_MAX_SYNC_FREES];
 	mb_response *r;
 	HRESULT hr;
 
@@ -1188,10 +1197,26 @@ static HRESULT sync_reserves(mb_broker *b, uint32_t pipe, const uint64_t (*res)[
 	}
 	m.n_reserves = nres;
 	m.reserves = rptrs;
+	for (size_t i = 0; i < nf; i++) {
+		membroker__v1__local_free__init(&lf[i]);
+		lf[i].address = f[i].address;
+		lf[i].size = f[i].size;
+		lf[i].release = f[i].release;
+		fptrs[i] = &lf[i];
+	}
+	m.n_frees = nf;
+	m.frees = fptrs;
+	m.exhausted = exhausted;
 	r = call(b, pipe, &req);
 	hr = (HRESULT)r->hresult;
 	mb_wire_free_response(r);
 	return hr;
+}
+
+static HRESULT sync_reserves(mb_broker *b, uint32_t pipe, const uint64_t (*res)[2], size_t nres,
+			     const local_commit *e, size_t n)
+{
+	return sync_frees(b, pipe, NULL, 0, res, nres, e, n, false);
 }
 
 /*
@@ -1271,52 +1296,6 @@ static void test_reserve_credit(void **state)
 	assert_int_equal(reserve(b, 1, BASE + 60 * MIB, GR), S_OK);
 	assert_true(s->map.count + s->reserve_count <= 10);
 	assert_true(s->map.reserved_bytes + s->reserve_bytes <= 64 * MIB);
-}
-
-/* A Sync carrying local frees (decommits and releases), then reservations, then commits. */
-typedef struct local_free {
-	uint64_t address, size;
-	bool release;
-} local_free;
-
-static HRESULT sync_frees(mb_broker *b, uint32_t pipe, const local_free *f, size_t nf,
-			  const uint64_t (*res)[2], size_t nres, const local_commit *e, size_t n,
-			  bool exhausted)
-{
-	mb_request req = MEMBROKER__V1__REQUEST__INIT;
-	Membroker__V1__Sync m = MEMBROKER__V1__SYNC__INIT;
-	Membroker__V1__LocalCommit lc[MB_WIRE_MAX_SYNC];
-	Membroker__V1__LocalCommit *ptrs[MB_WIRE_MAX_SYNC];
-	Membroker__V1__LocalReserve lr[MB_WIRE_MAX_SYNC];
-	Membroker__V1__LocalReserve *rptrs[MB_WIRE_MAX_SYNC];
-	Membroker__V1__LocalFree lf[MB_WIRE_MAX_SYNC_FREES];
-	Membroker__V1__LocalFree *fptrs[MB_WIRE_MAX_SYNC_FREES];
-	mb_response *r;
-	HRESULT hr;
-
-	pack_sync(&req, &m, lc, ptrs, e, n);
-	for (size_t i = 0; i < nres; i++) {
-		membroker__v1__local_reserve__init(&lr[i]);
-		lr[i].address = res[i][0];
-		lr[i].size = res[i][1];
-		rptrs[i] = &lr[i];
-	}
-	m.n_reserves = nres;
-	m.reserves = rptrs;
-	for (size_t i = 0; i < nf; i++) {
-		membroker__v1__local_free__init(&lf[i]);
-		lf[i].address = f[i].address;
-		lf[i].size = f[i].size;
-		lf[i].release = f[i].release;
-		fptrs[i] = &lf[i];
-	}
-	m.n_frees = nf;
-	m.frees = fptrs;
-	m.exhausted = exhausted;
-	r = call(b, pipe, &req);
-	hr = (HRESULT)r->hresult;
-	mb_wire_free_response(r);
-	return hr;
 }
 
 /*
