@@ -15,7 +15,10 @@
  *
  * A thread of a worker keeps 1024 slots; each operation picks a slot at random and frees its
  * block if it holds one, else allocates one and writes 16 bytes at both its ends. Operations per
- * second count allocations and frees, summed over the threads.
+ * second count allocations and frees, summed over the threads. Every worker first runs the same
+ * load for WARM_MS, not counted, then all its threads start the measured window together: what
+ * is measured is the steady state, not the first reservation of a fresh heap (a round trip that
+ * on a loaded machine can wait tens of milliseconds for the broker to be scheduled).
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -35,6 +38,7 @@
 
 #define SLOTS	    1024
 #define MAX_THREADS 4
+#define WARM_MS	    150
 
 typedef enum { LOAD_SMALL, LOAD_MIXED } load_kind;
 
@@ -47,9 +51,9 @@ typedef struct alloc_face {
 typedef struct thread_arg {
 	const alloc_face *face;
 	load_kind load;
-	uint64_t seed, ops, end_ns;
+	uint64_t seed, ops, warm_end_ns, end_ns;
 	int failed;
-	pthread_barrier_t *start;
+	pthread_barrier_t *start; /* before the warm-up; then twice around setting end_ns */
 } thread_arg;
 
 static uint64_t xorshift(uint64_t *s)
@@ -69,26 +73,24 @@ static size_t next_size(load_kind load, uint64_t *rng)
 	return 8 + (size_t)((r >> 6) % 257);
 }
 
-static void *worker_thread(void *p)
+/* Runs the load on slot until end_ns; returns the operations done, 0 when an allocation failed. */
+static uint64_t run_until(thread_arg *a, void **slot, uint64_t *rng, uint64_t end_ns)
 {
-	thread_arg *a = p;
-	void *slot[SLOTS] = {0};
-	uint64_t rng = a->seed, ops = 0;
 	static const char pattern[16] = "membroker-bench";
+	uint64_t ops = 0;
 
-	pthread_barrier_wait(a->start);
 	for (;;) {
 		for (int k = 0; k < 1024; k++) {
-			size_t i = (size_t)(xorshift(&rng) % SLOTS);
+			size_t i = (size_t)(xorshift(rng) % SLOTS);
 			if (slot[i] != NULL) {
 				a->face->free(a->face->ctx, slot[i]);
 				slot[i] = NULL;
 			} else {
-				size_t n = next_size(a->load, &rng);
+				size_t n = next_size(a->load, rng);
 				char *b = a->face->alloc(a->face->ctx, n);
 				if (b == NULL) {
 					a->failed = 1;
-					return NULL;
+					return 0;
 				}
 				memcpy(b, pattern, 8);
 				memcpy(b + n - 8, pattern + 8, 8);
@@ -96,13 +98,26 @@ static void *worker_thread(void *p)
 			}
 			ops++;
 		}
-		if (bench_now_ns() >= a->end_ns)
-			break;
+		if (bench_now_ns() >= end_ns)
+			return ops;
 	}
+}
+
+static void *worker_thread(void *p)
+{
+	thread_arg *a = p;
+	void *slot[SLOTS] = {0};
+	uint64_t rng = a->seed;
+
+	pthread_barrier_wait(a->start);
+	run_until(a, slot, &rng, a->warm_end_ns); /* not counted */
+	pthread_barrier_wait(a->start);
+	pthread_barrier_wait(a->start); /* the main thread has set end_ns */
+	if (!a->failed)
+		a->ops = run_until(a, slot, &rng, a->end_ns);
 	for (size_t i = 0; i < SLOTS; i++)
 		if (slot[i] != NULL)
 			a->face->free(a->face->ctx, slot[i]);
-	a->ops = ops;
 	return NULL;
 }
 
@@ -116,13 +131,17 @@ static double run_load(const alloc_face *face, load_kind load, int threads, long
 	pthread_barrier_t start;
 
 	pthread_barrier_init(&start, NULL, (unsigned)threads + 1);
+	uint64_t warm_end = bench_now_ns() + (uint64_t)WARM_MS * 1000000u;
 	for (int i = 0; i < threads; i++) {
 		a[i] = (thread_arg){.face = face,
 				    .load = load,
 				    .seed = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1),
+				    .warm_end_ns = warm_end,
 				    .start = &start};
 		pthread_create(&t[i], NULL, worker_thread, &a[i]);
 	}
+	pthread_barrier_wait(&start);
+	pthread_barrier_wait(&start); /* every thread has warmed up */
 	uint64_t t0 = bench_now_ns(), c0 = bench_cpu_ns();
 	for (int i = 0; i < threads; i++)
 		a[i].end_ns = t0 + (uint64_t)ms * 1000000u;
@@ -281,7 +300,7 @@ static void run_cell(cell *cl, int alloc, load_kind load, int threads, long ms, 
 int main(int argc, char **argv)
 {
 	bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-	int rounds = quick ? 1 : 5;
+	int rounds = quick ? 1 : 7;
 	long ms = quick ? 300 : 700;
 	static cell cells[2][NALLOC][NTHREADS];
 	double med[2][NALLOC][NTHREADS], cmed[2][NALLOC][NTHREADS];
@@ -313,10 +332,10 @@ int main(int argc, char **argv)
 	printf("/proc/loadavg at start: %s; at end: %s; %ld CPUs\n", load0, load1,
 	       sysconf(_SC_NPROCESSORS_ONLN));
 	printf(
-	    "Mops/s (allocations + frees, all threads), median of %d runs of %ld ms; 1024 slots "
-	    "per thread.\nwall: per second of wall time; cpu: per second of the worker's CPU time "
-	    "(all its threads; the broker's is not counted)\n",
-	    rounds, ms);
+	    "Mops/s (allocations + frees, all threads), median of %d runs of %ld ms, each after a "
+	    "%d ms warm-up; 1024 slots per thread.\nwall: per second of wall time; cpu: per second "
+	    "of the worker's CPU time (all its threads; the broker's is not counted)\n",
+	    rounds, ms, WARM_MS);
 	int failures = 0;
 	for (int l = 0; l < 2; l++) {
 		printf("  %s\n", l == 0 ? "small: 8-264 bytes"

@@ -58,7 +58,7 @@ static HRESULT alloc_large(mb_heap *h, size_t size, int level, void **out)
 	if (hr != S_OK)
 		return hr;
 	g->size = (size_t)g->ngran * HEAP_GRAN;
-	atomic_store_explicit(&g->alloc[0], 1, memory_order_relaxed);
+	atomic_store_explicit(&g->live, 1, memory_order_relaxed);
 	atomic_fetch_add(&h->larges, 1);
 	atomic_store_explicit(&g->kind, GRAN_LARGE, memory_order_release);
 	*out = (void *)g->base;
@@ -118,9 +118,7 @@ static HRESULT heap_free(mb_heap *h, void *pMem)
 		if (idx < 0)
 			return mb_client_error(HOST_E_INVALIDOPERATION,
 					       "%p is not the start of a block of this heap", pMem);
-		uint64_t bit = UINT64_C(1) << (idx % 64);
-		if (!(atomic_fetch_and_explicit(&g->alloc[idx / 64], ~bit, memory_order_relaxed) &
-		      bit))
+		if (atomic_exchange_explicit(&g->state[idx], 0, memory_order_relaxed) != 1)
 			return mb_client_error(
 			    HOST_E_INVALIDOPERATION,
 			    "%p is not allocated (freed already or never handed out)", pMem);
@@ -133,8 +131,7 @@ static HRESULT heap_free(mb_heap *h, void *pMem)
 	if (kind == GRAN_CONT || (kind == GRAN_LARGE && p != g->base))
 		return mb_client_error(HOST_E_INVALIDOPERATION, "%p is inside a block of this heap",
 				       pMem);
-	if (kind != GRAN_LARGE ||
-	    !(atomic_fetch_and_explicit(&g->alloc[0], ~UINT64_C(1), memory_order_relaxed) & 1))
+	if (kind != GRAN_LARGE || atomic_exchange_explicit(&g->live, 0, memory_order_relaxed) != 1)
 		return mb_client_error(HOST_E_INVALIDOPERATION, "%p was freed already", pMem);
 	mb_heap_debug_remove(h, p);
 	atomic_fetch_sub(&h->larges, 1);
@@ -244,9 +241,10 @@ HRESULT mb_heap_create(mb_client *client, DWORD type, IHostMalloc **out)
 		    (uint32_t)(type & ~(DWORD)(MALLOC_THREADSAFE | MALLOC_EXECUTABLE)));
 	if ((hr = mb_client_usable_or_reconnect(client)) != S_OK)
 		return hr;
-	h = calloc(1, sizeof(*h));
+	h = aligned_alloc(HEAP_CACHELINE, sizeof(*h)); /* its cache-line separation holds */
 	if (h == NULL)
 		return mb_client_error(E_OUTOFMEMORY, "no memory for the heap");
+	memset(h, 0, sizeof(*h));
 	h->iface.lpVtbl = &hm_vtbl;
 	atomic_init(&h->refs, 1);
 	atomic_init(&h->low, false);
@@ -300,7 +298,7 @@ static void visit(mb_heap *h, heap_gran *g, void *arg)
 	uint8_t kind = atomic_load(&g->kind);
 
 	if (kind == GRAN_LARGE) {
-		if (atomic_load(&g->alloc[0]) & 1) {
+		if (atomic_load(&g->live) == 1) {
 			report_block(h, r->out, g->base, g->size, g->seg->level);
 			r->blocks++;
 			r->live_large++;
@@ -308,17 +306,13 @@ static void visit(mb_heap *h, heap_gran *g, void *arg)
 		}
 		return;
 	}
-	for (uint32_t w = 0; w < (g->nblocks + 63) / 64; w++) {
-		uint64_t bits = atomic_load(&g->alloc[w]);
-		while (bits != 0) {
-			unsigned b = (unsigned)__builtin_ctzll(bits);
-			bits &= bits - 1;
-			report_block(h, r->out, g->base + (w * 64 + b) * g->size, g->size,
-				     g->seg->level);
-			r->blocks++;
-			r->live_small++;
-			r->used_bytes += g->size;
-		}
+	for (uint32_t i = 0; i < g->nblocks; i++) {
+		if (atomic_load_explicit(&g->state[i], memory_order_relaxed) != 1)
+			continue;
+		report_block(h, r->out, g->base + i * g->size, g->size, g->seg->level);
+		r->blocks++;
+		r->live_small++;
+		r->used_bytes += g->size;
 	}
 }
 

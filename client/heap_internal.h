@@ -16,6 +16,12 @@
  * Locks: the page layer has one mutex (page_lock), each central bin its own; a bin lock may be
  * held while taking page_lock, never the reverse. Thread caches have no lock. No lock is held
  * across a round trip to the broker.
+ *
+ * Shards: the central bins are split in HEAP_NSHARDS shards, and every thread cache is bound to
+ * one (the shard with the fewest threads when the cache is made). A span belongs to the shard
+ * that made it, so threads of different shards never take blocks from the same span and never
+ * write the same allocation-bitmap words or bin locks: the cache lines their Alloc and Free touch
+ * are their own. A block freed by a thread of another shard goes back to its span's shard.
  */
 #ifndef MB_HEAP_INTERNAL_H
 #define MB_HEAP_INTERNAL_H
@@ -40,6 +46,10 @@
 #define HEAP_BITMAP_WORDS (HEAP_MAX_BLOCKS / 64)
 /* Per-thread cache: at most this many blocks per (class, level). */
 #define HEAP_TCACHE_MAX 32
+/* Central bins per (class, level): threads are spread over them (see above). */
+#define HEAP_NSHARDS 4
+/* Keeps data written by different threads off each other's cache lines. */
+#define HEAP_CACHELINE 64
 
 enum {
 	GRAN_FREE = 0,
@@ -51,21 +61,31 @@ enum {
 
 typedef struct heap_seg heap_seg;
 
-/* One granule of a segment. Small-span fields are guarded by the bin's lock, the rest by
- * page_lock; kind is read without a lock by Free to reject pointers that are not blocks. */
+/*
+ * One granule of a segment. Small-span fields are guarded by the bin's lock, the rest by
+ * page_lock; kind is read without a lock by Free to reject pointers that are not blocks. What
+ * Alloc and Free read fills the first cache line; what the bin lock guards starts the second.
+ *
+ * A block's state byte (1 while it is handed out to the caller) is what lets Free refuse a
+ * double free or a pointer never handed out. Alloc sets it with a plain store: only the thread
+ * whose cache holds a free block may hand it out. Free clears it with one atomic exchange, so of
+ * two threads freeing the same block at once exactly one succeeds. Bytes rather than bits, so
+ * that setting one block's state never needs a locked read-modify-write of its neighbours'.
+ */
 typedef struct heap_gran {
 	heap_seg *seg;
 	uintptr_t base;
 	_Atomic uint8_t kind;
-	uint8_t cls;		 /* small: class index */
-	uint32_t ngran;		 /* large head: granules in the run */
-	size_t size;		 /* small: block size; large: bytes usable */
-	uint32_t nblocks, nfree; /* small: blocks, and those free in the span (not in a cache) */
-	uint64_t magic;		 /* small: (off * magic) >> 40 == off / size */
-	struct heap_gran *prev, *next; /* small: the bin's list of spans with free blocks */
-	/* Small: one bit per block handed out to the caller; large head: bit 0. Atomic because
-	 * threads free blocks of the same span at once. */
-	_Atomic uint64_t alloc[HEAP_BITMAP_WORDS];
+	uint8_t cls;		/* small: class index */
+	uint8_t shard;		/* small: the shard whose bin holds the span */
+	_Atomic uint8_t live;	/* large head: 1 while the block is allocated */
+	uint32_t ngran;		/* large head: granules in the run */
+	size_t size;		/* small: block size; large: bytes usable */
+	uint64_t magic;		/* small: (off * magic) >> 40 == off / size */
+	_Atomic uint8_t *state; /* small: HEAP_MAX_BLOCKS state bytes, in the segment's record */
+	uint32_t nblocks;	/* small: blocks in the span */
+	_Alignas(HEAP_CACHELINE) uint32_t nfree; /* small: free in the span (not in a cache) */
+	struct heap_gran *prev, *next;	      /* small: the bin's list of spans with free blocks */
 	uint64_t freebits[HEAP_BITMAP_WORDS]; /* small: free in the span (bin lock) */
 } heap_gran;
 
@@ -78,12 +98,13 @@ struct heap_seg {
 	uint64_t committed;    /* granules committed (huge: bit 0, the whole segment) */
 	heap_seg *prev, *next; /* the heap's list of live segments of this level, or recycled */
 	size_t meta_bytes;     /* size of this record's mapping */
-	heap_gran gran[];      /* HEAP_SEG_GRANS records (huge: 1) */
+	heap_gran gran[];      /* HEAP_SEG_GRANS records (huge: 1), then (not huge) the blocks'
+				* state bytes, HEAP_MAX_BLOCKS per granule */
 };
 
 /* A small bin: spans of one class committed at one level. */
 typedef struct heap_bin {
-	pthread_mutex_t lock;
+	_Alignas(HEAP_CACHELINE) pthread_mutex_t lock;
 	heap_gran *partial; /* spans with at least one block free in the span */
 	unsigned empty;	    /* spans on the list that are entirely free (at most 1 kept) */
 } heap_bin;
@@ -116,10 +137,12 @@ typedef struct mb_heap {
 	atomic_bool low;
 	_Atomic(void *) radix[1u << RADIX_TOP_BITS];
 
-	heap_bin bins[HEAP_NCLASSES][HEAP_NLEVELS];
+	heap_bin bins[HEAP_NCLASSES][HEAP_NLEVELS][HEAP_NSHARDS];
 
-	/* Thread caches of this heap (heap_small.c), guarded by the registry lock there. */
+	/* Thread caches of this heap (heap_small.c), and how many are bound to each shard; guarded
+	 * by the registry lock there. */
 	heap_tcache *tcaches;
+	unsigned shard_users[HEAP_NSHARDS];
 
 	/* DebugAlloc records (heap.c). */
 	pthread_mutex_t debug_lock;
@@ -127,7 +150,8 @@ typedef struct mb_heap {
 	size_t dcap, dcount;
 	atomic_size_t ndebug;
 
-	atomic_size_t committed, spans, larges, segments, round_trip_frees;
+	/* Statistics, written by many threads: apart from what Alloc and Free read. */
+	_Alignas(HEAP_CACHELINE) atomic_size_t committed, spans, larges, segments, round_trip_frees;
 } mb_heap;
 
 /* ---- heap_pages.c ---- */
@@ -141,8 +165,30 @@ HRESULT mb_heap_run_alloc(mb_heap *h, size_t n, int level, heap_gran **out);
 HRESULT mb_heap_huge_alloc(mb_heap *h, size_t bytes, int level, heap_gran **out);
 /* Gives the granules of a run (small span or large) back to the pool. page_lock not held. */
 void mb_heap_run_free(mb_heap *h, heap_gran *g);
-/* The granule record holding addr, or NULL when it is not inside a segment of h. */
-heap_gran *mb_heap_gran_of(mb_heap *h, uintptr_t addr);
+/* The granule record holding addr, or NULL when it is not inside a segment of h. Inline: Free
+ * calls it for every block. */
+static inline heap_gran *mb_heap_gran_of(mb_heap *h, uintptr_t addr)
+{
+	uintptr_t gno = addr >> HEAP_GRAN_SHIFT;
+	size_t t = gno >> (RADIX_MID_BITS + RADIX_LEAF_BITS);
+	if (t >= (1u << RADIX_TOP_BITS))
+		return NULL;
+	_Atomic(void *) *mid = atomic_load_explicit(&h->radix[t], memory_order_acquire);
+	if (mid == NULL)
+		return NULL;
+	_Atomic(void *) *leaf = atomic_load_explicit(
+	    &mid[(gno >> RADIX_LEAF_BITS) & ((1u << RADIX_MID_BITS) - 1)], memory_order_acquire);
+	if (leaf == NULL)
+		return NULL;
+	heap_seg *seg =
+	    atomic_load_explicit(&leaf[gno & ((1u << RADIX_LEAF_BITS) - 1)], memory_order_acquire);
+	if (seg == NULL)
+		return NULL;
+	if (seg->huge)
+		return &seg->gran[0];
+	size_t gi = (addr - seg->base) >> HEAP_GRAN_SHIFT;
+	return gi < HEAP_SEG_GRANS ? &seg->gran[gi] : NULL;
+}
 /* Decommits the whole pool and releases empty segments. */
 void mb_heap_pages_trim(mb_heap *h);
 /* Calls fn on every granule record that is a small span or the head of a large run, with

@@ -39,21 +39,6 @@ static size_t popcount(uint64_t x)
 
 typedef _Atomic(void *) radix_slot;
 
-static heap_seg *radix_get(mb_heap *h, uintptr_t gno)
-{
-	size_t t = gno >> (RADIX_MID_BITS + RADIX_LEAF_BITS);
-	if (t >= (1u << RADIX_TOP_BITS))
-		return NULL;
-	radix_slot *mid = atomic_load_explicit(&h->radix[t], memory_order_acquire);
-	if (mid == NULL)
-		return NULL;
-	radix_slot *leaf = atomic_load_explicit(
-	    &mid[(gno >> RADIX_LEAF_BITS) & (RADIX_MID_SIZE - 1)], memory_order_acquire);
-	if (leaf == NULL)
-		return NULL;
-	return atomic_load_explicit(&leaf[gno & (RADIX_LEAF_SIZE - 1)], memory_order_acquire);
-}
-
 /* Called with page_lock held. -1 when out of memory for a node. */
 static int radix_set(mb_heap *h, uintptr_t gno, heap_seg *seg)
 {
@@ -93,18 +78,6 @@ static void radix_destroy(mb_heap *h)
 	}
 }
 
-heap_gran *mb_heap_gran_of(mb_heap *h, uintptr_t addr)
-{
-	heap_seg *seg = radix_get(h, addr >> HEAP_GRAN_SHIFT);
-
-	if (seg == NULL)
-		return NULL;
-	if (seg->huge)
-		return &seg->gran[0];
-	size_t gi = (addr - seg->base) >> HEAP_GRAN_SHIFT;
-	return gi < HEAP_SEG_GRANS ? &seg->gran[gi] : NULL;
-}
-
 /* ---- segments ---- */
 
 void mb_heap_pages_init(mb_heap *h)
@@ -118,17 +91,20 @@ void mb_heap_pages_init(mb_heap *h)
 		h->pool_limit = (size_t)v;
 }
 
-/* A segment record (metadata is mapped, not taken from the process heap); page_lock held. */
+/* A segment record (metadata is mapped, not taken from the process heap); page_lock held. The
+ * state bytes of a normal segment's granules follow its granule records; the kernel backs only
+ * the pages of them that spans use, and a span clears its own when it is made. */
 static heap_seg *seg_record(mb_heap *h, bool huge)
 {
-	size_t want = sizeof(heap_seg) + (huge ? 1 : HEAP_SEG_GRANS) * sizeof(heap_gran);
+	size_t head = sizeof(heap_seg) + (huge ? 1 : HEAP_SEG_GRANS) * sizeof(heap_gran);
+	size_t want = head + (huge ? 0 : (size_t)HEAP_SEG_GRANS * HEAP_MAX_BLOCKS);
 
 	for (heap_seg **p = &h->recycled; *p != NULL; p = &(*p)->next)
 		if ((*p)->meta_bytes >= want) {
 			heap_seg *s = *p;
 			*p = s->next;
 			size_t bytes = s->meta_bytes;
-			memset(s, 0, bytes);
+			memset(s, 0, head);
 			s->meta_bytes = bytes;
 			return s;
 		}
@@ -205,9 +181,11 @@ static HRESULT seg_new(mb_heap *h, int level, size_t huge_bytes, heap_seg **out)
 	s->ngran = bytes / HEAP_GRAN;
 	s->level = level;
 	s->huge = huge;
+	_Atomic uint8_t *states = huge ? NULL : (_Atomic uint8_t *)&s->gran[HEAP_SEG_GRANS];
 	for (size_t i = 0; i < (huge ? 1 : HEAP_SEG_GRANS); i++) {
 		s->gran[i].seg = s;
 		s->gran[i].base = s->base + i * HEAP_GRAN;
+		s->gran[i].state = huge ? NULL : states + i * HEAP_MAX_BLOCKS;
 	}
 	for (size_t i = 0; i < s->ngran; i++)
 		if (radix_set(h, (s->base >> HEAP_GRAN_SHIFT) + i, s) != 0) {

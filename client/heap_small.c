@@ -10,9 +10,10 @@
  * pairs outside the blocks themselves, so a stray write into a freed block cannot corrupt the
  * heap. Alloc and Free touch only the calling thread's cache and one atomic word of the span's
  * allocation bitmap (which is what lets Free reject double frees and pointers never handed out).
- * An empty cache takes a batch from the central bin (its mutex), a full one gives half back. A
- * block freed by another thread than the one that allocated it simply goes to the freeing
- * thread's cache and from there back to its span: nothing is lost across threads. A thread's
+ * An empty cache takes a batch from its shard's central bin (its mutex), a full one gives half
+ * back, each block to the bin of its span's shard. A block freed by another thread than the one
+ * that allocated it simply goes to the freeing thread's cache and from there back to its span:
+ * nothing is lost across threads. A thread's
  * caches are given back when it exits (a pthread key destructor); a heap that is released
  * first marks the caches of its live threads orphaned, and those threads drop them.
  */
@@ -46,6 +47,7 @@ typedef struct tbin {
 struct heap_tcache {
 	mb_heap *heap; /* NULL: the heap was released (orphaned) */
 	uint64_t heap_id;
+	unsigned shard;		    /* the central bins this thread takes spans from */
 	heap_tcache *tnext;	    /* the owning thread's list */
 	heap_tcache *hprev, *hnext; /* the heap's list (registry lock) */
 	tbin *lv[HEAP_NLEVELS];	    /* HEAP_NCLASSES bins per level, allocated on first use */
@@ -89,7 +91,7 @@ static void list_unlink(heap_bin *b, heap_gran *g)
 	g->prev = g->next = NULL;
 }
 
-static HRESULT span_new(mb_heap *h, unsigned cls, int level, heap_gran **out)
+static HRESULT span_new(mb_heap *h, unsigned cls, int level, unsigned shard, heap_gran **out)
 {
 	heap_gran *g;
 	HRESULT hr = mb_heap_run_alloc(h, 1, level, &g);
@@ -98,9 +100,11 @@ static HRESULT span_new(mb_heap *h, unsigned cls, int level, heap_gran **out)
 		return hr;
 	uint32_t size = class_size[cls], nblocks = (uint32_t)(HEAP_GRAN / size);
 	g->cls = (uint8_t)cls;
+	g->shard = (uint8_t)shard;
 	g->size = size;
 	g->nblocks = g->nfree = nblocks;
 	g->magic = ((UINT64_C(1) << 40) / size) + 1;
+	memset((void *)g->state, 0, nblocks);
 	memset(g->freebits, 0, sizeof(g->freebits));
 	for (uint32_t w = 0; w < nblocks / 64; w++)
 		g->freebits[w] = ~UINT64_C(0);
@@ -112,10 +116,11 @@ static HRESULT span_new(mb_heap *h, unsigned cls, int level, heap_gran **out)
 	return S_OK;
 }
 
-/* Fills b with up to want blocks of (cls, level) from the bin, making a span if it has none. */
-static HRESULT refill(mb_heap *h, tbin *b, unsigned cls, int level, uint32_t want)
+/* Fills b with up to want blocks of (cls, level) from the shard's bin, making a span if it has
+ * none. */
+static HRESULT refill(mb_heap *h, tbin *b, unsigned cls, int level, unsigned shard, uint32_t want)
 {
-	heap_bin *bin = &h->bins[cls][level];
+	heap_bin *bin = &h->bins[cls][level][shard];
 	HRESULT hr;
 
 	pthread_mutex_lock(&bin->lock);
@@ -125,7 +130,7 @@ static HRESULT refill(mb_heap *h, tbin *b, unsigned cls, int level, uint32_t wan
 			pthread_mutex_unlock(&bin->lock);
 			if (b->n > 0)
 				return S_OK;
-			if ((hr = span_new(h, cls, level, &g)) != S_OK)
+			if ((hr = span_new(h, cls, level, shard, &g)) != S_OK)
 				return hr;
 			pthread_mutex_lock(&bin->lock);
 			list_push(bin, g);
@@ -149,30 +154,40 @@ static HRESULT refill(mb_heap *h, tbin *b, unsigned cls, int level, uint32_t wan
 	return S_OK;
 }
 
-/* Gives the first k blocks of b back to their spans (all of class cls at level). */
+/* Gives the first k blocks of b back to their spans (all of class cls at level), under the lock
+ * of each span's shard in turn (blocks freed across threads may belong to other shards). */
 static void flush(mb_heap *h, tbin *b, unsigned cls, int level, uint32_t k)
 {
-	heap_bin *bin = &h->bins[cls][level];
 	heap_gran *dead = NULL;
+	unsigned shards = 0;
 
-	pthread_mutex_lock(&bin->lock);
-	for (uint32_t i = 0; i < k; i++) {
-		heap_gran *g = b->s[i].g;
-		uint32_t idx = b->s[i].idx;
-		g->freebits[idx / 64] |= UINT64_C(1) << (idx % 64);
-		if (g->nfree++ == 0)
-			list_push(bin, g);
-		if (g->nfree == g->nblocks) {
-			if (bin->empty == 0) {
-				bin->empty = 1; /* one empty span per bin stays */
-			} else {
-				list_unlink(bin, g);
-				g->next = dead;
-				dead = g;
+	for (uint32_t i = 0; i < k; i++)
+		shards |= 1u << b->s[i].g->shard;
+	while (shards != 0) {
+		unsigned sh = (unsigned)__builtin_ctz(shards);
+		heap_bin *bin = &h->bins[cls][level][sh];
+		shards &= shards - 1;
+		pthread_mutex_lock(&bin->lock);
+		for (uint32_t i = 0; i < k; i++) {
+			heap_gran *g = b->s[i].g;
+			uint32_t idx = b->s[i].idx;
+			if (g->shard != sh)
+				continue;
+			g->freebits[idx / 64] |= UINT64_C(1) << (idx % 64);
+			if (g->nfree++ == 0)
+				list_push(bin, g);
+			if (g->nfree == g->nblocks) {
+				if (bin->empty == 0) {
+					bin->empty = 1; /* one empty span per bin stays */
+				} else {
+					list_unlink(bin, g);
+					g->next = dead;
+					dead = g;
+				}
 			}
 		}
+		pthread_mutex_unlock(&bin->lock);
 	}
-	pthread_mutex_unlock(&bin->lock);
 	memmove(b->s, b->s + k, (b->n - k) * sizeof(b->s[0]));
 	b->n -= k;
 	while (dead != NULL) {
@@ -209,6 +224,7 @@ static void heap_list_unlink(heap_tcache *tc)
 		tc->heap->tcaches = tc->hnext;
 	if (tc->hnext != NULL)
 		tc->hnext->hprev = tc->hprev;
+	tc->heap->shard_users[tc->shard]--;
 }
 
 /* Thread exit: every cache of the thread goes back to its heap (if that still exists). */
@@ -286,6 +302,11 @@ static heap_tcache *tcache_find(mb_heap *h)
 	if (tc == NULL && (tc = calloc(1, sizeof(*tc))) != NULL) {
 		tc->heap = h;
 		tc->heap_id = h->id;
+		/* The shard with the fewest threads, so that a few busy threads share no span. */
+		for (unsigned s = 1; s < HEAP_NSHARDS; s++)
+			if (h->shard_users[s] < h->shard_users[tc->shard])
+				tc->shard = s;
+		h->shard_users[tc->shard]++;
 		tc->hnext = h->tcaches;
 		if (tc->hnext != NULL)
 			tc->hnext->hprev = tc;
@@ -299,42 +320,54 @@ static heap_tcache *tcache_find(mb_heap *h)
 	return tc;
 }
 
-static tbin *tbin_of(mb_heap *h, unsigned cls, int level)
+/* The calling thread's cache for h with the bins of level, made on first use. */
+static __attribute__((noinline)) heap_tcache *tcache_slow(mb_heap *h, int level)
 {
 	heap_tcache *tc = tc_last;
 
-	if (__builtin_expect(tc == NULL || tc->heap != h || tc->heap_id != h->id, 0))
+	if (tc == NULL || tc->heap != h || tc->heap_id != h->id)
 		if ((tc = tcache_find(h)) == NULL)
 			return NULL;
-	if (__builtin_expect(tc->lv[level] == NULL, 0) &&
-	    (tc->lv[level] = calloc(HEAP_NCLASSES, sizeof(tbin))) == NULL)
+	if (tc->lv[level] == NULL && (tc->lv[level] = calloc(HEAP_NCLASSES, sizeof(tbin))) == NULL)
 		return NULL;
+	return tc;
+}
+
+static inline __attribute__((always_inline)) tbin *tbin_of(mb_heap *h, unsigned cls, int level,
+							   unsigned *shard)
+{
+	heap_tcache *tc = tc_last;
+
+	if (__builtin_expect(
+		tc == NULL || tc->heap != h || tc->heap_id != h->id || tc->lv[level] == NULL, 0))
+		if ((tc = tcache_slow(h, level)) == NULL)
+			return NULL;
+	*shard = tc->shard;
 	return &tc->lv[level][cls];
 }
 
 HRESULT mb_heap_small_alloc(mb_heap *h, unsigned cls, int level, void **out)
 {
-	tbin *b = tbin_of(h, cls, level);
+	unsigned shard;
+	tbin *b = tbin_of(h, cls, level, &shard);
 	HRESULT hr;
 
 	if (b == NULL)
 		return mb_client_error(E_OUTOFMEMORY, "no memory for the thread's heap cache");
-	if (b->n == 0 && (hr = refill(h, b, cls, level, (class_cap[cls] + 1) / 2)) != S_OK)
+	if (b->n == 0 && (hr = refill(h, b, cls, level, shard, (class_cap[cls] + 1) / 2)) != S_OK)
 		return hr;
 	tslot s = b->s[--b->n];
-	uint64_t bit = UINT64_C(1) << (s.idx % 64);
-	uint64_t old = atomic_fetch_or_explicit(&s.g->alloc[s.idx / 64], bit, memory_order_relaxed);
-	if (old & bit)
-		abort(); /* a cached block marked allocated: the heap's metadata is corrupt */
+	/* A plain store: the block is this thread's to hand out (heap_internal.h). */
+	atomic_store_explicit(&s.g->state[s.idx], 1, memory_order_relaxed);
 	*out = (void *)(s.g->base + (uintptr_t)s.idx * s.g->size);
 	return S_OK;
 }
 
 void mb_heap_small_free(mb_heap *h, heap_gran *g, uint32_t idx)
 {
-	unsigned cls = g->cls;
+	unsigned cls = g->cls, shard;
 	int level = g->seg->level;
-	tbin *b = tbin_of(h, cls, level);
+	tbin *b = tbin_of(h, cls, level, &shard);
 
 	if (b == NULL) {
 		/* No cache (out of memory): straight back to the span. */
@@ -360,8 +393,8 @@ void mb_heap_small_trim(mb_heap *h)
 					if (tc->lv[l][c].n > 0)
 						flush(h, &tc->lv[l][c], c, l, tc->lv[l][c].n);
 	for (unsigned c = 0; c < HEAP_NCLASSES; c++)
-		for (int l = 0; l < HEAP_NLEVELS; l++) {
-			heap_bin *bin = &h->bins[c][l];
+		for (unsigned i = 0; i < HEAP_NLEVELS * HEAP_NSHARDS; i++) {
+			heap_bin *bin = &h->bins[c][i / HEAP_NSHARDS][i % HEAP_NSHARDS];
 			heap_gran *dead = NULL;
 			pthread_mutex_lock(&bin->lock);
 			for (heap_gran *g = bin->partial, *n; g != NULL; g = n) {
@@ -388,8 +421,9 @@ void mb_heap_small_init(mb_heap *h)
 {
 	pthread_once(&once, init_once);
 	for (unsigned c = 0; c < HEAP_NCLASSES; c++)
-		for (unsigned l = 0; l < HEAP_NLEVELS; l++)
-			pthread_mutex_init(&h->bins[c][l].lock, NULL);
+		for (unsigned i = 0; i < HEAP_NLEVELS * HEAP_NSHARDS; i++)
+			pthread_mutex_init(&h->bins[c][i / HEAP_NSHARDS][i % HEAP_NSHARDS].lock,
+					   NULL);
 }
 
 void mb_heap_small_destroy(mb_heap *h)
@@ -402,6 +436,6 @@ void mb_heap_small_destroy(mb_heap *h)
 	prune_orphans();
 	pthread_mutex_unlock(&registry);
 	for (unsigned c = 0; c < HEAP_NCLASSES; c++)
-		for (unsigned l = 0; l < HEAP_NLEVELS; l++)
-			pthread_mutex_destroy(&h->bins[c][l].lock);
+		for (unsigned i = 0; i < HEAP_NLEVELS * HEAP_NSHARDS; i++)
+			pthread_mutex_destroy(&h->bins[c][i / HEAP_NSHARDS][i % HEAP_NSHARDS].lock);
 }
