@@ -34,8 +34,9 @@ void mb_broker_sweep_exited(mb_broker *b);
  * (sessions_per_uid bounds both). */
 #define MB_DEFAULT_SESSIONS_PER_UID 1024
 
-/* A connection arrived (nng pipe added) with the peer's credentials. 0, -ENOMEM, -EEXIST, or
- * -EMFILE when the uid holds its limit of connections (root has none). */
+/* A connection arrived (nng pipe added) with the peer's credentials. 0, -ENOMEM, -EEXIST,
+ * -EMFILE when the uid holds its limit of connections (root has none), or -ENOTCONN when the
+ * pipe's end was reported already (nng does not order the two events). */
 int mb_broker_connect(mb_broker *b, uint32_t pipe_id, pid_t pid, uid_t uid, gid_t gid);
 
 /* The owner of section_id exited (its pidfd fired): the section is freed now, attached or not, even

@@ -24,6 +24,7 @@
 #include "credit.h"
 #include "creds.h"
 #include "log.h"
+#include "mb_credit.h"
 #include "mb_win32.h"
 #include "memfd.h"
 
@@ -747,18 +748,15 @@ static void reply_init(reply *r, uint64_t request_id, mb_parked *park)
 	r->park = park;
 }
 
-/* Ranges from this size up are punched before the books are taken (see prepunch). */
-#define MB_PREPUNCH_MIN ((uint64_t)1 << 20)
-
 /*
  * Returning written pages to the kernel takes time (about 1 ms per 8 MiB here), and done under
- * the lock it queues every other client's call behind one client's decommit. So a large decommit
- * or release is punched first, on a duplicate of the section's descriptor with the lock released,
- * and then booked under the lock as usual (whose punch now finds a hole). Meanwhile the pages are
- * still charged: the books only ever overstate what is in use. Only the requester's own section
- * is touched, and a request the books would refuse is not punched (the plan is checked first), so
- * nothing here can cost another client a byte; a client racing its own decommit with a commit of
- * the same pages gets one of the two orders, as from Windows.
+ * the lock it queues every other client's call behind one client's decommit. So a large decommit,
+ * release or Goodbye (which ends the section) is punched first, on a duplicate of the section's
+ * descriptor with the lock released, and then booked under the lock as usual (whose punch now finds
+ * a hole). Meanwhile the pages are still charged: the books only ever overstate what is in use.
+ * Only the requester's own section is touched, and a request the books would refuse is not punched
+ * (the plan is checked first), so nothing here can cost another client a byte; a client racing its
+ * own decommit with a commit of the same pages gets one of the two orders, as from Windows.
  */
 static void prepunch(mb_broker *b, uint32_t pipe_id, const mb_request *req)
 {
@@ -777,6 +775,12 @@ static void prepunch(mb_broker *b, uint32_t pipe_id, const mb_request *req)
 			start = pr.start;
 			len = (uint64_t)pr.count * MB_PAGE_SIZE;
 		}
+	} else if (s != NULL && req->body_case == MEMBROKER__V1__REQUEST__BODY_GOODBYE) {
+		/* The client is done with all of it; the credit page goes when the section ends. */
+		if (mb_section_allocated(s) >= MB_PUNCH_FIRST_MIN) {
+			start = MB_CREDIT_PAGE;
+			len = MB_ADDRESS_LIMIT - MB_CREDIT_PAGE;
+		}
 	} else if (s != NULL) {
 		mb_region *region = mb_regmap_find(&s->map, (uintptr_t)req->release->address);
 		if (region != NULL && region->base == req->release->address) {
@@ -784,7 +788,7 @@ static void prepunch(mb_broker *b, uint32_t pipe_id, const mb_request *req)
 			len = region->size;
 		}
 	}
-	if (len >= MB_PREPUNCH_MIN)
+	if (len >= MB_PUNCH_FIRST_MIN)
 		fd = fcntl(s->section_fd, F_DUPFD_CLOEXEC, 0);
 	pthread_mutex_unlock(&b->lock);
 	if (fd < 0)
@@ -811,7 +815,8 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 	reply_init(&r, req->request_id, park);
 	op = req->body_case;
 	if (op == MEMBROKER__V1__REQUEST__BODY_DECOMMIT ||
-	    op == MEMBROKER__V1__REQUEST__BODY_RELEASE)
+	    op == MEMBROKER__V1__REQUEST__BODY_RELEASE ||
+	    op == MEMBROKER__V1__REQUEST__BODY_GOODBYE)
 		prepunch(b, pipe_id, req);
 
 	pthread_mutex_lock(&b->lock);

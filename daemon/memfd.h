@@ -19,6 +19,11 @@ int mb_memfd_create(const char *name, uint64_t size);
  */
 int mb_memfd_discard(int fd, uint64_t offset, uint64_t len);
 
+/* Punching costs about 1 ms per 8 MiB of written pages. From this many bytes up, the broker
+ * punches on a duplicate of the descriptor with its lock released before it updates the books
+ * under the lock (a large decommit or release, a Goodbye, a section whose process exited). */
+#define MB_PUNCH_FIRST_MIN ((uint64_t)1 << 20)
+
 /* Bytes the kernel has allocated for the section (from st_blocks), or 0 on error. */
 uint64_t mb_memfd_allocated(int fd);
 

@@ -42,6 +42,24 @@ void mb_registry_remove_conn(mb_registry *r, mb_conn *c)
 	r->conns--;
 }
 
+void mb_registry_pipe_gone(mb_registry *r, uint32_t pipe_id)
+{
+	if (pipe_id == 0) /* nng never uses 0; it marks a free slot */
+		return;
+	r->gone[r->gone_next] = pipe_id;
+	r->gone_next = (r->gone_next + 1) % MB_REGISTRY_GONE_PIPES;
+}
+
+bool mb_registry_take_gone(mb_registry *r, uint32_t pipe_id)
+{
+	for (int i = 0; pipe_id != 0 && i < MB_REGISTRY_GONE_PIPES; i++)
+		if (r->gone[i] == pipe_id) {
+			r->gone[i] = 0;
+			return true;
+		}
+	return false;
+}
+
 mb_conn *mb_registry_conn(const mb_registry *r, uint32_t pipe_id)
 {
 	mb_conn key = {.pipe_id = pipe_id};

@@ -10,6 +10,7 @@
 #ifndef MB_REGISTRY_H
 #define MB_REGISTRY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <bsd/sys/tree.h>
@@ -28,6 +29,12 @@ typedef struct mb_conn {
 } mb_conn;
 
 RB_HEAD(mb_conn_tree, mb_conn);
+
+/* Pipes whose end was reported before their start: nng 1.5.2 runs a pipe's ADD_POST and
+ * REM_POST callbacks on different threads without ordering them, so a peer that connects and
+ * hangs up at once (the broker's own self-probe, every second) can be removed before it is
+ * added. The most recent ones are remembered so the late ADD_POST adds nothing. */
+#define MB_REGISTRY_GONE_PIPES 256
 RB_HEAD(mb_section_tree, mb_section);
 
 typedef struct mb_registry {
@@ -36,6 +43,8 @@ typedef struct mb_registry {
 	uint32_t conns;	   /* connections */
 	uint32_t sections; /* live sections: attached, detached or restored */
 	uint64_t next_id;  /* section (session) ids are never reused while the broker runs */
+	uint32_t gone[MB_REGISTRY_GONE_PIPES]; /* ring of the last pipe ids that ended */
+	uint32_t gone_next;
 } mb_registry;
 
 void mb_registry_init(mb_registry *r);
@@ -44,6 +53,13 @@ void mb_registry_init(mb_registry *r);
 int mb_registry_add_conn(mb_registry *r, mb_conn *c);
 void mb_registry_remove_conn(mb_registry *r, mb_conn *c);
 mb_conn *mb_registry_conn(const mb_registry *r, uint32_t pipe_id);
+
+/* Notes that pipe_id ended (its start may still come, late).
+ * Overwrites the oldest note: a start that comes over 256 pipe ends late is caught by the
+ * sweep of connections whose process exited, or lives as long as its process. */
+void mb_registry_pipe_gone(mb_registry *r, uint32_t pipe_id);
+/* Whether pipe_id ended before this start; forgets the note. */
+bool mb_registry_take_gone(mb_registry *r, uint32_t pipe_id);
 
 /* Adds a section; id 0 gives it the next free id, another id is kept (a restored section). 0 or
  * -EEXIST. */

@@ -425,6 +425,8 @@ static int open_session(mb_server *srv, nng_pipe p)
 		return -1;
 	}
 	rv = mb_broker_connect(srv->broker, (uint32_t)nng_pipe_id(p), pid, uid, gid);
+	if (rv == -ENOTCONN)
+		return -1; /* the pipe ended already */
 	if (rv != 0 && rv != -EEXIST) {
 		close_later(srv, (uint32_t)nng_pipe_id(p));
 		return -1;

@@ -144,7 +144,10 @@ static void read_all(int fd, char *buf, size_t cap, size_t *len)
 }
 
 /* Runs membrokerctl with args (NULL-terminated) and env MEMBROKER_ADDRESS unset. */
-static void run_ctl_as(ctl_run *r, const ctl_creds *creds, const char *const *args)
+/* Runs membrokerctl with args, as creds (NULL: as the test), with MEMBROKER_ADDRESS set to
+ * env_address (NULL: unset); its exit code, stdout and stderr end up in r. */
+static void run_ctl_env(ctl_run *r, const ctl_creds *creds, const char *env_address,
+			const char *const *args)
 {
 	const char *argv[32];
 	int out[2], err[2], n = 0, status;
@@ -166,7 +169,10 @@ static void run_ctl_as(ctl_run *r, const ctl_creds *creds, const char *const *ar
 		close(out[1]);
 		close(err[0]);
 		close(err[1]);
-		unsetenv("MEMBROKER_ADDRESS");
+		if (env_address != NULL)
+			setenv("MEMBROKER_ADDRESS", env_address, 1);
+		else
+			unsetenv("MEMBROKER_ADDRESS");
 		if (creds != NULL && (setgroups(0, NULL) != 0 || setgid(creds->gid) != 0 ||
 				      setuid(creds->uid) != 0)) {
 			perror("setuid");
@@ -187,9 +193,14 @@ static void run_ctl_as(ctl_run *r, const ctl_creds *creds, const char *const *ar
 	r->code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+static void run_ctl_as(ctl_run *r, const ctl_creds *creds, const char *const *args)
+{
+	run_ctl_env(r, creds, NULL, args);
+}
+
 static void run_ctl(ctl_run *r, const char *const *args)
 {
-	run_ctl_as(r, NULL, args);
+	run_ctl_env(r, NULL, NULL, args);
 }
 
 static void expect_code(const ctl_run *r, int code)
@@ -712,26 +723,9 @@ static void test_env_address(void **state)
 	fixture *f = *state;
 	static ctl_run r;
 	const char *args[] = {"status", NULL};
-	pid_t pid;
-	int status, out[2];
 
-	/* run_ctl clears the variable; run this one by hand. */
-	assert_int_equal(pipe(out), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		dup2(out[1], 1);
-		close(out[0]);
-		setenv("MEMBROKER_ADDRESS", f->broker.address, 1);
-		execl(MEMBROKERCTL_PATH, MEMBROKERCTL_PATH, args[0], (char *)NULL);
-		_exit(127);
-	}
-	close(out[1]);
-	read_all(out[0], r.out, sizeof(r.out), &r.len);
-	close(out[0]);
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	run_ctl_env(&r, NULL, f->broker.address, args);
+	expect_code(&r, 0);
 	assert_non_null(strstr(r.out, "budget      256.0 MiB"));
 }
 

@@ -876,6 +876,17 @@ static void test_disconnect_returns_everything(void **state)
 	assert_int_equal(b->reg.conns, 1);
 	check_ledger(b);
 
+	/* nng 1.5.2 may report a pipe's end before its start (a peer that connects and hangs up
+	 * at once): the late start adds nothing, so no connection and no pidfd outlive the pipe.
+	 * Once is enough: the note is forgotten. */
+	mb_broker_disconnect(b, 7);
+	assert_int_equal(mb_broker_connect(b, 7, getpid(), getuid(), getgid()), -ENOTCONN);
+	assert_int_equal(b->reg.conns, 1);
+	assert_int_equal(mb_broker_connect(b, 7, getpid(), getuid(), getgid()), 0);
+	assert_int_equal(b->reg.conns, 2);
+	mb_broker_disconnect(b, 7);
+	assert_int_equal(b->reg.conns, 1);
+
 	/* A session that never said Hello ends cleanly too. */
 	assert_int_equal(mb_broker_connect(b, 3, getpid(), getuid(), getgid()), 0);
 	assert_int_equal(b->reg.conns, 2);
