@@ -87,7 +87,9 @@ typedef struct slot {
 	enum slot_init init;
 } slot;
 
-static const slot slots[NSLOTS] = {
+/* Not const: a slot that reconnects gets a new pipe id, as from nng (the broker remembers the
+ * pipes that ended, and never takes one back). */
+static slot slots[NSLOTS] = {
     {PIPE_BASE + 0, 0, 1000, 1000, "fuzz-a", SLOT_HELLO},
     {PIPE_BASE + 1, 0, 1000, 1000, "batch-1", SLOT_HELLO},
     {PIPE_BASE + 2, 1, 0, 0, "root", SLOT_HELLO},
@@ -498,6 +500,7 @@ static void broker_fresh(void)
 	CHECK(mb_broker_init(&broker, BUDGET) == 0);
 	broker_up = true;
 	for (int i = 0; i < NSLOTS; i++) {
+		slots[i].pipe = PIPE_BASE + (uint32_t)i;
 		if (slots[i].init == SLOT_HELLO || slots[i].init == SLOT_CONNECTED)
 			CHECK(connect_slot(i) == 0);
 		if (slots[i].init == SLOT_HELLO)
@@ -626,6 +629,7 @@ static void control(int i, int action, uint8_t sel)
 		for (int k = 0; k < NPARK; k++)
 			if (parks[k].used && parks[k].p.pipe_id == sl->pipe)
 				CHECK(parks[k].p.state == MB_PARK_DONE);
+		slots[i].pipe += NSLOTS;
 		if (sl->init != SLOT_NEVER)
 			CHECK(connect_slot(i) == 0);
 		if (resume_id != 0 && sl->init != SLOT_NEVER)
