@@ -5,12 +5,12 @@
  * spans of one size class; larger ones are runs of 64 KiB granules carved from 4 MiB segments
  * (one broker reservation each), or a reservation of their own above 4 MiB. Segments are per
  * critical level, so every byte handed out at a level was committed at that level. Freed large
- * runs and empty spans stay committed in a pool of at most MB_HEAP_POOL_DEFAULT bytes per heap
- * ($MEMBROKER_HEAP_POOL overrides it) and are reused before anything new is committed; the pool
- * is given back by mb_heap_trim and when the broker reports eMemoryAvailableLow, and none is kept
- * while the pressure stays Low. Metadata lives
- * outside the blocks, so a stray write into a block cannot corrupt the heap, and Free can verify
- * every pointer. Design in heap_internal.h.
+ * runs and empty spans stay committed in a pool of at most MB_HEAP_POOL_DEFAULT bytes
+ * ($MEMBROKER_HEAP_POOL overrides it) per shard of threads in use (4 shards at most) and are
+ * reused before anything new is committed; the pool is given back by mb_heap_trim and when the
+ * broker reports eMemoryAvailableLow, and none is kept while the pressure stays Low. Metadata
+ * lives outside the blocks, so a stray write into a block cannot corrupt the heap, and Free can
+ * verify every pointer. Design in heap_internal.h.
  */
 #ifndef MB_HEAP_H
 #define MB_HEAP_H

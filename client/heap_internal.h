@@ -131,7 +131,8 @@ typedef struct mb_heap {
 	heap_seg *segs[HEAP_NLEVELS]; /* live segments per level, huge ones included */
 	heap_seg *recycled;	      /* segment records of released segments */
 	size_t pool_bytes;	      /* free granules still committed (reused before fresh ones) */
-	size_t pool_limit;	      /* above this, free committed granules are decommitted */
+	size_t pool_limit; /* per shard in use: above pool_limit * shards_used, free committed
+			    * granules are decommitted */
 	/* The broker's last report was eMemoryAvailableLow: no pool is kept until it changes
 	 * (written by the notification hook, read by Free). */
 	atomic_bool low;
@@ -143,6 +144,7 @@ typedef struct mb_heap {
 	 * by the registry lock there. */
 	heap_tcache *tcaches;
 	unsigned shard_users[HEAP_NSHARDS];
+	atomic_uint shards_used; /* shards with at least one thread (read by the page layer) */
 
 	/* DebugAlloc records (heap.c). */
 	pthread_mutex_t debug_lock;
@@ -153,6 +155,18 @@ typedef struct mb_heap {
 	/* Statistics, written by many threads: apart from what Alloc and Free read. */
 	_Alignas(HEAP_CACHELINE) atomic_size_t committed, spans, larges, segments, round_trip_frees;
 } mb_heap;
+
+/* The heap's locks guard a few dozen instructions: a thread that finds one taken spins briefly
+ * before it sleeps (glibc's adaptive mutex), rather than paying a futex sleep and a wake-up. */
+static inline void mb_heap_lock_init(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t a;
+
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+}
 
 /* ---- heap_pages.c ---- */
 

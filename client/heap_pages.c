@@ -4,7 +4,8 @@
  * (from commit credit, so usually without a round trip). A freed run stays committed in the
  * segment ("the pool") and is preferred by the next request at that level, so a program that
  * frees and allocates large blocks makes no broker call at all in the steady state. The pool is
- * bounded (pool_limit, $MEMBROKER_HEAP_POOL, default MB_HEAP_POOL_DEFAULT): above it, free
+ * bounded (pool_limit, $MEMBROKER_HEAP_POOL, default MB_HEAP_POOL_DEFAULT, per shard of threads
+ * in use): above it, free
  * committed granules are decommitted (segments with the fewest used granules first, whole empty
  * segments released), and mb_heap_pages_trim empties it (explicit trim, eMemoryAvailableLow).
  *
@@ -85,7 +86,7 @@ void mb_heap_pages_init(mb_heap *h)
 	const char *env = getenv("MEMBROKER_HEAP_POOL");
 	uint64_t v;
 
-	pthread_mutex_init(&h->page_lock, NULL);
+	mb_heap_lock_init(&h->page_lock);
 	h->pool_limit = MB_HEAP_POOL_DEFAULT;
 	if (env != NULL && mb_parse_size(env, 0, &v) == 0)
 		h->pool_limit = (size_t)v;
@@ -210,40 +211,56 @@ fail:
 	return mb_client_error(E_OUTOFMEMORY, "no memory for heap metadata");
 }
 
-/* First position of n consecutive set bits in m, or -1. */
-static int find_run(uint64_t m, size_t n)
+/* The shortest maximal stretch of set bits in m that holds n (its start in *at, its length
+ * returned), 0 when there is none. */
+static size_t best_run(uint64_t m, size_t n, size_t *at)
 {
-	for (size_t i = 0; i + n <= 64;) {
-		if (!((m >> i) & 1)) {
-			i++;
-			continue;
+	size_t best = 0;
+
+	while (m != 0) {
+		size_t i = (size_t)__builtin_ctzll(m);
+		uint64_t rest = ~(m >> i);
+		size_t len = rest == 0 ? 64 - i : (size_t)__builtin_ctzll(rest);
+		if (len >= n && (best == 0 || len < best)) {
+			best = len;
+			*at = i;
+			if (len == n)
+				break;
 		}
-		size_t j = i;
-		while (j < 64 && ((m >> j) & 1))
-			j++;
-		if (j - i >= n)
-			return (int)i;
-		i = j;
+		m = i + len >= 64 ? 0 : m & (~UINT64_C(0) << (i + len));
 	}
-	return -1;
+	return best;
 }
 
-/* page_lock held: a stretch of n free granules at level, committed ones preferred. */
+/*
+ * page_lock held: a stretch of n free granules at level, committed ones preferred. Best fit (the
+ * shortest free stretch that holds n, over every segment): first fit cuts long committed
+ * stretches for short runs and spans, and the runs that then find no stretch long enough commit
+ * fresh granules while the pool fills with fragments and goes over its bound.
+ */
 static heap_seg *find_stretch(mb_heap *h, size_t n, int level, size_t *first)
 {
-	for (int pass = 0; pass < 2; pass++)
+	for (int pass = 0; pass < 2; pass++) {
+		heap_seg *best = NULL;
+		size_t best_len = 0;
 		for (heap_seg *s = h->segs[level]; s != NULL; s = s->next) {
 			if (s->huge)
 				continue;
 			uint64_t m = ~s->used;
 			if (pass == 0)
 				m &= s->committed;
-			int at = find_run(m, n);
-			if (at >= 0) {
-				*first = (size_t)at;
-				return s;
+			size_t at = 0, len = best_run(m, n, &at);
+			if (len != 0 && (best == NULL || len < best_len)) {
+				best = s;
+				best_len = len;
+				*first = at;
+				if (len == n)
+					break;
 			}
 		}
+		if (best != NULL)
+			return best;
+	}
 	return NULL;
 }
 
@@ -258,7 +275,7 @@ static HRESULT commit_range(mb_heap *h, heap_seg *s, size_t first, size_t n)
 HRESULT mb_heap_run_alloc(mb_heap *h, size_t n, int level, heap_gran **out)
 {
 	heap_seg *s;
-	size_t first;
+	size_t first = 0;
 	HRESULT hr = S_OK;
 
 	pthread_mutex_lock(&h->page_lock);
@@ -483,7 +500,13 @@ void mb_heap_run_free(mb_heap *h, heap_gran *g)
 		s->used &= ~gran_mask(first, n);
 		h->pool_bytes += n * HEAP_GRAN;
 	}
-	size_t limit = atomic_load_explicit(&h->low, memory_order_relaxed) ? 0 : h->pool_limit;
+	/* The bound grows with the shards in use (the threads using the heap, up to HEAP_NSHARDS):
+	 * each thread's large blocks come and go, and one bound shared by all would make them
+	 * decommit and commit each other's granules. */
+	unsigned shards = atomic_load_explicit(&h->shards_used, memory_order_relaxed);
+	size_t limit = atomic_load_explicit(&h->low, memory_order_relaxed)
+			   ? 0
+			   : h->pool_limit * (shards > 1 ? shards : 1);
 	if (h->pool_bytes > limit && !mb_heap_thread_exiting) {
 		/* Over the bound: the run just freed goes back at once, in one broker call (its
 		 * segment released whole if nothing else is left in it), which is what the heap

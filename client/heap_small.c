@@ -224,7 +224,8 @@ static void heap_list_unlink(heap_tcache *tc)
 		tc->heap->tcaches = tc->hnext;
 	if (tc->hnext != NULL)
 		tc->hnext->hprev = tc->hprev;
-	tc->heap->shard_users[tc->shard]--;
+	if (--tc->heap->shard_users[tc->shard] == 0)
+		atomic_fetch_sub(&tc->heap->shards_used, 1);
 }
 
 /* Thread exit: every cache of the thread goes back to its heap (if that still exists). */
@@ -306,7 +307,8 @@ static heap_tcache *tcache_find(mb_heap *h)
 		for (unsigned s = 1; s < HEAP_NSHARDS; s++)
 			if (h->shard_users[s] < h->shard_users[tc->shard])
 				tc->shard = s;
-		h->shard_users[tc->shard]++;
+		if (h->shard_users[tc->shard]++ == 0)
+			atomic_fetch_add(&h->shards_used, 1);
 		tc->hnext = h->tcaches;
 		if (tc->hnext != NULL)
 			tc->hnext->hprev = tc;
@@ -422,8 +424,7 @@ void mb_heap_small_init(mb_heap *h)
 	pthread_once(&once, init_once);
 	for (unsigned c = 0; c < HEAP_NCLASSES; c++)
 		for (unsigned i = 0; i < HEAP_NLEVELS * HEAP_NSHARDS; i++)
-			pthread_mutex_init(&h->bins[c][i / HEAP_NSHARDS][i % HEAP_NSHARDS].lock,
-					   NULL);
+			mb_heap_lock_init(&h->bins[c][i / HEAP_NSHARDS][i % HEAP_NSHARDS].lock);
 }
 
 void mb_heap_small_destroy(mb_heap *h)

@@ -706,6 +706,161 @@ static void test_heap_large_reuse_bounded_and_trim(void **state)
 	mb_disconnect(c);
 }
 
+/* ---- threads: blocks freed by other threads, the pool's bound with several threads, trim ---- */
+
+#define XT_THREADS 4
+#define XT_SMALL   3000
+#define XT_LARGE   40
+
+typedef struct xt_shared {
+	IHostMalloc *heap;
+	unsigned char *small[XT_THREADS][XT_SMALL];
+	unsigned char *large[XT_THREADS][XT_LARGE];
+	size_t large_size[XT_THREADS][XT_LARGE];
+	pthread_barrier_t phase;
+	atomic_int errors;
+} xt_shared;
+
+typedef struct xt_arg {
+	xt_shared *sh;
+	int id;
+} xt_arg;
+
+static void xt_expect(xt_shared *sh, bool ok, const char *what, const void *p)
+{
+	if (!ok) {
+		print_error("%s (%p): %s\n", what, p, mb_last_error());
+		atomic_fetch_add(&sh->errors, 1);
+	}
+}
+
+static void *xt_thread(void *arg)
+{
+	xt_arg *a = arg;
+	xt_shared *sh = a->sh;
+	int me = a->id, next = (a->id + 1) % XT_THREADS;
+	unsigned char tag = (unsigned char)(0x40 + me);
+
+	/* Each thread allocates its own blocks, small (16 B .. 1 KiB) and large (up to 1 MiB). */
+	for (int i = 0; i < XT_SMALL; i++) {
+		size_t n = 16 + (size_t)(i * 37) % 1000;
+		void *p = NULL;
+		HRESULT hr = IHostMalloc_Alloc(sh->heap, n, eTaskCritical, &p);
+		xt_expect(sh, hr == S_OK, "small Alloc", p);
+		sh->small[me][i] = p;
+		if (p != NULL)
+			memset(p, tag, n);
+	}
+	for (int i = 0; i < XT_LARGE; i++) {
+		size_t n = 1 * MiB - (size_t)i * 8 * KiB;
+		void *p = NULL;
+		HRESULT hr = IHostMalloc_Alloc(sh->heap, n, eTaskCritical, &p);
+		xt_expect(sh, hr == S_OK, "large Alloc", p);
+		sh->large[me][i] = p;
+		sh->large_size[me][i] = n;
+		if (p != NULL) {
+			((unsigned char *)p)[0] = tag;
+			((unsigned char *)p)[n - 1] = tag;
+		}
+	}
+	pthread_barrier_wait(&sh->phase);
+	pthread_barrier_wait(&sh->phase); /* the main thread has counted the live blocks */
+
+	/* Then frees the next thread's blocks: every free crosses threads (and shards). */
+	unsigned char theirs = (unsigned char)(0x40 + next);
+	for (int i = 0; i < XT_SMALL; i++) {
+		unsigned char *p = sh->small[next][i];
+		if (p == NULL)
+			continue;
+		xt_expect(sh, p[0] == theirs, "small block intact", p);
+		xt_expect(sh, IHostMalloc_Free(sh->heap, p) == S_OK, "small Free", p);
+		if (i % 100 == 0)
+			xt_expect(sh, IHostMalloc_Free(sh->heap, p) == HOST_E_INVALIDOPERATION,
+				  "second Free of a small block refused", p);
+	}
+	for (int i = 0; i < XT_LARGE; i++) {
+		unsigned char *p = sh->large[next][i];
+		if (p == NULL)
+			continue;
+		xt_expect(sh, p[0] == theirs && p[sh->large_size[next][i] - 1] == theirs,
+			  "large block intact", p);
+		xt_expect(sh, IHostMalloc_Free(sh->heap, p + 4096) == HOST_E_INVALIDOPERATION,
+			  "Free inside a large block refused", p);
+		xt_expect(sh, IHostMalloc_Free(sh->heap, p) == S_OK, "large Free", p);
+		xt_expect(sh, IHostMalloc_Free(sh->heap, p) == HOST_E_INVALIDOPERATION,
+			  "second Free of a large block refused", p);
+	}
+	pthread_barrier_wait(&sh->phase);
+	pthread_barrier_wait(&sh->phase); /* the main thread has checked the bounds */
+	return NULL;
+}
+
+/* Four threads allocate, then free each other's blocks. While they live, what the heap holds
+ * beyond its live blocks stays within its bounds (the pool within its bound per thread, the
+ * threads' caches within their spans); trim gives the pool back; once the threads are gone, trim
+ * gives everything back and the broker's books agree. */
+static void test_heap_cross_thread_frees_bounds_and_trim(void **state)
+{
+	(void)state;
+	mb_client *c = connect_to(&g_broker);
+	IHostMemoryManager *m = manager_of(c);
+	xt_shared *sh = calloc(1, sizeof(*sh));
+	pthread_t t[XT_THREADS];
+	xt_arg args[XT_THREADS];
+	mb_heap_stats hs;
+
+	assert_non_null(sh);
+	sh->heap = heap_of(m, MALLOC_THREADSAFE);
+	assert_int_equal(pthread_barrier_init(&sh->phase, NULL, XT_THREADS + 1), 0);
+	for (int i = 0; i < XT_THREADS; i++) {
+		args[i] = (xt_arg){sh, i};
+		assert_int_equal(pthread_create(&t[i], NULL, xt_thread, &args[i]), 0);
+	}
+	pthread_barrier_wait(&sh->phase);
+	mb_heap_get_stats(sh->heap, &hs);
+	assert_int_equal(hs.live_blocks, XT_THREADS * (XT_SMALL + XT_LARGE));
+	assert_int_equal(hs.large_blocks, XT_THREADS * XT_LARGE);
+	pthread_barrier_wait(&sh->phase);
+	pthread_barrier_wait(&sh->phase); /* every block is freed */
+
+	assert_int_equal(atomic_load(&sh->errors), 0);
+	mb_heap_get_stats(sh->heap, &hs);
+	print_message("after the cross-thread frees: committed %zu KiB, pool %zu KiB, %zu spans\n",
+		      hs.committed / KiB, hs.pool / KiB, hs.small_spans);
+	assert_int_equal(hs.live_blocks, 0);
+	assert_int_equal(hs.large_blocks, 0);
+	/* About 135 MiB of large blocks were freed: the pool keeps at most its bound per thread. */
+	assert_true(hs.pool <= XT_THREADS * MB_HEAP_POOL_DEFAULT);
+	/* Besides the pool, only spans of small blocks (the threads' caches, one empty per bin). */
+	assert_true(hs.committed <= hs.pool + hs.small_spans * MB_HEAP_SPAN);
+	assert_int_equal(hs.committed, status_of(c).committed);
+
+	/* Trim from this thread while the others live: the pool goes back whole. */
+	mb_heap_trim(sh->heap);
+	mb_heap_get_stats(sh->heap, &hs);
+	assert_int_equal(hs.pool, 0);
+	assert_true(hs.committed <= hs.small_spans * MB_HEAP_SPAN);
+	assert_int_equal(hs.committed, status_of(c).committed);
+
+	pthread_barrier_wait(&sh->phase);
+	for (int i = 0; i < XT_THREADS; i++)
+		pthread_join(t[i], NULL);
+	/* The threads' caches went back to their spans at their exit: trim now returns all. */
+	mb_heap_trim(sh->heap);
+	mb_heap_get_stats(sh->heap, &hs);
+	assert_int_equal(hs.committed, 0);
+	assert_int_equal(hs.pool, 0);
+	assert_int_equal(hs.small_spans, 0);
+	assert_int_equal(hs.segments, 0);
+	assert_int_equal(status_of(c).committed, 0);
+	assert_int_equal(mb_heap_leak_report(sh->heap, stderr), 0);
+	assert_int_equal(IHostMalloc_Release(sh->heap), 0);
+	assert_int_equal(IHostMemoryManager_Release(m), 0);
+	pthread_barrier_destroy(&sh->phase);
+	mb_disconnect(c);
+	free(sh);
+}
+
 /* eMemoryAvailableLow makes the heap give its pool back by itself. */
 static void test_heap_trims_on_low_memory(void **state)
 {
@@ -1027,6 +1182,7 @@ int main(void)
 	    cmocka_unit_test(test_heap_multithreaded_stress),
 	    cmocka_unit_test(test_heap_levels_against_budget),
 	    cmocka_unit_test(test_heap_large_reuse_bounded_and_trim),
+	    cmocka_unit_test(test_heap_cross_thread_frees_bounds_and_trim),
 	    cmocka_unit_test(test_heap_trims_on_low_memory),
 	    cmocka_unit_test(test_notification_through_com_callback),
 	    cmocka_unit_test(test_address_space_notifications),
