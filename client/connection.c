@@ -20,6 +20,7 @@
 #include "client_internal.h"
 #include "mb_address.h"
 #include "mb_fdpass.h"
+#include "pages.h"
 
 atomic_uint mb_fork_generation;
 
@@ -288,47 +289,197 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 	pthread_mutex_unlock(&events_lock);
 }
 
-/* Tells the new session about every reservation and commit this client holds. */
+/* Ranges the broker refused while this client re-registered its section. */
+typedef struct refused_list {
+	Membroker__V1__Range *v;
+	size_t n, cap;
+} refused_list;
+
+static void refused_add(refused_list *l, uint64_t address, uint64_t size)
+{
+	if (l->n > 0 && l->v[l->n - 1].address + l->v[l->n - 1].size == address) {
+		l->v[l->n - 1].size += size;
+		return;
+	}
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		Membroker__V1__Range *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL)
+			return; /* left committed in our map: the broker's audit bounds it */
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n].address = address;
+	l->v[l->n++].size = size;
+}
+
+/*
+ * The refused ranges are decommitted here as the broker did there: closed (PROT_NONE) and marked
+ * decommitted in the map. Their contents are gone (the broker punched them); the runtime sees
+ * them as reserved, not committed (VirtualQuery: MEM_RESERVE), and a touch faults like any
+ * decommitted page. Pages released or decommitted meanwhile are skipped.
+ */
+static void refused_apply(mb_client *c, refused_list *l)
+{
+	pthread_rwlock_wrlock(&c->map_lock);
+	for (size_t i = 0; i < l->n; i++) {
+		uint64_t a = l->v[i].address, end = a + l->v[i].size;
+		while (a < end) {
+			mb_region *r = mb_regmap_find(&c->map, (uintptr_t)a);
+			if (r == NULL)
+				break;
+			uint64_t rend = r->base + r->size < end ? r->base + r->size : end;
+			mb_page_range pr = {r, (uintptr_t)a, mb_region_page(r, (uintptr_t)a),
+					    (size_t)((rend - a) / MB_PAGE_SIZE)};
+			mb_pages_close(c, &pr, false);
+			a = rend;
+		}
+	}
+	pthread_rwlock_unlock(&c->map_lock);
+	free(l->v);
+}
+
+/* AdoptDone, and again while the broker has more refused ranges to tell. */
+static HRESULT adopt_done(mb_client *c, refused_list *l)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__AdoptDone done = MEMBROKER__V1__ADOPT_DONE__INIT;
+	bool more = true;
+	HRESULT hr = S_OK;
+
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE;
+	req.adopt_done = &done;
+	for (unsigned rounds = 0; more && hr == S_OK && rounds < 1000000; rounds++) {
+		mb_response *resp;
+		hr = mb_client_call(c, &req, &resp);
+		if (hr != S_OK)
+			break;
+		hr = (HRESULT)resp->hresult;
+		more = false;
+		if (hr != S_OK)
+			mb_client_error(hr, "%s", resp->detail);
+		else if (resp->body_case == MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE) {
+			const Membroker__V1__AdoptDoneReply *a = resp->adopt_done;
+			for (size_t i = 0; i < a->n_refused; i++)
+				refused_add(l, a->refused[i]->address, a->refused[i]->size);
+			more = a->more && a->n_refused > 0;
+		}
+		mb_wire_free_response(resp);
+	}
+	return hr;
+}
+
+/* One claim (Commit.adopt) of [address, address+size) at level; what the broker refused of it goes
+ * to l. S_OK, or the error that ends the re-registration. */
+static HRESULT claim(mb_client *c, uint64_t address, uint64_t size, int level, refused_list *l)
+{
+	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Commit com = MEMBROKER__V1__COMMIT__INIT;
+	mb_response *resp;
+	HRESULT hr;
+
+	com.address = address;
+	com.size = size;
+	com.level = (uint32_t)level;
+	com.adopt = true;
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
+	req.commit = &com;
+	hr = mb_client_call(c, &req, &resp);
+	if (hr != S_OK)
+		return hr;
+	hr = (HRESULT)resp->hresult;
+	if (hr == E_OUTOFMEMORY) {
+		/* Past what this client may ever hold: refused whole, and punched. */
+		refused_add(l, address, size);
+		hr = S_OK;
+	} else if (hr != S_OK) {
+		mb_client_error(hr, "%s", resp->detail);
+	} else if (resp->body_case == MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE) {
+		/* Claimed in part: the rest is refused. */
+		for (size_t i = 0; i < resp->adopt_done->n_refused; i++)
+			refused_add(l, resp->adopt_done->refused[i]->address,
+				    resp->adopt_done->refused[i]->size);
+	}
+	mb_wire_free_response(resp);
+	return hr;
+}
+
+/*
+ * Claims every committed run of the map, each at the level its pages were committed at, split
+ * where the section holds data: with data, the parts that hold data, else the others.
+ */
+static HRESULT claim_runs(mb_client *c, bool data, refused_list *l)
+{
+	const uint8_t run_mask = MB_PAGE_COMMITTED | MB_PAGE_LEVEL_MASK;
+	HRESULT hr = S_OK;
+
+	for (mb_region *r = mb_regmap_first(&c->map); r != NULL && hr == S_OK;
+	     r = mb_regmap_next(&c->map, r)) {
+		size_t pages = r->size / MB_PAGE_SIZE;
+		for (size_t i = mb_region_find(r, 0, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
+		     i < pages && hr == S_OK;
+		     i = mb_region_find(r, i, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED)) {
+			uint8_t st = mb_region_state(r, i) & run_mask;
+			size_t j = mb_region_run_end(r, i, pages, run_mask, st);
+			uint64_t a = r->base + i * MB_PAGE_SIZE, e = r->base + j * MB_PAGE_SIZE;
+			while (a < e && hr == S_OK) {
+				off_t d = lseek(c->section_fd, (off_t)a, SEEK_DATA);
+				uint64_t ds = d < 0 || (uint64_t)d >= e
+						  ? e
+						  : (uint64_t)d & ~(uint64_t)(MB_PAGE_SIZE - 1);
+				uint64_t de = e;
+				if (ds < e) {
+					off_t h = lseek(c->section_fd, (off_t)ds, SEEK_HOLE);
+					if (h >= 0 && (uint64_t)h < e)
+						de = ((uint64_t)h + MB_PAGE_SIZE - 1) &
+						     ~(uint64_t)(MB_PAGE_SIZE - 1);
+				}
+				/* [a, ds) a hole, [ds, de) data. */
+				if (!data && ds > a)
+					hr = claim(c, a, ds - a, mb_page_level(st), l);
+				if (data && de > ds && hr == S_OK)
+					hr = claim(c, ds, de - ds, mb_page_level(st), l);
+				a = de;
+			}
+			i = j;
+		}
+	}
+	return hr;
+}
+
+/*
+ * Tells the new session about every reservation and every committed run this client holds, each
+ * run at the level its pages were committed at (the map keeps it per page): first the parts the
+ * section holds data in, then the others, so that a claim past what this client may hold is cut
+ * where nothing is lost. Then AdoptDone, which books them (pages the section holds first, then
+ * the others; daemon/readopt.h). What the broker refuses it has punched out: those pages are
+ * decommitted here too (refused_apply).
+ */
 static HRESULT readopt(mb_client *c)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Reserve res = MEMBROKER__V1__RESERVE__INIT;
-	Membroker__V1__Commit com = MEMBROKER__V1__COMMIT__INIT;
+	refused_list refused = {0};
 	HRESULT hr = S_OK;
 
 	pthread_rwlock_rdlock(&c->map_lock);
 	for (mb_region *r = mb_regmap_first(&c->map); r != NULL && hr == S_OK;
 	     r = mb_regmap_next(&c->map, r)) {
-		size_t pages = r->size / MB_PAGE_SIZE;
 		res.address = r->base;
 		res.size = r->size;
 		req.body_case = MEMBROKER__V1__REQUEST__BODY_RESERVE;
 		req.reserve = &res;
 		hr = mb_client_call_simple(c, &req);
-		for (size_t i = mb_region_find(r, 0, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
-		     i < pages && hr == S_OK;
-		     i = mb_region_find(r, i, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED)) {
-			size_t j =
-			    mb_region_run_end(r, i, pages, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED);
-			/* Levels are not kept per page; adopted memory is booked as process
-			 * critical, the level the CLR uses for what it cannot lose. */
-			com.address = r->base + i * MB_PAGE_SIZE;
-			com.size = (j - i) * MB_PAGE_SIZE;
-			com.level = eProcessCritical;
-			com.adopt = true;
-			req.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
-			req.commit = &com;
-			hr = mb_client_call_simple(c, &req);
-			i = j;
-		}
 	}
+	if (hr == S_OK)
+		hr = claim_runs(c, true, &refused);
+	if (hr == S_OK)
+		hr = claim_runs(c, false, &refused);
 	pthread_rwlock_unlock(&c->map_lock);
-	if (hr == S_OK) {
-		Membroker__V1__AdoptDone done = MEMBROKER__V1__ADOPT_DONE__INIT;
-		req.body_case = MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE;
-		req.adopt_done = &done;
-		hr = mb_client_call_simple(c, &req);
-	}
+	if (hr == S_OK)
+		hr = adopt_done(c, &refused);
+	/* Punched by the broker whatever happens next: never left open as committed here. */
+	refused_apply(c, &refused);
 	return hr;
 }
 
@@ -358,6 +509,10 @@ static HRESULT reconnect(mb_client *c)
 		/* The new session has no record of local commits: re-registration covers them. */
 		mb_credit_reset(c);
 		hr = readopt(c);
+		/* Half registered: the next broker's books (or this one's after a drop) cannot be
+		 * trusted, so the next time the section is handed back again. */
+		if (hr != S_OK)
+			atomic_store(&c->unsure, true);
 	}
 	if (hr != S_OK) {
 		atomic_store(&c->lost, true);

@@ -24,9 +24,10 @@ extern atomic_uint mb_fork_generation;
  * If the connection was lost and nng has a connection again, it reconnects here, on the caller's
  * thread: a new Hello that re-attaches the section the broker kept (one round trip, nothing
  * re-sent); or, with a restarted broker (or when a request that changed the books lost its reply),
- * the section handed back and every reservation and committed run re-registered (several round
- * trips, under the map's read lock). S_OK when the client can be used; HOST_E_CLRNOTAVAILABLE
- * while the broker is unreachable.
+ * the section handed back and every reservation and committed run re-registered at the level its
+ * pages were committed at (several round trips, under the map's read lock; the ranges the broker
+ * refused are then decommitted in the map, under its write lock). S_OK when the client can be
+ * used; HOST_E_CLRNOTAVAILABLE while the broker is unreachable.
  */
 HRESULT mb_client_usable_or_reconnect(mb_client *client);
 

@@ -312,7 +312,7 @@ HRESULT mb_credit_commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code
 		if (!full)
 			have = mb_credit_take(c->credit_word, len);
 		if (have) {
-			HRESULT hr = mb_pages_open(c, &pr, code);
+			HRESULT hr = mb_pages_open(c, &pr, code, level);
 			if (hr != S_OK) {
 				pthread_rwlock_unlock(&c->map_lock);
 				mb_credit_give(c->credit_word, len);

@@ -11,11 +11,11 @@
 
 #include "client_internal.h"
 
-HRESULT mb_pages_open(mb_client *c, const mb_page_range *pr, uint8_t code)
+HRESULT mb_pages_open(mb_client *c, const mb_page_range *pr, uint8_t code, int level)
 {
 	size_t len = pr->count * MB_PAGE_SIZE;
 
-	if (mb_region_commit(&c->map, pr->region, pr->first, pr->count, code) < 0)
+	if (mb_region_commit_at(&c->map, pr->region, pr->first, pr->count, code, level) < 0)
 		return mb_client_error(E_OUTOFMEMORY, "no memory for page state");
 	if (mprotect((void *)pr->start, len, mb_win32_prot_flags(code)) != 0) {
 		int err = errno;

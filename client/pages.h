@@ -17,11 +17,13 @@
 typedef struct mb_client mb_client;
 
 /*
- * Marks the pages of pr committed with protection code in the map and opens them with mprotect.
- * S_OK; E_OUTOFMEMORY when there is no memory for page state, or E_FAIL when mprotect fails
- * (the reason recorded for mb_last_error); on failure the map is as before.
+ * Marks the pages of pr committed at level (the EMemoryCriticalLevel the map keeps for each newly
+ * committed page, which the client re-registers them at after a broker restart without its books;
+ * pages committed already keep theirs) with protection code in the map, and opens them with
+ * mprotect. S_OK; E_OUTOFMEMORY when there is no memory for page state, or E_FAIL when mprotect
+ * fails (the reason recorded for mb_last_error); on failure the map is as before.
  */
-HRESULT mb_pages_open(mb_client *c, const mb_page_range *pr, uint8_t code);
+HRESULT mb_pages_open(mb_client *c, const mb_page_range *pr, uint8_t code, int level);
 
 /*
  * Closes the pages of pr (PROT_NONE first, so no write lands after), then, with punch, punches them

@@ -180,7 +180,7 @@ static HRESULT commit(mb_client *c, uintptr_t addr, size_t size, uint8_t code, i
 	pr.region = mb_regmap_find(&c->map, pr.start);
 	if (pr.region != NULL) {
 		pr.first = mb_region_page(pr.region, pr.start);
-		hr = mb_pages_open(c, &pr, code);
+		hr = mb_pages_open(c, &pr, code, level);
 	}
 	pthread_rwlock_unlock(&c->map_lock);
 	*out = pr.start;

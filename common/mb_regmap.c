@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int mb_region_cmp(const mb_region *a, const mb_region *b)
 {
@@ -82,6 +83,7 @@ void mb_regmap_init(mb_regmap *map, bool track_protect)
 	map->count = 0;
 	map->reserved_bytes = 0;
 	map->committed_pages = 0;
+	memset(map->committed_at, 0, sizeof(map->committed_at));
 	map->idle_chunks = 0;
 	map->track_protect = track_protect;
 }
@@ -101,6 +103,7 @@ void mb_regmap_clear(mb_regmap *map, void (*fn)(mb_region *region, void *arg), v
 	map->count = 0;
 	map->reserved_bytes = 0;
 	map->committed_pages = 0;
+	memset(map->committed_at, 0, sizeof(map->committed_at));
 	map->idle_chunks = 0;
 }
 
@@ -152,6 +155,8 @@ void mb_regmap_remove(mb_regmap *map, mb_region *region)
 	map->count--;
 	map->reserved_bytes -= region->size;
 	map->committed_pages -= region->committed_pages;
+	for (int l = 0; l < MB_PAGE_LEVELS; l++)
+		map->committed_at[l] -= region->committed_at[l];
 	map->idle_chunks -= region->idle_chunks;
 	region_free(region);
 }
@@ -344,6 +349,8 @@ long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t co
 		      uint8_t want, uint8_t clear, uint8_t set, int prot, size_t *lost)
 {
 	size_t gained = 0, dropped = 0, end;
+	/* Committed pages by level: in, out. */
+	size_t at_in[MB_PAGE_LEVELS] = {0}, at_out[MB_PAGE_LEVELS] = {0};
 	/* Absent chunks are all zero: they need storage only if a zero page matches and changes. */
 	bool zero_changes =
 	    want == 0 && (set != 0 || (prot >= 0 && region && region->track_protect));
@@ -376,6 +383,12 @@ long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t co
 			if (prot >= 0 && region->track_protect)
 				c->prot[k] = (uint8_t)prot;
 			c->nonzero += (st != 0) - (old != 0);
+			if ((st ^ old) & (MB_PAGE_COMMITTED | MB_PAGE_LEVEL_MASK)) {
+				if (old & MB_PAGE_COMMITTED)
+					at_out[mb_page_level(old)]++;
+				if (st & MB_PAGE_COMMITTED)
+					at_in[mb_page_level(st)]++;
+			}
 			if ((st ^ old) & MB_PAGE_COMMITTED) {
 				if (st & MB_PAGE_COMMITTED) {
 					c->committed++;
@@ -398,6 +411,10 @@ long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t co
 	region->committed_pages -= dropped;
 	map->committed_pages += gained;
 	map->committed_pages -= dropped;
+	for (int l = 0; l < MB_PAGE_LEVELS; l++) {
+		region->committed_at[l] += at_in[l] - at_out[l];
+		map->committed_at[l] += at_in[l] - at_out[l];
+	}
 	if (lost)
 		*lost = dropped;
 	return (long)gained;
@@ -411,10 +428,23 @@ nomem:
 	return -1;
 }
 
+long mb_region_commit_at(mb_regmap *map, mb_region *region, size_t first, size_t count,
+			 uint8_t prot, int level)
+{
+	/* New pages first: only they may need memory for page state, so a failure changes
+	 * nothing. Pages committed already touch existing chunks and cannot fail. */
+	long gained = mb_region_update(map, region, first, count, MB_PAGE_COMMITTED, 0, 0xff,
+				       MB_PAGE_COMMITTED | MB_PAGE_LEVEL(level), prot, NULL);
+	if (gained < 0)
+		return -1;
+	mb_region_update(map, region, first, count, MB_PAGE_COMMITTED, MB_PAGE_COMMITTED,
+			 MB_PAGE_RESET | MB_PAGE_DISCARDED, 0, prot, NULL);
+	return gained;
+}
+
 long mb_region_commit(mb_regmap *map, mb_region *region, size_t first, size_t count, uint8_t prot)
 {
-	return mb_region_update(map, region, first, count, 0, 0, MB_PAGE_RESET | MB_PAGE_DISCARDED,
-				MB_PAGE_COMMITTED, prot, NULL);
+	return mb_region_commit_at(map, region, first, count, prot, 0);
 }
 
 size_t mb_region_decommit(mb_regmap *map, mb_region *region, size_t first, size_t count)

@@ -26,6 +26,25 @@
 #define MB_PAGE_COMMITTED 0x01 /* charged to the budget, accessible with prot[page] */
 #define MB_PAGE_RESET	  0x02 /* MEM_RESET since the last commit: contents may be discarded */
 #define MB_PAGE_DISCARDED 0x04 /* the broker discarded this reset page (MEM_RESET_UNDO fails) */
+/* The EMemoryCriticalLevel a page was committed at (0, 1 or 2), in two bits: set by the commit that
+ * made the page committed, kept by later commits of the same page, by MEM_RESET and by a discard,
+ * cleared with the page. Both sides keep it: the client re-registers each page at its level with a
+ * broker that lost its books, and the broker keeps it in its books and snapshot. */
+#define MB_PAGE_LEVEL_SHIFT 3
+#define MB_PAGE_LEVEL_MASK  0x18
+#define MB_PAGE_LEVEL(l)    ((uint8_t)(((unsigned)(l) << MB_PAGE_LEVEL_SHIFT) & MB_PAGE_LEVEL_MASK))
+#define MB_PAGE_LEVELS	    4 /* what the bits can hold; levels in use are 0, 1 and 2 */
+/* Broker only, while a client re-registers a section it handed back (daemon/readopt.h): a page
+ * claimed committed at its level and not booked yet; a claimed page that was refused, until the
+ * client is told. Neither is committed or charged. */
+#define MB_PAGE_CLAIMED 0x20
+#define MB_PAGE_REFUSED 0x40
+
+/* The level bits of a page state. */
+static inline int mb_page_level(uint8_t state)
+{
+	return (state & MB_PAGE_LEVEL_MASK) >> MB_PAGE_LEVEL_SHIFT;
+}
 
 /* Pages per chunk of page state. A region's state lives in chunks allocated on first use, so a
  * huge reservation costs a pointer per 16 MiB until pages in it are used, and every walk skips
@@ -47,7 +66,8 @@ typedef struct mb_region {
 	size_t span;		/* size rounded up to 64 KiB: address space the region blocks */
 	uint32_t alloc_protect; /* protection given at reserve time (AllocationProtect) */
 	size_t committed_pages; /* count of pages with MB_PAGE_COMMITTED */
-	bool track_protect;	/* chunks carry a mb_win32 protection code per page */
+	size_t committed_at[MB_PAGE_LEVELS]; /* ... of them, by the level they were committed at */
+	bool track_protect;		     /* chunks carry a mb_win32 protection code per page */
 	size_t nchunks;
 	mb_page_chunk **chunks; /* NULL entries: every page of that chunk has state 0 */
 	size_t idle_chunks;	/* chunks with state but no committed page (see mb_regmap) */
@@ -58,9 +78,10 @@ RB_HEAD(mb_region_tree, mb_region);
 
 typedef struct mb_regmap {
 	struct mb_region_tree tree;
-	size_t count;		/* regions */
-	size_t reserved_bytes;	/* sum of region sizes */
-	size_t committed_pages; /* sum over regions */
+	size_t count;			     /* regions */
+	size_t reserved_bytes;		     /* sum of region sizes */
+	size_t committed_pages;		     /* sum over regions */
+	size_t committed_at[MB_PAGE_LEVELS]; /* sum over regions, by level */
 	/* Chunks that hold page state but no committed page (only pages reset and then discarded
 	 * keep such a chunk alive): the one part of a map's memory its commits do not bound. */
 	size_t idle_chunks;
@@ -146,9 +167,15 @@ long mb_region_update(mb_regmap *map, mb_region *region, size_t first, size_t co
 /*
  * Marks pages [first, first+count) committed with protection code prot (ignored when the region
  * does not track protections), clears their reset and discarded bits, updates the counters of
- * region and map. Returns the number of pages that were not committed before, or -1 (nothing
- * changed) when there is no memory for the page state.
+ * region and map. Pages not committed before take level (their other bits, claims included, are
+ * cleared); pages committed already keep the level they were committed at. Returns the number of
+ * pages that were not committed before, or -1 (nothing changed) when there is no memory for the
+ * page state.
  */
+long mb_region_commit_at(mb_regmap *map, mb_region *region, size_t first, size_t count,
+			 uint8_t prot, int level);
+
+/* mb_region_commit_at with level 0 (eTaskCritical). */
 long mb_region_commit(mb_regmap *map, mb_region *region, size_t first, size_t count, uint8_t prot);
 
 /* Marks pages decommitted (state 0). Returns the number of pages that were committed before. */

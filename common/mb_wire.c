@@ -299,6 +299,8 @@ static int response_ok(const mb_response *r)
 		return r->watch != NULL;
 	case MEMBROKER__V1__RESPONSE__BODY_SYNC:
 		return r->sync != NULL;
+	case MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE:
+		return r->adopt_done != NULL && r->adopt_done->n_refused <= MB_WIRE_MAX_REFUSED;
 	default:
 		return 0;
 	}

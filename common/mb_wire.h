@@ -37,6 +37,9 @@ typedef Membroker__V1__Response mb_response;
 #define MB_WIRE_MAX_SYNC 64
 /* Most local frees one Sync reports (a full Sync, all three lists, stays under 4 KiB packed). */
 #define MB_WIRE_MAX_SYNC_FREES 32
+/* Most refused ranges one AdoptDone reply lists (packed well under 2 KiB); the client asks again
+ * for the rest. */
+#define MB_WIRE_MAX_REFUSED 64
 
 /*
  * Packs msg into the body of *out (a fresh nng message when *out is NULL, else cleared and reused).

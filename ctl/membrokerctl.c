@@ -310,6 +310,7 @@ static void status_json(const Membroker__Admin__V1__StatusReply *s)
 		add_u64(lo, "waiters", l->waiters);
 		add_u64(lo, "committed_by_max_level", l->committed_by_max_level);
 		add_u64(lo, "sessions_by_max_level", l->sessions_by_max_level);
+		add_u64(lo, "committed", l->committed);
 		json_object_array_add(levels, lo);
 	}
 	json_object_object_add(o, "levels", levels);
@@ -351,20 +352,22 @@ static void status_text(const Membroker__Admin__V1__StatusReply *s)
 	printf("clients     %u (%u listening for notifications)\n", s->sessions, s->watchers);
 	printf("waiting     %u\n", s->waiters);
 	printf("client max  %s\n", s->client_max ? human(s->client_max, a, sizeof(a)) : "none");
-	printf("\n%-10s %12s %7s %8s %8s %8s %14s\n", "LEVEL", "CEILING", "SHARE", "WAIT",
-	       "WAITING", "CLIENTS", "COMMITTED");
+	printf("\n%-10s %12s %7s %8s %8s %8s %14s %14s\n", "LEVEL", "CEILING", "SHARE", "WAIT",
+	       "WAITING", "CLIENTS", "COMMITTED", "AT LEVEL");
 	for (size_t i = 0; i < s->n_levels; i++) {
 		const Membroker__Admin__V1__LevelInfo *l = s->levels[i];
-		char share[16], wait[16];
+		char share[16], wait[16], c[32];
 		snprintf(share, sizeof(share), "%u.%u%%", l->ceiling_permille / 10,
 			 l->ceiling_permille % 10);
 		snprintf(wait, sizeof(wait), "%u ms", l->wait_ms);
-		printf("%-10s %12s %7s %8s %8u %8u %14s\n",
+		printf("%-10s %12s %7s %8s %8u %8u %14s %14s\n",
 		       l->level < 3 ? level_names[l->level] : "?", human(l->ceiling, a, sizeof(a)),
 		       share, wait, l->waiters, l->sessions_by_max_level,
-		       human(l->committed_by_max_level, b, sizeof(b)));
+		       human(l->committed_by_max_level, b, sizeof(b)),
+		       human(l->committed, c, sizeof(c)));
 	}
-	printf("(CLIENTS and COMMITTED: by the highest level each client committed at)\n");
+	printf("(CLIENTS and COMMITTED: by the highest level each client committed at; AT LEVEL: "
+	       "pages committed at that level)\n");
 	if (s->n_groups > 0) {
 		printf("\n%-20s %12s %12s %12s %8s\n", "GROUP", "COMMITTED", "MAX", "RESERVE",
 		       "CLIENTS");
@@ -406,6 +409,10 @@ static void clients_json(const Membroker__Admin__V1__ClientsReply *r)
 		add_u64(co, "committed", c->committed);
 		add_u64(co, "reservations", c->reservations);
 		add_u64(co, "max_level", c->max_level);
+		json_object *at = json_object_new_array();
+		for (size_t l = 0; l < c->n_committed_at_level; l++)
+			json_object_array_add(at, json_object_new_uint64(c->committed_at_level[l]));
+		json_object_object_add(co, "committed_at_level", at);
 		add_u64(co, "age_seconds", c->age_seconds);
 		add_u64(co, "offences", c->offences);
 		add_u64(co, "credit", c->credit);

@@ -67,6 +67,7 @@ typedef struct snap_client {
 	char name[MB_WIRE_MAX_NAME + 1];
 	char group[64];
 	uint64_t reserved, committed, reservations, age, credit;
+	uint64_t at_level[MB_LEVELS];
 	int max_level;
 	uint32_t offences;
 	const char *state; /* a static string */
@@ -88,6 +89,7 @@ typedef struct snap {
 	uint64_t credit, credit_revoked, commit_credit;
 	uint64_t by_level[MB_LEVELS];
 	uint32_t sessions_by_level[MB_LEVELS];
+	uint64_t at_level[MB_LEVELS];
 	int ngroups;
 	snap_group groups[MB_MAX_GROUPS];
 	size_t nclients;
@@ -158,6 +160,8 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 
 		sn->by_level[lvl] += committed;
 		sn->sessions_by_level[lvl]++;
+		for (int l = 0; l < MB_LEVELS; l++)
+			sn->at_level[l] += (uint64_t)s->map.committed_at[l] * MB_PAGE_SIZE;
 		if (sn->clients == NULL || sn->nclients >= b->reg.sections)
 			continue;
 		snap_client *c = &sn->clients[sn->nclients++];
@@ -173,6 +177,8 @@ static int take_snapshot(mb_broker *b, snap *sn, bool with_clients)
 		c->committed = committed;
 		c->reservations = s->map.count;
 		c->max_level = s->max_level;
+		for (int l = 0; l < MB_LEVELS; l++)
+			c->at_level[l] = (uint64_t)s->map.committed_at[l] * MB_PAGE_SIZE;
 		c->age = now.tv_sec > s->connected ? (uint64_t)(now.tv_sec - s->connected) : 0;
 		c->offences = s->offences;
 		c->state = mb_section_state_name(s->state);
@@ -343,6 +349,11 @@ static char *format_metrics(const snap *sn)
 	for (int i = 0; i < MB_LEVELS; i++)
 		text_add(&t, "membroker_committed_by_max_level_bytes{level=\"%s\"} %" PRIu64 "\n",
 			 level_names[i], sn->by_level[i]);
+	metric_head(&t, "membroker_level_committed_bytes", "gauge",
+		    "Bytes of pages committed at this critical level, all clients.");
+	for (int i = 0; i < MB_LEVELS; i++)
+		text_add(&t, "membroker_level_committed_bytes{level=\"%s\"} %" PRIu64 "\n",
+			 level_names[i], sn->at_level[i]);
 	metric(&t, "membroker_watchers", "gauge", "Clients listening for memory notifications.",
 	       sn->watchers);
 	metric(&t, "membroker_refusals_total", "counter", "Commits refused with E_OUTOFMEMORY.",
@@ -471,6 +482,7 @@ static int handle_status(mb_broker *b, void **reply, size_t *reply_len)
 		li.waiters = sn.waiters[i];
 		li.committed_by_max_level = sn.by_level[i];
 		li.sessions_by_max_level = sn.sessions_by_level[i];
+		li.committed = sn.at_level[i];
 		levels[i] = li;
 		plevels[i] = &levels[i];
 	}
@@ -553,6 +565,8 @@ static int handle_clients(mb_broker *b, void **reply, size_t *reply_len)
 		ci.committed = c->committed;
 		ci.reservations = c->reservations;
 		ci.max_level = (uint32_t)(c->max_level < 0 ? 0 : c->max_level);
+		ci.n_committed_at_level = MB_LEVELS;
+		ci.committed_at_level = c->at_level;
 		ci.age_seconds = c->age;
 		ci.credit = c->credit;
 		ci.offences = c->offences;

@@ -61,13 +61,20 @@ uint64_t mb_audit_session(mb_broker *b, mb_section *s, bool forgive, bool *offen
 				} else if (region != NULL && (st & MB_PAGE_DISCARDED) &&
 					   mb_books_fits(&b->books, s, MB_LEVELS - 1,
 							 MB_PAGE_SIZE) == MB_FIT_OK &&
-					   mb_region_commit(&s->map, region, pg, 1, 0) == 1) {
+					   mb_region_update(&s->map, region, pg, 1, 0, 0,
+							    MB_PAGE_RESET | MB_PAGE_DISCARDED,
+							    MB_PAGE_COMMITTED, -1, NULL) == 1) {
 					/* Win32 lets a program write to MEM_RESET pages: the page
-					 * is in use again, so it is charged again. */
+					 * is in use again, so it is charged again, at the level it
+					 * was committed at (a discard keeps it). */
 					mb_books_charge(&b->books, s, MB_PAGE_SIZE);
 				} else {
 					drop = true;
-					if (region == NULL || !(st & MB_PAGE_DISCARDED))
+					/* A page the broker discarded, or refused when its
+					 * client re-registered it, may still be written by a
+					 * client that has not heard yet: dropped, no offence. */
+					if (region == NULL ||
+					    !(st & (MB_PAGE_DISCARDED | MB_PAGE_REFUSED)))
 						offending += MB_PAGE_SIZE;
 				}
 			}
@@ -103,7 +110,6 @@ uint64_t mb_audit_session(mb_broker *b, mb_section *s, bool forgive, bool *offen
 
 int mb_audit_all(mb_broker *b, uint64_t *offenders, int max, uint64_t *discarded)
 {
-	uint64_t now = mb_now_ms();
 	int n = 0;
 
 	*discarded = 0;
@@ -113,17 +119,10 @@ int mb_audit_all(mb_broker *b, uint64_t *offenders, int max, uint64_t *discarded
 		 * its client hands the memfd back and registers it. Nothing to compare yet. */
 		if (s->held > 0)
 			continue;
-		/* Re-registration has a deadline: a client that never says AdoptDone is audited
-		 * (and forgiven once, like one that does) when it passes. */
-		if (s->adopting && now < s->adopt_deadline_ms)
+		/* Re-registering: its claims are not booked yet (readopt.h books them, at AdoptDone
+		 * or its deadline, and then audits it once, forgiving). */
+		if (s->adopting)
 			continue;
-		if (s->adopting) {
-			mb_log(LOG_NOTICE,
-			       "pid %d did not finish re-registering in time; auditing its section",
-			       (int)s->pid);
-			mb_audit_adoption_done(b, s);
-			continue;
-		}
 		*discarded += mb_audit_session(b, s, false, &offender);
 		if (offender && n < max)
 			offenders[n++] = s->id;

@@ -32,6 +32,25 @@ mb_fit mb_books_fits(const mb_books *k, const mb_section *s, int level, uint64_t
 	return mb_ledger_check(&k->ledger, level, bytes, &q);
 }
 
+/* limit - used, or 0 past it. */
+static uint64_t room_under(uint64_t limit, uint64_t used)
+{
+	return used < limit ? limit - used : 0;
+}
+
+uint64_t mb_books_claim_room(const mb_books *k, const mb_section *s, uint64_t claimed)
+{
+	uint64_t held = mb_section_charged(s);
+	uint64_t room = room_under(k->ledger.budget, held);
+
+	if (k->conf->client_max != 0 && room_under(k->conf->client_max, held) < room)
+		room = room_under(k->conf->client_max, held);
+	if (s->group >= 0 && k->conf->groups[s->group].max != 0 &&
+	    room_under(k->conf->groups[s->group].max, k->group_charged[s->group]) < room)
+		room = room_under(k->conf->groups[s->group].max, k->group_charged[s->group]);
+	return room_under(room, claimed);
+}
+
 uint64_t mb_books_max_reservations(const mb_books *k)
 {
 	return k->conf->client_max_reservations ? k->conf->client_max_reservations
@@ -87,7 +106,7 @@ void mb_books_refund(mb_books *k, mb_section *s, uint64_t bytes)
 
 long mb_books_commit_pages(mb_books *k, mb_section *s, const mb_page_range *pr, int level)
 {
-	long gained = mb_region_commit(&s->map, pr->region, pr->first, pr->count, 0);
+	long gained = mb_region_commit_at(&s->map, pr->region, pr->first, pr->count, 0, level);
 
 	if (gained < 0)
 		return -1;

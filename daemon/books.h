@@ -55,6 +55,14 @@ void mb_books_init(mb_books *k, uint64_t budget, const mb_config *conf);
  * other groups, then the level's ceiling. */
 mb_fit mb_books_fits(const mb_books *k, const mb_section *s, int level, uint64_t bytes);
 
+/*
+ * How many bytes more s, re-registering a handed-back section (readopt.h), may claim on top of
+ * the claimed bytes it claimed already: everything it holds and claims stays within its own limit,
+ * its group's limit and the budget. The level's ceiling and the others' use decide later, when
+ * the claims are booked; this bounds what the broker keeps for claims like its commits.
+ */
+uint64_t mb_books_claim_room(const mb_books *k, const mb_section *s, uint64_t claimed);
+
 /* Reservations one session may hold by default: enough for 100,000-reservation runtimes, bounded
  * so that one client cannot grow the broker's bookkeeping without limit. */
 #define MB_MAX_RESERVATIONS 1000000
@@ -77,8 +85,9 @@ bool mb_books_reserve_fits(const mb_books *k, const mb_section *s, uint64_t size
 void mb_books_charge(mb_books *k, mb_section *s, uint64_t bytes);
 void mb_books_refund(mb_books *k, mb_section *s, uint64_t bytes);
 
-/* Commits pr's pages for s at level and charges what was not committed yet. Returns the pages
- * newly committed, or -1 (nothing changed) without memory for page state. */
+/* Commits pr's pages for s at level (the level each newly committed page keeps in the region map)
+ * and charges what was not committed yet. Returns the pages newly committed, or -1 (nothing
+ * changed) without memory for page state. */
 long mb_books_commit_pages(mb_books *k, mb_section *s, const mb_page_range *pr, int level);
 
 /* Puts s in its group per k->conf and books its charge there (at Hello, and after a reload). */

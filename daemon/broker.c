@@ -26,6 +26,7 @@
 #include "mb_credit.h"
 #include "mb_win32.h"
 #include "memfd.h"
+#include "readopt.h"
 #include "snapshot.h"
 
 int mb_broker_init(mb_broker *b, uint64_t budget)
@@ -588,6 +589,9 @@ uint64_t mb_broker_audit(mb_broker *b)
 	void *close_arg;
 
 	pthread_mutex_lock(&b->lock);
+	/* Claims whose client did not finish re-registering in time are booked first, so that
+	 * their sections are audited like any other from now on. */
+	mb_readopt_expire(b, mb_now_ms());
 	noff =
 	    mb_audit_all(b, offenders, (int)(sizeof(offenders) / sizeof(offenders[0])), &discarded);
 	mb_audit_books(b);

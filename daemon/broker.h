@@ -85,12 +85,12 @@ int mb_broker_handover(mb_broker *b, uint64_t session_id, const uint8_t *token, 
  * replaces the session's fresh section, so the broker can audit and discard the client's existing
  * memory again. Returns 0 (the broker owns fd) or -EPERM / -EINVAL (the caller closes fd).
  *
- * Adoption cannot lie: the memfd gains its owner nothing. Each commit it re-registers is booked
- * through the same budget and quota decision as any commit (what does not fit is punched out and
- * refused), and the client has MB_ADOPT_DEADLINE_MS to say AdoptDone; then its section is audited
- * like any other (pages no commit covers are discarded).
+ * Adoption cannot lie: the memfd gains its owner nothing. The commits it re-registers are claims,
+ * booked at AdoptDone (or MB_ADOPT_DEADLINE_MS after the hand-over) through the same budget and
+ * quota decision as any commit at their level, what the section holds first (readopt.h); what
+ * does not fit is punched out and refused, and then the section is audited like any other (pages
+ * no commit covers are discarded).
  */
-#define MB_ADOPT_DEADLINE_MS 5000
 int mb_broker_adopt_section(mb_broker *b, uint64_t session_id, const uint8_t *token,
 			    size_t token_len, uid_t uid, pid_t pid, int fd);
 

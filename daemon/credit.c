@@ -250,7 +250,7 @@ HRESULT mb_credit_book(mb_books *k, mb_section *s, uint64_t address, uint64_t si
 			 address);
 		return MB_E_INVALID_ADDRESS;
 	}
-	gained = mb_region_commit(&s->map, pr.region, pr.first, pr.count, 0);
+	gained = mb_region_commit_at(&s->map, pr.region, pr.first, pr.count, 0, (int)level);
 	if (gained < 0) {
 		snprintf(why, whylen, "no memory for page state");
 		return E_OUTOFMEMORY;

@@ -27,6 +27,7 @@
 #include "mb_credit.h"
 #include "mb_win32.h"
 #include "memfd.h"
+#include "readopt.h"
 
 typedef struct reply {
 	mb_response resp;
@@ -35,6 +36,9 @@ typedef struct reply {
 	Membroker__V1__SessionStatusReply status;
 	Membroker__V1__WatchReply watch;
 	Membroker__V1__SyncReply sync;
+	Membroker__V1__AdoptDoneReply adopt;
+	Membroker__V1__Range ranges[MB_WIRE_MAX_REFUSED];
+	Membroker__V1__Range *range_ptrs[MB_WIRE_MAX_REFUSED];
 	mb_parked *park; /* where a request that must wait is parked, or NULL */
 	char detail[MB_WIRE_MAX_DETAIL + 1];
 	uint8_t token[MB_WIRE_TOKEN_LEN];
@@ -323,27 +327,32 @@ static HRESULT do_commit(mb_broker *b, mb_section *s, uint64_t request_id,
 	bytes = (uint64_t)(pr.count - mb_region_committed_in(pr.region, pr.first, pr.count)) *
 		MB_PAGE_SIZE;
 	if (m->adopt) {
-		/* Re-registration of memory the client held under a previous broker. The pages
-		 * exist in its section, but this broker's books are the authority: they are booked
-		 * through the same decision as any commit (never over the budget or a quota, never
-		 * parked), and what does not fit is punched out and refused. */
+		/* A claim of memory the client held under a previous broker: the pages may exist
+		 * in its section, but this broker's books are the authority. It is checked now
+		 * (inside a registered reservation, above; within the quotas) and booked with
+		 * every other claim at AdoptDone, through the decision of a commit at its level
+		 * (readopt.h). */
 		if (!s->adopting)
 			return fail(r, E_INVALIDARG,
 				    "adopt is only valid while an adopted section re-registers");
-		mb_decision d = mb_arbiter_decide_pages(b, s, level, &pr, false, false);
-		if (d.verdict == MB_VERDICT_GRANT)
-			return grant(b, s, &pr, level, r);
-		if (mb_region_committed_in(pr.region, pr.first, pr.count) == 0)
-			mb_memfd_discard(s->section_fd, pr.start,
-					 (uint64_t)pr.count * MB_PAGE_SIZE);
-		b->refusals++;
-		mb_log_event(LOG_NOTICE, MB_MSGID_REFUSED, (int)s->pid, (unsigned)s->uid, level,
-			     (unsigned long long)bytes, (unsigned)E_OUTOFMEMORY,
-			     "adopted commit refused and discarded: %s", mb_reason_text(d.reason));
-		return fail(r, E_OUTOFMEMORY,
-			    "adopted commit at 0x%" PRIx64
-			    " refused (%s); its pages were discarded",
-			    pr.start, mb_reason_text(d.reason));
+		uint64_t cut, end = pr.start + (uint64_t)pr.count * MB_PAGE_SIZE;
+		hr = mb_readopt_claim(b, s, &pr, level, &cut, r->detail, sizeof(r->detail));
+		if (hr != S_OK) {
+			r->resp.detail = r->detail;
+			return hr;
+		}
+		if (cut < end) {
+			/* Claimed in part: the reply names the refused rest. */
+			membroker__v1__range__init(&r->ranges[0]);
+			r->ranges[0].address = cut;
+			r->ranges[0].size = end - cut;
+			r->range_ptrs[0] = &r->ranges[0];
+			r->adopt.n_refused = 1;
+			r->adopt.refused = r->range_ptrs;
+			r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE;
+			r->resp.adopt_done = &r->adopt;
+		}
+		return S_OK;
 	}
 	mb_decision d = mb_arbiter_decide_pages(b, s, level, &pr, false, r->park != NULL);
 	switch (d.verdict) {
@@ -678,6 +687,35 @@ static HRESULT do_address_space(mb_broker *b, mb_section *s, const Membroker__V1
 	}
 }
 
+/* The first AdoptDone books the claims; every one lists the next refused ranges. */
+static HRESULT do_adopt_done(mb_broker *b, mb_section *s, reply *r)
+{
+	mb_readopt_range refused[MB_WIRE_MAX_REFUSED];
+	bool more = false;
+	size_t n;
+
+	if (!s->adopted)
+		return fail(r, E_INVALIDARG, "adopt_done without an adopted section");
+	if (s->adopting) {
+		mb_readopt_book(b, s);
+		r->adopt.booked = s->readopt_booked;
+		r->adopt.refused_bytes = s->readopt_refused;
+	}
+	n = mb_readopt_refused(s, refused, MB_WIRE_MAX_REFUSED, &more);
+	for (size_t i = 0; i < n; i++) {
+		membroker__v1__range__init(&r->ranges[i]);
+		r->ranges[i].address = refused[i].address;
+		r->ranges[i].size = refused[i].size;
+		r->range_ptrs[i] = &r->ranges[i];
+	}
+	r->adopt.n_refused = n;
+	r->adopt.refused = r->range_ptrs;
+	r->adopt.more = more;
+	r->resp.body_case = MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE;
+	r->resp.adopt_done = &r->adopt;
+	return S_OK;
+}
+
 static HRESULT run(mb_broker *b, mb_conn *c, const mb_request *req, reply *r)
 {
 	mb_section *s = c->section;
@@ -723,10 +761,7 @@ static HRESULT run(mb_broker *b, mb_conn *c, const mb_request *req, reply *r)
 	case MEMBROKER__V1__REQUEST__BODY_SYNC:
 		return do_sync(b, s, req->sync, r);
 	case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
-		if (!s->adopted)
-			return fail(r, E_INVALIDARG, "adopt_done without an adopted section");
-		mb_audit_adoption_done(b, s);
-		return S_OK;
+		return do_adopt_done(b, s, r);
 	case MEMBROKER__V1__REQUEST__BODY_GOODBYE:
 		mb_broker_end_section(b, s, "the client said goodbye");
 		return S_OK;
@@ -744,6 +779,7 @@ static void reply_init(reply *r, uint64_t request_id, mb_parked *park)
 	membroker__v1__session_status_reply__init(&r->status);
 	membroker__v1__watch_reply__init(&r->watch);
 	membroker__v1__sync_reply__init(&r->sync);
+	membroker__v1__adopt_done_reply__init(&r->adopt);
 	r->resp.request_id = request_id;
 	r->park = park;
 }

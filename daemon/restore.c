@@ -21,6 +21,7 @@
 #include "log.h"
 #include "mb_credit.h"
 #include "memfd.h"
+#include "readopt.h"
 #include "snapshot.h"
 
 /* A section memfd found in the store, with its owner's pidfd once matched. */

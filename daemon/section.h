@@ -10,7 +10,8 @@
  *   - its id (the session id the client sees) and its memfd (memfd.h);
  *   - its owner: pid and pidfd (for the death watch), uid, gid, the name presented at Hello, and
  *     its group;
- *   - its books: reservations and page states (the region map, with the level of each commit),
+ *   - its books: reservations and page states (the region map, with the level each page was
+ *     committed at, and while its client re-registers a handed-back section, its claims),
  *     MEM_RESET ranges queued for reclaim, commit credit and the shared credit word;
  *   - its state (below) and the tokens for the fd hand-over and for re-attaching.
  *
@@ -63,13 +64,20 @@ typedef struct mb_section {
 	bool adopted;  /* the section is the client's own from before a broker restart */
 	bool adopting; /* ... and the client is still re-registering: no audit yet */
 	uint64_t adopt_deadline_ms; /* AdoptDone must come by then (CLOCK_MONOTONIC) */
-	mb_regmap map;		    /* reservations and commit state, the broker's authority */
-	time_t connected;	    /* CLOCK_MONOTONIC seconds */
-	int max_level;		    /* highest critical level it committed at (reclaim order) */
-	int group;		    /* index in the broker's configuration, -1 for none */
-	uint32_t offences;	    /* writes to memory it had not committed */
-	uint32_t resets;	    /* entries it has in the broker's MEM_RESET lists */
-	mb_mapped *mapped;	    /* sorted by address */
+	/* Re-adoption without a store (readopt.h): pages claimed and not booked yet (an upper
+	 * bound: the client's own decommits and releases of claimed pages are not subtracted);
+	 * claimed pages refused and not reported to the client yet, until refused_deadline_ms;
+	 * and what the booking of the claims did. */
+	uint64_t claimed_pages, refused_pages;
+	uint64_t refused_deadline_ms;
+	uint64_t readopt_booked, readopt_refused;
+	mb_regmap map;	   /* reservations and commit state, the broker's authority */
+	time_t connected;  /* CLOCK_MONOTONIC seconds */
+	int max_level;	   /* highest critical level it committed at (reclaim order) */
+	int group;	   /* index in the broker's configuration, -1 for none */
+	uint32_t offences; /* writes to memory it had not committed */
+	uint32_t resets;   /* entries it has in the broker's MEM_RESET lists */
+	mb_mapped *mapped; /* sorted by address */
 	uint32_t nmapped, mapped_cap;
 	uint64_t mapped_bytes;
 	/* Commit credit (credit.c): bytes charged to the budget for commits the client may make

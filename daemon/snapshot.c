@@ -28,7 +28,10 @@ typedef Membroker__Snapshot__V1__PageRun pb_run;
 typedef Membroker__Snapshot__V1__Mapped pb_mapped;
 typedef Membroker__Snapshot__V1__ResetRange pb_reset;
 
-#define STATE_BITS (MB_PAGE_COMMITTED | MB_PAGE_RESET | MB_PAGE_DISCARDED)
+#define STATE_BITS (MB_PAGE_COMMITTED | MB_PAGE_RESET | MB_PAGE_DISCARDED | MB_PAGE_CLAIMED)
+/* What a page run keeps: its state and its level. A refused mark is not kept: the client that
+ * has not fetched it re-registers with the next broker anyway (its AdoptDone went unanswered). */
+#define RUN_BITS (STATE_BITS | MB_PAGE_LEVEL_MASK)
 
 static void put_le(uint8_t *p, uint64_t v, int n)
 {
@@ -67,22 +70,23 @@ static void enc_section_free(enc_section *e)
 	free(e->mapped_ptrs);
 }
 
-/* Runs of equal non-zero page state in region, written to runs (NULL: only counted). */
+/* Runs of equal non-zero page state and level in region, written to runs (NULL: only counted). */
 static size_t region_runs(const mb_region *r, pb_run *runs)
 {
 	size_t pages = r->size / MB_PAGE_SIZE, n = 0;
 
-	for (size_t i = mb_region_run_end(r, 0, pages, 0xff, 0); i < pages;) {
-		uint8_t st = mb_region_state(r, i);
-		size_t j = mb_region_run_end(r, i, pages, 0xff, st);
+	for (size_t i = mb_region_run_end(r, 0, pages, STATE_BITS, 0); i < pages;) {
+		uint8_t st = mb_region_state(r, i) & RUN_BITS;
+		size_t j = mb_region_run_end(r, i, pages, RUN_BITS, st);
 		if (runs != NULL) {
 			membroker__snapshot__v1__page_run__init(&runs[n]);
 			runs[n].first = i;
 			runs[n].count = j - i;
-			runs[n].state = st;
+			runs[n].state = st & STATE_BITS;
+			runs[n].level = (uint32_t)mb_page_level(st);
 		}
 		n++;
-		i = mb_region_run_end(r, j, pages, 0xff, 0);
+		i = mb_region_run_end(r, j, pages, STATE_BITS, 0);
 	}
 	return n;
 }
@@ -314,17 +318,21 @@ static int decode_section(const pb_section *m, uint64_t section_size, mb_section
 			uint64_t pages = r->size / MB_PAGE_SIZE;
 			if (run->count == 0 || run->first < prev || run->first >= pages ||
 			    run->count > pages - run->first || run->state == 0 ||
-			    (run->state & ~(uint32_t)STATE_BITS) != 0)
+			    (run->state & ~(uint32_t)STATE_BITS) != 0 || run->level >= MB_LEVELS ||
+			    ((run->state & MB_PAGE_CLAIMED) &&
+			     (run->state != MB_PAGE_CLAIMED || !m->adopting)))
 				return refuse(why, whylen,
 					      "section %" PRIu64
 					      ": a page run of the reservation at "
 					      "0x%" PRIx64 " is out of place",
 					      m->id, r->address);
 			prev = run->first + run->count;
-			if (mb_region_update(&s->map, region, (size_t)run->first,
-					     (size_t)run->count, 0, 0, 0xff, (uint8_t)run->state,
-					     -1, NULL) < 0)
+			if (mb_region_update(
+				&s->map, region, (size_t)run->first, (size_t)run->count, 0, 0, 0xff,
+				(uint8_t)(run->state | MB_PAGE_LEVEL(run->level)), -1, NULL) < 0)
 				return -ENOMEM;
+			if (run->state == MB_PAGE_CLAIMED)
+				s->claimed_pages += run->count;
 		}
 	}
 	if (mb_section_committed(s) != m->committed)

@@ -10,12 +10,13 @@
  *     books                   charge, refund, fits, quotas, group reserve
  *     credit                  commit credit, and memory in use
  *     arbiter, audit          waiting, reclaim, pressure; honest charging
+ *     readopt                 claims of a handed-back section and their booking
  *     broker                  connection lifecycle, hand-over, entry points that take the lock
  *     dispatch                one request
  *     server, fdserver, admin, heartbeat, deathwatch, main      threads and I/O
  *
  * Lock contract: b->lock protects everything here. Functions of the modules from registry up to
- * audit run with it held and never take it; broker.c's entry points and dispatch take it for
+ * readopt run with it held and never take it; broker.c's entry points and dispatch take it for
  * their whole (short) duration. Nothing calls into nng with it held. Lock order: the broker lock,
  * then the server's waker lock (taken by the parked requests' hooks).
  */

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
@@ -135,8 +136,47 @@ static bool usable(void *arg)
 	return mb_get_session_status(arg, &st) == S_OK;
 }
 
+/* Bytes committed in the client's own map at each level, and in all. */
+static void local_levels(mb_client *c, uint64_t at[3])
+{
+	at[0] = at[1] = at[2] = 0;
+	pthread_rwlock_rdlock(&c->map_lock);
+	for (mb_region *r = mb_regmap_first(&c->map); r != NULL; r = mb_regmap_next(&c->map, r))
+		for (size_t i = 0; i < r->size / 4096; i++) {
+			uint8_t st = mb_region_state(r, i);
+			if ((st & MB_PAGE_COMMITTED) && mb_page_level(st) < 3)
+				at[mb_page_level(st)] += 4096;
+		}
+	pthread_rwlock_unlock(&c->map_lock);
+}
+
+/* Walks the first allocation's reservation with VirtualQuery, as the runtime sees it: committed
+ * bytes (whose pattern is checked: bad counts changed pages) and reserved ones. */
+static void query_walk(mb_client *c, uint8_t *mem, uint64_t bytes, unsigned seed,
+		       uint64_t *committed, uint64_t *reserved, int *bad)
+{
+	*committed = *reserved = 0;
+	*bad = 0;
+	for (uint64_t off = 0; off < bytes;) {
+		MEMORY_BASIC_INFORMATION mbi;
+		SIZE_T n = 0;
+		if (mb_virtual_query(c, mem + off, &mbi, sizeof(mbi), &n) != S_OK || n == 0)
+			break;
+		uint64_t run = mbi.RegionSize < bytes - off ? mbi.RegionSize : bytes - off;
+		if (mbi.State == MEM_COMMIT) {
+			*committed += run;
+			for (uint64_t i = off; i < off + run; i += 4096)
+				*bad += mem[i] != pattern(i, seed);
+		} else if (mbi.State == MEM_RESERVE) {
+			*reserved += run;
+		}
+		off += run;
+	}
+}
+
 /* argv: client <address> <bytes> <level> <seed>. Commands on stdin, one line each, answers on
- * stdout: "check", "more <bytes>", "release" (the last "more"), "hello <id> <hex token>", "quit".
+ * stdout: "check", "more <bytes>", "morel <level> <bytes>" (at another level), "release" (the
+ * last "more"), "hello <id> <hex token>", "levels", "walk", "quit".
  */
 static int client_role(char **argv)
 {
@@ -172,6 +212,30 @@ static int client_role(char **argv)
 			printf("checked %d %d %llu %llu %u %u %llu\n", ok, bad,
 			       (unsigned long long)st.committed, (unsigned long long)st.credit,
 			       c->reconnects, c->reattaches, (unsigned long long)c->session_id);
+		} else if (strncmp(line, "morel ", 6) == 0) {
+			int l = 0;
+			unsigned long long n = 0;
+			sscanf(line + 6, "%d %llu", &l, &n);
+			HRESULT hr = commit_fill(c, n, (EMemoryCriticalLevel)l, seed, &last);
+			printf("more %d\n", (int)hr);
+		} else if (strncmp(line, "levels", 6) == 0) {
+			/* Its own map's levels, once the broker is back (re-registered). */
+			uint64_t at[3];
+			mb_test_wait_for(usable, c, 30000);
+			local_levels(c, at);
+			printf("levels %llu %llu %llu\n", (unsigned long long)at[0],
+			       (unsigned long long)at[1], (unsigned long long)at[2]);
+		} else if (strncmp(line, "walk", 4) == 0) {
+			/* The first allocation as the runtime sees it, once the broker is back. */
+			uint64_t com = 0, res = 0;
+			int bad = 0;
+			bool ok = mb_test_wait_for(usable, c, 30000);
+			query_walk(c, mem, bytes, seed, &com, &res, &bad);
+			memset(&st, 0, sizeof(st));
+			mb_get_session_status(c, &st);
+			printf("walked %d %d %llu %llu %llu %u\n", ok, bad, (unsigned long long)com,
+			       (unsigned long long)res, (unsigned long long)st.committed,
+			       c->reconnects);
 		} else if (strncmp(line, "more ", 5) == 0) {
 			HRESULT hr =
 			    commit_fill(c, strtoull(line + 5, NULL, 0), level, seed, &last);
@@ -509,6 +573,211 @@ static bool log_has(const rig *r, const char *what)
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd), "grep -q -- '%s' '%s'", what, r->b.log);
 	return system(cmd) == 0;
+}
+
+/* ---- restarts without a store: the clients hand their sections back and re-register ---- */
+
+/* The client's own map: bytes committed at each level. */
+static void client_levels(client *cl, uint64_t at[3])
+{
+	char line[256];
+	unsigned long long a, b, c;
+
+	fprintf(cl->in, "levels\n");
+	assert_non_null(fgets(line, sizeof(line), cl->out));
+	if (sscanf(line, "levels %llu %llu %llu", &a, &b, &c) != 3)
+		fail_msg("client: %s", line);
+	at[0] = a;
+	at[1] = b;
+	at[2] = c;
+}
+
+typedef struct walked {
+	int ok, bad;
+	uint64_t committed, reserved, broker_committed;
+	unsigned reconnects;
+} walked;
+
+/* The client's first allocation as its runtime sees it (VirtualQuery), and the broker's count. */
+static walked client_walk(client *cl)
+{
+	walked w = {0};
+	char line[256];
+	unsigned long long c, r, bc;
+
+	fprintf(cl->in, "walk\n");
+	assert_non_null(fgets(line, sizeof(line), cl->out));
+	if (sscanf(line, "walked %d %d %llu %llu %llu %u", &w.ok, &w.bad, &c, &r, &bc,
+		   &w.reconnects) != 6)
+		fail_msg("client: %s", line);
+	w.committed = c;
+	w.reserved = r;
+	w.broker_committed = bc;
+	return w;
+}
+
+/* What the broker books for process pid at each level (membrokerctl --json clients); false if it
+ * lists no such client. */
+static bool ctl_levels(const char *address, pid_t pid, uint64_t at[3])
+{
+	char cmd[512], out[65536];
+	size_t n;
+	bool found = false;
+
+	snprintf(cmd, sizeof(cmd), "%s -a '%s' --json clients", MEMBROKERCTL_PATH, address);
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = '\0';
+	assert_int_equal(pclose(f), 0);
+	json_object *o = json_tokener_parse(out), *arr;
+	assert_non_null(o);
+	assert_true(json_object_object_get_ex(o, "clients", &arr));
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		json_object *c = json_object_array_get_idx(arr, i), *p, *lv;
+		if (!json_object_object_get_ex(c, "pid", &p) || json_object_get_int64(p) != pid)
+			continue;
+		assert_true(json_object_object_get_ex(c, "committed_at_level", &lv));
+		assert_int_equal(json_object_array_length(lv), 3);
+		for (size_t l = 0; l < 3; l++)
+			at[l] = json_object_get_uint64(json_object_array_get_idx(lv, l));
+		found = true;
+	}
+	json_object_put(o);
+	return found;
+}
+
+/* A broker without a store on a socket of a directory of the test's. */
+typedef struct bare {
+	char dir[64], address[128];
+	mb_test_broker b;
+} bare;
+
+static void bare_start(bare *r, const char *const *args)
+{
+	snprintf(r->dir, sizeof(r->dir), "/tmp/mbbare.XXXXXX");
+	assert_non_null(mkdtemp(r->dir));
+	snprintf(r->address, sizeof(r->address), "ipc://%s/mb.sock", r->dir);
+	assert_int_equal(mb_test_broker_start_at(&r->b, r->address, args), 0);
+}
+
+/* Stopped (SIGTERM: no store keeps anything) and started again by hand, on the same socket. */
+static void bare_restart(bare *r, const char *const *args)
+{
+	assert_int_equal(mb_test_broker_stop(&r->b), 0);
+	assert_int_equal(mb_test_broker_start_at(&r->b, r->address, args), 0);
+}
+
+static void bare_stop(bare *r)
+{
+	char cmd[128];
+	assert_int_equal(mb_test_broker_stop(&r->b), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", r->dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* An honest client's commits come back at the levels they were made at, to the byte. */
+static void test_no_store_keeps_levels(void **state)
+{
+	(void)state;
+	bare r;
+	client app, task;
+	uint64_t at[3];
+
+	bare_start(&r, broker_args);
+	/* 8 MiB at eAppDomainCritical and 4 MiB at eTaskCritical in one client; 6 MiB at
+	 * eTaskCritical in another. */
+	client_start(&app, r.address, 8 * MiB, 1, 41);
+	fprintf(app.in, "morel 0 %llu\n", (unsigned long long)(4 * MiB));
+	assert_hr(client_more_result(&app), S_OK);
+	client_start(&task, r.address, 6 * MiB, 0, 42);
+
+	bare_restart(&r, broker_args);
+	checked a = client_check(&app), t = client_check(&task);
+	assert_true(a.ok && t.ok);
+	assert_int_equal(a.bad + t.bad, 0);
+	assert_int_equal(a.reconnects, 1);
+	assert_int_equal(a.reattaches, 0); /* handed back: no store, no books */
+	assert_u64(a.committed, 12 * MiB);
+	assert_u64(t.committed, 6 * MiB);
+	/* The broker booked each page at its own level... */
+	assert_true(ctl_levels(r.address, app.pid, at));
+	assert_u64(at[0], 4 * MiB);
+	assert_u64(at[1], 8 * MiB);
+	assert_u64(at[2], 0);
+	assert_true(ctl_levels(r.address, task.pid, at));
+	assert_u64(at[0], 6 * MiB);
+	assert_u64(at[1] + at[2], 0);
+	/* ... as the client's own map keeps them. */
+	client_levels(&app, at);
+	assert_u64(at[0], 4 * MiB);
+	assert_u64(at[1], 8 * MiB);
+	assert_u64(probe(r.address).in_use, 18 * MiB);
+
+	/* And again: a second restart by hand finds the same levels. */
+	bare_restart(&r, broker_args);
+	a = client_check(&app);
+	assert_true(a.ok);
+	assert_int_equal(a.bad, 0);
+	assert_true(ctl_levels(r.address, app.pid, at));
+	assert_u64(at[0], 4 * MiB);
+	assert_u64(at[1], 8 * MiB);
+	client_quit(&app);
+	client_quit(&task);
+	bare_stop(&r);
+}
+
+/*
+ * A broker started by hand with a smaller budget: the clients claim more than fits. Each is booked
+ * at its level through the usual checks, its data first; what does not fit is refused, punched
+ * and decommitted in the client's map (its runtime sees those pages reserved, not committed), and
+ * the total never passes the budget.
+ */
+static void test_no_store_claims_past_budget(void **state)
+{
+	(void)state;
+	static const char *const small[] = {"--budget", "32M", NULL};
+	bare r;
+	client proc, task;
+	uint64_t at[3];
+
+	bare_start(&r, broker_args);
+	client_start(&task, r.address, 40 * MiB, 0, 52);
+	client_start(&proc, r.address, 20 * MiB, 2, 51);
+	assert_u64(probe(r.address).in_use, 60 * MiB);
+
+	bare_restart(&r, small);
+	/* The eProcessCritical client comes back first: all of it fits. */
+	walked p = client_walk(&proc);
+	assert_true(p.ok);
+	assert_int_equal(p.bad, 0);
+	assert_u64(p.committed, 20 * MiB);
+	assert_u64(p.broker_committed, 20 * MiB);
+	books k = probe(r.address);
+	assert_u64(k.in_use, 20 * MiB);
+	/* The task client: only up to the task ceiling (90 % of 32 MiB), whole pages, its data. */
+	uint64_t ceiling = (32 * MiB * 900 / 1000) / 4096 * 4096;
+	walked t = client_walk(&task);
+	assert_true(t.ok);
+	assert_int_equal(t.bad, 0); /* what it kept is its data */
+	assert_u64(t.committed, ceiling - 20 * MiB);
+	assert_u64(t.broker_committed, ceiling - 20 * MiB);
+	assert_u64(t.reserved, 40 * MiB - (ceiling - 20 * MiB));
+	assert_true(ctl_levels(r.address, task.pid, at));
+	assert_u64(at[0], ceiling - 20 * MiB);
+	k = probe(r.address);
+	assert_u64_le(k.ledger, k.budget);
+	assert_u64(k.in_use, ceiling);
+	/* It goes on working: it may commit again what was refused, at a level that fits. */
+	fprintf(task.in, "morel 2 %llu\n", (unsigned long long)MiB);
+	assert_hr(client_more_result(&task), S_OK);
+	k = probe(r.address);
+	assert_u64_le(k.ledger, k.budget);
+	assert_u64(k.in_use, ceiling + MiB);
+	client_quit(&proc);
+	client_quit(&task);
+	assert_u64(probe(r.address).in_use, 0);
+	bare_stop(&r);
 }
 
 static void test_clean_restart(void **state)
@@ -915,6 +1184,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_damaged_snapshot),
 	    cmocka_unit_test(test_tokens),
 	    cmocka_unit_test(test_restarts_under_load),
+	    cmocka_unit_test(test_no_store_keeps_levels),
+	    cmocka_unit_test(test_no_store_claims_past_budget),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2223,48 +2223,315 @@ static void test_goodbye_frees_at_once(void **state)
 	check_ledger(b);
 }
 
-/* Adoption cannot lie: re-registered commits go through the budget like any other. */
-static void test_adopt_bounded_by_books(void **state)
+/* ---- re-adoption without a store: claims and their booking (daemon/readopt.h) ---- */
+
+/* The part of the last claim refused at once (size 0: none). */
+static uint64_t cut_address, cut_size;
+
+/* A claim (Commit.adopt) of [address, address+size) at level. */
+static HRESULT claim(mb_broker *b, uint32_t pipe, uint64_t address, uint64_t size, uint32_t level)
 {
-	mb_broker *b = *state;
-	uint8_t token[MB_WIRE_TOKEN_LEN];
-	uint64_t id = open_session(b, 1, token);
 	mb_request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Commit m = MEMBROKER__V1__COMMIT__INIT;
-	int fd = mb_memfd_create("unit_dispatch", b->section_size);
+	mb_response *r;
+	HRESULT hr;
 
-	/* Not before a section was handed back. */
-	assert_int_equal(reserve(b, 1, BASE, BUDGET * 2), S_OK);
-	m.address = BASE;
-	m.size = PG;
-	m.level = 2;
+	m.address = address;
+	m.size = size;
+	m.level = level;
 	m.adopt = true;
 	req.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
 	req.commit = &m;
-	assert_int_equal(call_hr(b, 1, &req), E_INVALIDARG);
-	assert_int_equal(release(b, 1, BASE), S_OK);
+	r = call(b, pipe, &req);
+	hr = (HRESULT)r->hresult;
+	cut_address = cut_size = 0;
+	if (r->body_case == MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE) {
+		assert_int_equal(hr, S_OK);
+		assert_int_equal(r->adopt_done->n_refused, 1);
+		cut_address = r->adopt_done->refused[0]->address;
+		cut_size = r->adopt_done->refused[0]->size;
+	}
+	mb_wire_free_response(r);
+	return hr;
+}
 
-	/* A memfd the client made itself, with data written past the budget. */
+/* What one AdoptDone answered. */
+typedef struct adopt_reply {
+	uint64_t booked, refused_bytes;
+	size_t n;
+	uint64_t address[MB_WIRE_MAX_REFUSED], size[MB_WIRE_MAX_REFUSED];
+	bool more;
+} adopt_reply;
+
+static HRESULT adopt_done(mb_broker *b, uint32_t pipe, adopt_reply *out)
+{
+	mb_request req = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__AdoptDone m = MEMBROKER__V1__ADOPT_DONE__INIT;
+	mb_response *r;
+	HRESULT hr;
+
+	memset(out, 0, sizeof(*out));
+	req.body_case = MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE;
+	req.adopt_done = &m;
+	r = call(b, pipe, &req);
+	hr = (HRESULT)r->hresult;
+	if (hr == S_OK) {
+		assert_int_equal(r->body_case, MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE);
+		out->booked = r->adopt_done->booked;
+		out->refused_bytes = r->adopt_done->refused_bytes;
+		out->more = r->adopt_done->more;
+		out->n = r->adopt_done->n_refused;
+		assert_true(out->n <= MB_WIRE_MAX_REFUSED);
+		for (size_t i = 0; i < out->n; i++) {
+			out->address[i] = r->adopt_done->refused[i]->address;
+			out->size[i] = r->adopt_done->refused[i]->size;
+		}
+	}
+	mb_wire_free_response(r);
+	return hr;
+}
+
+/* pipe's section replaced by a memfd of the test's (the client's section from before a restart).
+ * Returns the test's own descriptor of it. */
+static int hand_back(mb_broker *b, uint32_t pipe)
+{
+	uint8_t token[MB_WIRE_TOKEN_LEN];
+	uint64_t id = open_session(b, pipe, token);
+	int fd = mb_memfd_create("unit_dispatch", b->section_size);
+
 	assert_true(fd >= 0);
-	assert_int_equal(pwrite(fd, "x", 1, (off_t)(BASE + BUDGET)), 1);
+	int mine = dup(fd);
+	assert_true(mine >= 0);
 	assert_int_equal(
 	    mb_broker_adopt_section(b, id, token, MB_WIRE_TOKEN_LEN, getuid(), getpid(), fd), 0);
-	assert_int_equal(reserve(b, 1, BASE, BUDGET * 2), S_OK);
-	/* Twice the budget at eProcessCritical: refused, and its pages punched out. */
-	m.size = BUDGET * 2;
-	assert_int_equal(call_hr(b, 1, &req), E_OUTOFMEMORY);
+	assert_true(sess(b, pipe)->adopting);
+	return mine;
+}
+
+/* Writes one byte into every page of [address, address+size) of the memfd: data it holds. */
+static void write_pages(int fd, uint64_t address, uint64_t size)
+{
+	for (uint64_t a = address; a < address + size; a += PG)
+		assert_int_equal(pwrite(fd, "d", 1, (off_t)a), 1);
+}
+
+/* Level (-1: not committed) of the page at address in pipe's books. */
+static int page_level(mb_broker *b, uint32_t pipe, uint64_t address)
+{
+	mb_region *r = mb_regmap_find(&sess(b, pipe)->map, (uintptr_t)address);
+
+	assert_non_null(r);
+	uint8_t st = mb_region_state(r, mb_region_page(r, (uintptr_t)address));
+	return (st & MB_PAGE_COMMITTED) ? mb_page_level(st) : -1;
+}
+
+/* Adoption cannot lie: a claim needs a registered reservation and room in the quotas, is booked
+ * nothing before AdoptDone, and a forged memfd's data gains nothing. */
+static void test_adopt_claims_bounded(void **state)
+{
+	mb_broker *b = *state;
+	uint8_t token[MB_WIRE_TOKEN_LEN];
+
+	/* Not before a section was handed back. */
+	open_session(b, 2, token);
+	assert_int_equal(reserve(b, 2, BASE, MIB), S_OK);
+	assert_int_equal(claim(b, 2, BASE, PG, 2), E_INVALIDARG);
+
+	/* A memfd the client made itself, with data written past the budget. */
+	int fd = hand_back(b, 1);
+	write_pages(fd, BASE, PG);
+	write_pages(fd, BASE + BUDGET + PG, PG);
+	assert_int_equal(reserve(b, 1, BASE, BUDGET * 4), S_OK);
+	/* Outside every reservation it registered: refused, nothing claimed. */
+	assert_int_equal(claim(b, 1, BASE + BUDGET * 8, PG, 2), MB_E_INVALID_ADDRESS);
+	assert_int_equal(sess(b, 1)->claimed_pages, 0);
+	/* Twice the budget at eProcessCritical: the first budget's worth is claimed, the rest
+	 * refused at once and its pages punched out. */
+	assert_int_equal(claim(b, 1, BASE, BUDGET * 2, 2), S_OK);
+	assert_int_equal(cut_address, BASE + BUDGET);
+	assert_int_equal(cut_size, BUDGET);
+	off_t d = lseek(fd, (off_t)(BASE + BUDGET), SEEK_DATA);
+	assert_true(d < 0 || (uint64_t)d >= BASE + 2 * BUDGET);
+	char c = 0;
+	assert_int_equal(pread(fd, &c, 1, (off_t)BASE), 1);
+	assert_int_equal(c, 'd');
+	assert_int_equal(sess(b, 1)->claimed_pages, BUDGET / PG);
+	/* Nothing more fits what it may ever hold: refused whole. The same pages again add
+	 * nothing. */
+	assert_int_equal(claim(b, 1, BASE + BUDGET, PG, 2), E_OUTOFMEMORY);
 	assert_non_null(strstr(last_detail, "refused"));
-	assert_true(lseek(fd, (off_t)BASE, SEEK_DATA) < 0); /* no data left past the credit page */
+	assert_int_equal(claim(b, 1, BASE, PG, 2), S_OK);
+	assert_int_equal(cut_size, 0);
+	/* Nothing is booked before AdoptDone. */
 	assert_int_equal(b->books.ledger.committed, 0);
-	/* What fits is booked, as a commit of that level would be. */
-	m.size = BUDGET / 2;
-	assert_int_equal(call_hr(b, 1, &req), S_OK);
-	assert_int_equal(b->books.ledger.committed, BUDGET / 2);
-	m.address = BASE + BUDGET / 2;
-	m.size = BUDGET / 2 + PG;
-	assert_int_equal(call_hr(b, 1, &req), E_OUTOFMEMORY);
+	adopt_reply ar;
+	assert_int_equal(adopt_done(b, 1, &ar), S_OK);
+	assert_int_equal(ar.booked, BUDGET);
+	assert_int_equal(ar.refused_bytes, 0);
+	assert_int_equal(ar.n, 0);
+	assert_false(sess(b, 1)->adopting);
+	assert_int_equal(b->books.ledger.committed, BUDGET);
+	/* Claims after it are not re-registration any more. */
+	assert_int_equal(claim(b, 1, BASE + BUDGET, PG, 2), E_INVALIDARG);
+
+	/* Under client_max: what it holds and claims stays within it; then the budget, full,
+	 * books none of it. */
+	b->conf.client_max = 8 * MIB;
+	int fd3 = hand_back(b, 3);
+	assert_int_equal(reserve(b, 3, BASE, 16 * MIB), S_OK);
+	assert_int_equal(claim(b, 3, BASE, 8 * MIB + PG, 0), S_OK);
+	assert_int_equal(cut_address, BASE + 8 * MIB);
+	assert_int_equal(cut_size, PG);
+	assert_int_equal(claim(b, 3, BASE + 8 * MIB, PG, 0), E_OUTOFMEMORY);
+	assert_int_equal(adopt_done(b, 3, &ar), S_OK);
+	assert_int_equal(ar.booked, 0);
+	assert_int_equal(ar.refused_bytes, 8 * MIB);
+	assert_int_equal(ar.n, 1);
+	assert_int_equal(ar.address[0], BASE);
+	assert_int_equal(ar.size[0], 8 * MIB);
 	check_ledger(b);
-	assert_true(b->books.ledger.committed <= BUDGET);
+	close(fd);
+	close(fd3);
+}
+
+/* The pages the section really holds are booked first, the holes after; what does not fit is
+ * refused, punched and reported, never booked over the budget. */
+static void test_adopt_books_data_first(void **state)
+{
+	mb_broker *b = *state;
+	adopt_reply ar;
+
+	/* Another client holds half the budget. */
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 2, BASE, BUDGET / 2), S_OK);
+	assert_int_equal(commit(b, 2, BASE, BUDGET / 2, 0), S_OK);
+
+	/* The returning client claims the whole budget at eProcessCritical, in one run whose
+	 * data lies in the middle: [16, 32) MiB of [0, 64) MiB. */
+	int fd = hand_back(b, 1);
+	assert_int_equal(reserve(b, 1, BASE, BUDGET), S_OK);
+	write_pages(fd, BASE + 16 * MIB, 16 * MIB);
+	assert_int_equal(claim(b, 1, BASE, BUDGET, 2), S_OK);
+	assert_int_equal(b->books.ledger.committed, BUDGET / 2);
+	assert_int_equal(adopt_done(b, 1, &ar), S_OK);
+	/* Its data first (16 MiB), then the first 16 MiB of holes; 32 MiB refused. */
+	assert_int_equal(ar.booked, BUDGET / 2);
+	assert_int_equal(ar.refused_bytes, BUDGET / 2);
+	assert_false(ar.more);
+	assert_int_equal(ar.n, 1);
+	assert_int_equal(ar.address[0], BASE + 32 * MIB);
+	assert_int_equal(ar.size[0], 32 * MIB);
+	check_ledger(b);
+	assert_int_equal(b->books.ledger.committed, BUDGET);
+	assert_int_equal(page_level(b, 1, BASE), 2);
+	assert_int_equal(page_level(b, 1, BASE + 16 * MIB), 2);
+	assert_int_equal(page_level(b, 1, BASE + 32 * MIB), -1);
+	/* The data survived; the refused range holds nothing. */
+	char c = 0;
+	assert_int_equal(pread(fd, &c, 1, (off_t)(BASE + 20 * MIB)), 1);
+	assert_int_equal(c, 'd');
+	off_t d = lseek(fd, (off_t)(BASE + 32 * MIB), SEEK_DATA);
+	assert_true(d < 0 || (uint64_t)d >= BASE + BUDGET);
+	/* Told once: the marks are gone. */
+	assert_int_equal(adopt_done(b, 1, &ar), S_OK);
+	assert_int_equal(ar.n, 0);
+	assert_int_equal(ar.booked, 0);
+	close(fd);
+}
+/* Each claim is booked at its own level, through that level's ceiling, the highest level first;
+ * the books keep each page's level. */
+static void test_adopt_books_at_levels(void **state)
+{
+	mb_broker *b = *state;
+	adopt_reply ar;
+	int fd = hand_back(b, 1);
+
+	assert_int_equal(reserve(b, 1, BASE, BUDGET), S_OK);
+	/* 40 MiB at eTaskCritical below 24 MiB at eProcessCritical, all holes, and 8 pages of
+	 * data at eAppDomainCritical. */
+	assert_int_equal(claim(b, 1, BASE, 40 * MIB - 8 * PG, 0), S_OK);
+	assert_int_equal(claim(b, 1, BASE + 40 * MIB - 8 * PG, 8 * PG, 1), S_OK);
+	write_pages(fd, BASE + 40 * MIB - 8 * PG, 8 * PG);
+	assert_int_equal(claim(b, 1, BASE + 40 * MIB, 24 * MIB, 2), S_OK);
+	assert_int_equal(adopt_done(b, 1, &ar), S_OK);
+	/* Data (AppDomain) and ProcessCritical fit whole; the task claims only up to the task
+	 * ceiling, their first pages. */
+	uint64_t task = avail0(24 * MIB + 8 * PG);
+	assert_int_equal(ar.booked, 24 * MIB + 8 * PG + task);
+	assert_int_equal(ar.refused_bytes, 40 * MIB - 8 * PG - task);
+	assert_int_equal(ar.n, 1);
+	assert_int_equal(ar.address[0], BASE + task);
+	check_ledger(b);
+	assert_int_equal(page_level(b, 1, BASE), 0);
+	assert_int_equal(page_level(b, 1, BASE + task - PG), 0);
+	assert_int_equal(page_level(b, 1, BASE + task), -1);
+	assert_int_equal(page_level(b, 1, BASE + 40 * MIB - PG), 1);
+	assert_int_equal(page_level(b, 1, BASE + 40 * MIB), 2);
+	assert_int_equal(page_level(b, 1, BASE + BUDGET - PG), 2);
+	/* A later commit of pages committed already keeps their level; new ones take theirs. */
+	assert_int_equal(commit(b, 1, BASE + 40 * MIB - PG, 2 * PG, 0), S_OK);
+	assert_int_equal(page_level(b, 1, BASE + 40 * MIB - PG), 1);
+	assert_int_equal(page_level(b, 1, BASE + 40 * MIB), 2);
+	close(fd);
+}
+
+/* More refused ranges than one reply holds: listed over several AdoptDone replies. */
+static void test_adopt_refused_listed_in_parts(void **state)
+{
+	mb_broker *b = *state;
+	adopt_reply ar;
+	const size_t claims = MB_WIRE_MAX_REFUSED + 36;
+
+	/* Another client holds the whole budget: nothing can be booked. */
+	open_session(b, 2, NULL);
+	assert_int_equal(reserve(b, 2, BASE, BUDGET), S_OK);
+	assert_int_equal(commit(b, 2, BASE, BUDGET, 2), S_OK);
+	int fd = hand_back(b, 1);
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	for (size_t i = 0; i < claims; i++)
+		assert_int_equal(claim(b, 1, BASE + 2 * i * PG, PG, (uint32_t)(i % 3)), S_OK);
+	assert_int_equal(adopt_done(b, 1, &ar), S_OK);
+	assert_int_equal(ar.booked, 0);
+	assert_int_equal(ar.refused_bytes, claims * PG);
+	assert_int_equal(ar.n, MB_WIRE_MAX_REFUSED);
+	assert_true(ar.more);
+	for (size_t i = 0; i < ar.n; i++) {
+		assert_int_equal(ar.address[i], BASE + 2 * i * PG);
+		assert_int_equal(ar.size[i], PG);
+	}
+	assert_int_equal(adopt_done(b, 1, &ar), S_OK);
+	assert_int_equal(ar.n, claims - MB_WIRE_MAX_REFUSED);
+	assert_false(ar.more);
+	assert_int_equal(ar.address[0], BASE + 2 * MB_WIRE_MAX_REFUSED * PG);
+	/* Nothing of it left in the books: no page state, nothing charged. */
+	assert_int_equal(sess(b, 1)->map.committed_pages, 0);
+	assert_null(mb_regmap_find(&sess(b, 1)->map, BASE)->chunks[0]);
+	check_ledger(b);
+	close(fd);
+}
+
+/* A client that never says AdoptDone has its claims booked at the deadline, and is audited. */
+static void test_adopt_deadline_books_claims(void **state)
+{
+	mb_broker *b = *state;
+	int fd = hand_back(b, 1);
+
+	assert_int_equal(reserve(b, 1, BASE, MIB), S_OK);
+	write_pages(fd, BASE, MIB);
+	assert_int_equal(claim(b, 1, BASE, MIB / 2, 1), S_OK);
+	assert_int_equal(mb_broker_audit(b), 0);
+	assert_true(sess(b, 1)->adopting); /* not yet */
+	sess(b, 1)->adopt_deadline_ms = 0;
+	mb_broker_audit(b);
+	assert_false(sess(b, 1)->adopting);
+	assert_int_equal(b->books.ledger.committed, MIB / 2);
+	assert_int_equal(page_level(b, 1, BASE), 1);
+	/* The unclaimed half the section held is gone (forgiven: no offence). */
+	off_t d = lseek(fd, (off_t)(BASE + MIB / 2), SEEK_DATA);
+	assert_true(d < 0 || (uint64_t)d >= BASE + MIB);
+	assert_int_equal(sess(b, 1)->offences, 0);
+	check_ledger(b);
+	close(fd);
 }
 
 /* A connection whose end nng never reports goes once its process exited and it holds no section. */
@@ -2341,7 +2608,11 @@ int main(void)
 	    T(test_reattach),
 	    T(test_reattach_refusals),
 	    T(test_goodbye_frees_at_once),
-	    T(test_adopt_bounded_by_books),
+	    T(test_adopt_claims_bounded),
+	    T(test_adopt_books_data_first),
+	    T(test_adopt_books_at_levels),
+	    T(test_adopt_refused_listed_in_parts),
+	    T(test_adopt_deadline_books_claims),
 	    T(test_sweep_forgets_dead_connections),
 	};
 

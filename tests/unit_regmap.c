@@ -630,6 +630,57 @@ static void test_huge_sparse_region(void **state)
 	mb_regmap_clear(&map, NULL, NULL);
 }
 
+/* The level each page was committed at: set by the commit that committed it, kept by later
+ * commits, MEM_RESET and a discard, gone with a decommit; counted per level. */
+static void test_levels(void **state)
+{
+	mb_regmap map;
+	size_t lost = 0;
+
+	(void)state;
+	mb_regmap_init(&map, true);
+	mb_region *r = ins(&map, 0x100000, 16 * PG);
+	mb_region *q = ins(&map, 0x200000, 16 * PG);
+	assert_int_equal(mb_region_commit_at(&map, r, 0, 4, 3, 1), 4);
+	assert_int_equal(mb_region_commit_at(&map, r, 2, 6, 3, 2), 4); /* 2 and 3 were at 1 */
+	assert_int_equal(mb_region_commit(&map, q, 0, 2, 3), 2);
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(mb_page_level(mb_region_state(r, i)), 1);
+	for (size_t i = 4; i < 8; i++)
+		assert_int_equal(mb_page_level(mb_region_state(r, i)), 2);
+	assert_int_equal(r->committed_at[1], 4);
+	assert_int_equal(r->committed_at[2], 4);
+	assert_int_equal(map.committed_at[0], 2);
+	assert_int_equal(map.committed_at[1], 4);
+	assert_int_equal(map.committed_at[2], 4);
+	/* A run of one level ends where the level changes. */
+	const uint8_t m = MB_PAGE_COMMITTED | MB_PAGE_LEVEL_MASK;
+	assert_int_equal(mb_region_run_end(r, 0, 16, m, MB_PAGE_COMMITTED | MB_PAGE_LEVEL(1)), 4);
+	/* MEM_RESET and a discard keep it; a commit after the discard takes the new one. */
+	mb_region_update(&map, r, 4, 1, 0, 0, 0, MB_PAGE_RESET, -1, NULL);
+	assert_int_equal(mb_page_level(mb_region_state(r, 4)), 2);
+	mb_region_update(&map, r, 4, 1, MB_PAGE_COMMITTED | MB_PAGE_RESET,
+			 MB_PAGE_COMMITTED | MB_PAGE_RESET, MB_PAGE_COMMITTED, MB_PAGE_DISCARDED,
+			 -1, &lost);
+	assert_int_equal(lost, 1);
+	assert_int_equal(map.committed_at[2], 3);
+	assert_int_equal(mb_page_level(mb_region_state(r, 4)), 2);
+	assert_int_equal(mb_region_commit_at(&map, r, 4, 1, 3, 0), 1);
+	assert_int_equal(mb_region_state(r, 4), MB_PAGE_COMMITTED | MB_PAGE_LEVEL(0));
+	assert_int_equal(map.committed_at[0], 3);
+	/* Decommit clears it; a removed region takes its counts along. */
+	assert_int_equal(mb_region_decommit(&map, r, 0, 2), 2);
+	assert_int_equal(mb_region_state(r, 0), 0);
+	assert_int_equal(map.committed_at[1], 2);
+	mb_regmap_remove(&map, r);
+	assert_int_equal(map.committed_at[0], 2);
+	assert_int_equal(map.committed_at[1], 0);
+	assert_int_equal(map.committed_at[2], 0);
+	assert_int_equal(map.committed_pages, 2);
+	mb_regmap_clear(&map, NULL, NULL);
+	assert_int_equal(map.committed_at[0], 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -639,6 +690,7 @@ int main(void)
 	    cmocka_unit_test(test_span_overlaps),  cmocka_unit_test(test_commit_decommit),
 	    cmocka_unit_test(test_untracked_prot), cmocka_unit_test(test_clear),
 	    cmocka_unit_test(test_many),	   cmocka_unit_test(test_huge_sparse_region),
+	    cmocka_unit_test(test_levels),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -68,6 +68,12 @@ static void books(mb_broker *b)
 	mb_region *r = reserve_commit(b, a, 16 * GRAN, 64 * GRAN, 3, 100);
 	reserve_commit(b, a, 1024 * GRAN, 5 * MB_PAGE_SIZE, 0, 5);
 	reserve_commit(b, a, 4096 * GRAN, 2 * GRAN, 0, 0); /* reserved only */
+	/* Pages committed at other levels: the runs split where the level changes. */
+	mb_region *lv = reserve_commit(b, a, 2048 * GRAN, GRAN, 0, 0);
+	mb_page_range pr2 = {.region = lv, .first = 0, .count = 6};
+	mb_page_range pr0 = {.region = lv, .first = 6, .count = 4};
+	assert_int_equal(mb_books_commit_pages(&b->books, a, &pr2, 2), 6);
+	assert_int_equal(mb_books_commit_pages(&b->books, a, &pr0, 0), 4);
 	/* Pages 10..19 reset, 20..24 discarded (refunded). */
 	mb_region_update(&a->map, r, 10, 10, 0, 0, 0, MB_PAGE_RESET, -1, NULL);
 	size_t lost = 0;
@@ -96,8 +102,13 @@ static void books(mb_broker *b)
 
 	mb_section *c = add_section(b, 1002, 1001, "");
 	c->state = MB_SECTION_DETACHED;
-	reserve_commit(b, c, 32 * GRAN, 1024 * GRAN, 0, 4096);
+	mb_region *cr = reserve_commit(b, c, 32 * GRAN, 1024 * GRAN, 0, 4096);
 	c->adopted = c->adopting = true;
+	/* Claims of its client re-registering (readopt.h), not booked yet. */
+	assert_int_equal(mb_region_update(&c->map, cr, 5000, 10, 0, 0, 0xff,
+					  MB_PAGE_CLAIMED | MB_PAGE_LEVEL(2), -1, NULL),
+			 0);
+	c->claimed_pages = 10;
 
 	mb_section *d = add_section(b, 1003, 0, "restored");
 	d->state = MB_SECTION_RESTORED;
@@ -123,6 +134,9 @@ static void assert_same_map(const mb_section *x, const mb_section *y)
 	assert_int_equal(x->map.count, y->map.count);
 	assert_int_equal(x->map.committed_pages, y->map.committed_pages);
 	assert_int_equal(x->map.reserved_bytes, y->map.reserved_bytes);
+	for (int l = 0; l < MB_PAGE_LEVELS; l++)
+		assert_int_equal(x->map.committed_at[l], y->map.committed_at[l]);
+	assert_int_equal(x->claimed_pages, y->claimed_pages);
 	for (; rx != NULL && ry != NULL; rx = mb_regmap_next(&x->map, (mb_region *)rx),
 					 ry = mb_regmap_next(&y->map, (mb_region *)ry)) {
 		assert_int_equal(rx->base, ry->base);
@@ -383,6 +397,21 @@ static void test_inconsistent(void **state)
 	run->state = 0x80;
 	bad = reframe(m, &n);
 	assert_refused(bad, n, b.section_size, "out of place");
+	free(bad);
+	run->state = MB_PAGE_COMMITTED;
+	run->level = MB_LEVELS;
+	bad = reframe(m, &n);
+	assert_refused(bad, n, b.section_size, "out of place");
+	free(bad);
+	run->level = 1;
+	/* Claims only while the section re-registers, and never on committed pages. */
+	run->state = MB_PAGE_CLAIMED | MB_PAGE_COMMITTED;
+	bad = reframe(m, &n);
+	assert_refused(bad, n, b.section_size, "out of place");
+	free(bad);
+	run->state = MB_PAGE_CLAIMED;
+	bad = reframe(m, &n);
+	assert_refused(bad, n, b.section_size, "out of place"); /* section 0 is not adopting */
 	free(bad);
 	run->state = MB_PAGE_COMMITTED;
 

@@ -267,6 +267,14 @@ typedef struct mb_client mb_client;
  * listens or the broker refuses this client (protocol version, access), E_POINTER if client is
  * NULL, E_INVALIDARG for an address that is not a local nng URL, E_OUTOFMEMORY if the library
  * cannot allocate. mb_last_error() then tells why in words.
+ *
+ * A client outlives its broker: its memory stays mapped and usable, and its first call after a new
+ * broker listens connects again. A broker restarted through systemd's descriptor store gives it
+ * its section and books back unchanged. One without them (started by hand, a lost store) gets the
+ * section handed back and every reservation and committed range registered again at the critical
+ * level it was committed at, booked within the budget, the levels' ceilings and the limits; a
+ * range the broker refuses is punched out and becomes decommitted in this client (VirtualQuery:
+ * MEM_RESERVE; its contents are gone and a touch faults, as after VirtualFree(MEM_DECOMMIT)).
  */
 MB_API HRESULT mb_connect(const char *address, mb_client **client);
 

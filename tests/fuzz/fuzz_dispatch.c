@@ -12,8 +12,11 @@
  * the same way but with mb_dispatch (no parking slot) 5       the slot's connection ends
  * (mb_broker_disconnect, or mb_broker_process_exited when bit 4 of sel is set) and is connected
  * again, not yet said Hello (with bit 3 set: then says Hello asking for its section back with
- * its id and attach token, and must get it exactly when the broker kept it detached) 6       the
- * slot's parked requests time out (mb_dispatch_finish, expired = true) 7       bit 4 clear:
+ * its id and attach token, and must get it exactly when the broker kept it detached) 6       bit
+ * 4 clear: the slot's parked requests time out (mb_dispatch_finish, expired = true); bit 4 set:
+ * the slot's client hands a section of its own back (mb_broker_adopt_section with a memfd holding
+ * data at 0x10000000, as after a broker restart without a store: its claims and AdoptDone are
+ * then re-registration) 7       bit 4 clear:
  * mb_broker_audit and a spurious wake-up of every parked request (mb_dispatch_finish, expired =
  * false); bit 4 set: apply configuration (sel & 7) % 2 (0: defaults, 1: client limit and two groups
  * with limits and reserves)
@@ -61,6 +64,7 @@
 
 #include "broker.h"
 #include "credit.h"
+#include "memfd.h"
 #include "dispatch.h"
 #include "log.h"
 #include "mb_credit.h"
@@ -195,7 +199,9 @@ static bool op_has_body(int op)
 	return op == MEMBROKER__V1__REQUEST__BODY_HELLO ||
 	       op == MEMBROKER__V1__REQUEST__BODY_MEMORY_LOAD ||
 	       op == MEMBROKER__V1__REQUEST__BODY_SESSION_STATUS ||
-	       op == MEMBROKER__V1__REQUEST__BODY_WATCH || op == MEMBROKER__V1__REQUEST__BODY_SYNC;
+	       op == MEMBROKER__V1__REQUEST__BODY_WATCH ||
+	       op == MEMBROKER__V1__REQUEST__BODY_SYNC ||
+	       op == MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE;
 }
 
 /* A reply the broker sends must be well-formed and answer the request it is for. */
@@ -249,7 +255,21 @@ static void check_reply(nng_msg *msg, uint64_t request_id, int op)
 			CHECK(r->body_case == MEMBROKER__V1__RESPONSE__BODY_WATCH);
 			CHECK(r->watch->level >= 1 && r->watch->level <= 3);
 			break;
+		case MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE:
+			CHECK(r->body_case == MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE);
+			CHECK(r->adopt_done->n_refused <= MB_WIRE_MAX_REFUSED);
+			CHECK(r->adopt_done->more ? r->adopt_done->n_refused == MB_WIRE_MAX_REFUSED
+						  : true);
+			for (size_t k = 0; k < r->adopt_done->n_refused; k++)
+				CHECK(r->adopt_done->refused[k]->size > 0 &&
+				      (r->adopt_done->refused[k]->address & 4095) == 0 &&
+				      (r->adopt_done->refused[k]->size & 4095) == 0);
+			break;
 		}
+	} else if ((HRESULT)r->hresult == S_OK && op == MEMBROKER__V1__REQUEST__BODY_COMMIT &&
+		   r->body_case == MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE) {
+		/* A claim cut short names the refused rest. */
+		CHECK(r->adopt_done->n_refused == 1 && r->adopt_done->refused[0]->size > 0);
 	} else {
 		/* Only the operations above ever carry a body, and failures never do. */
 		CHECK(r->body_case == MEMBROKER__V1__RESPONSE__BODY__NOT_SET);
@@ -320,19 +340,31 @@ static void check_maps(void)
 	mb_broker *b = &broker;
 
 	for (mb_section *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s)) {
-		size_t count = 0, reserved = 0, committed = 0;
+		size_t count = 0, reserved = 0, committed = 0, at[MB_PAGE_LEVELS] = {0};
 		uint32_t resets = 0;
 
 		for (mb_region *r = mb_regmap_first(&s->map); r != NULL;
 		     r = mb_regmap_next(&s->map, r)) {
+			size_t by_level = 0;
 			count++;
 			reserved += r->size;
 			committed += r->committed_pages;
 			CHECK(r->committed_pages <= r->size / MB_PAGE_SIZE);
+			/* Every committed page has a level, 0 to 2. */
+			for (int l = 0; l < MB_PAGE_LEVELS; l++) {
+				by_level += r->committed_at[l];
+				at[l] += r->committed_at[l];
+			}
+			CHECK(by_level == r->committed_pages);
+			CHECK(r->committed_at[MB_PAGE_LEVELS - 1] == 0);
 		}
 		CHECK(count == s->map.count);
 		CHECK(reserved == s->map.reserved_bytes);
 		CHECK(committed == s->map.committed_pages);
+		for (int l = 0; l < MB_PAGE_LEVELS; l++)
+			CHECK(at[l] == s->map.committed_at[l]);
+		/* Claims live only while a section re-registers. */
+		CHECK(s->adopting || s->claimed_pages == 0);
 		for (int level = 0; level < MB_LEVELS; level++) {
 			mb_reset_range *rr;
 			TAILQ_FOREACH(rr, &b->resets[level], link)
@@ -636,6 +668,21 @@ static void control(int i, int action, uint8_t sel)
 			resume_slot(i, resume_id, token);
 		break;
 	case 6:
+		if (sel & 0x10) {
+			/* A section handed back: only right after Hello (nothing reserved), with
+			 * its hand-over token unused, as the library does. */
+			mb_section *s = mb_registry_by_pipe(&broker.reg, sl->pipe);
+			if (s == NULL || s->token_used)
+				break;
+			int fd = mb_memfd_create("fuzz", broker.section_size);
+			CHECK(fd >= 0);
+			for (uint64_t a = 0x10000000; a < 0x10000000 + 64 * 4096; a += 3 * 4096)
+				CHECK(pwrite(fd, "d", 1, (off_t)a) == 1);
+			if (mb_broker_adopt_section(&broker, s->id, s->token, sizeof(s->token),
+						    s->uid, s->pid, fd) != 0)
+				close(fd);
+			break;
+		}
 		finish_parked(sl->pipe, true);
 		break;
 	default:

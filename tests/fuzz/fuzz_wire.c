@@ -111,6 +111,11 @@ static void check_response(const mb_response *r)
 	case MEMBROKER__V1__RESPONSE__BODY_SYNC:
 		CHECK(r->sync != NULL);
 		break;
+	case MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE:
+		CHECK(r->adopt_done != NULL && r->adopt_done->n_refused <= MB_WIRE_MAX_REFUSED);
+		for (size_t i = 0; i < r->adopt_done->n_refused; i++)
+			CHECK(r->adopt_done->refused[i] != NULL);
+		break;
 	default:
 		CHECK(!"response with an unknown body decoded");
 	}

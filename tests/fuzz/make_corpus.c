@@ -40,6 +40,7 @@
 #define SEL_EXITED(slot)   ((uint8_t)(0xB0 | (slot)))
 #define SEL_REATTACH(slot) ((uint8_t)(0xA8 | (slot)))
 #define SEL_EXPIRE(slot)   ((uint8_t)(0xC0 | (slot)))
+#define SEL_HANDBACK(slot) ((uint8_t)(0xD0 | (slot)))
 #define SEL_AUDIT	   ((uint8_t)0xE0)
 #define SEL_CONFIG(n)	   ((uint8_t)(0xF0 | (n)))
 
@@ -199,6 +200,31 @@ static void commit(buf *b, uint8_t sel, uint64_t address, uint64_t size, uint32_
 	m.level = level;
 	r.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
 	r.commit = &m;
+	frame(b, sel, &r);
+}
+
+/* A claim: Commit.adopt, re-registration of a handed-back section. */
+static void claim(buf *b, uint8_t sel, uint64_t address, uint64_t size, uint32_t level)
+{
+	mb_request r = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__Commit m = MEMBROKER__V1__COMMIT__INIT;
+
+	m.address = address;
+	m.size = size;
+	m.level = level;
+	m.adopt = true;
+	r.body_case = MEMBROKER__V1__REQUEST__BODY_COMMIT;
+	r.commit = &m;
+	frame(b, sel, &r);
+}
+
+static void adopt_done(buf *b, uint8_t sel)
+{
+	mb_request r = MEMBROKER__V1__REQUEST__INIT;
+	Membroker__V1__AdoptDone m = MEMBROKER__V1__ADOPT_DONE__INIT;
+
+	r.body_case = MEMBROKER__V1__REQUEST__BODY_ADOPT_DONE;
+	r.adopt_done = &m;
 	frame(b, sel, &r);
 }
 
@@ -419,6 +445,16 @@ static void w_sync_frees(buf *b, uint8_t s)
 {
 	sync_frees(b, s, BASE, BASE + 64 * KIB, 64 * KIB, true);
 }
+static void w_claim(buf *b, uint8_t s)
+{
+	claim(b, s, BASE, 16 * MIB, 1);
+}
+
+static void w_adopt_done(buf *b, uint8_t s)
+{
+	adopt_done(b, s);
+}
+
 static void w_sync(buf *b, uint8_t s)
 {
 	sync_commits(b, s, BASE, 4 * KIB, 8 * KIB, 3, 1);
@@ -459,6 +495,8 @@ static void wire_corpus(void)
 	wire_request("req-sync", w_sync);
 	wire_request("req-sync-reserves", w_sync_reserves);
 	wire_request("req-sync-frees", w_sync_frees);
+	wire_request("req-adopt-claim", w_claim);
+	wire_request("req-adopt-done", w_adopt_done);
 
 	r.request_id = 7;
 	r.hresult = (uint32_t)S_OK;
@@ -497,6 +535,22 @@ static void wire_corpus(void)
 	r.body_case = MEMBROKER__V1__RESPONSE__BODY_WATCH;
 	r.watch = &w;
 	wire_response("resp-watch", &r);
+
+	Membroker__V1__AdoptDoneReply ad = MEMBROKER__V1__ADOPT_DONE_REPLY__INIT;
+	Membroker__V1__Range rg[2] = {MEMBROKER__V1__RANGE__INIT, MEMBROKER__V1__RANGE__INIT};
+	Membroker__V1__Range *prg[2] = {&rg[0], &rg[1]};
+	rg[0].address = BASE;
+	rg[0].size = 64 * KIB;
+	rg[1].address = BASE + MIB;
+	rg[1].size = 4 * MIB;
+	ad.n_refused = 2;
+	ad.refused = prg;
+	ad.more = true;
+	ad.booked = 12 * MIB;
+	ad.refused_bytes = 5 * MIB;
+	r.body_case = MEMBROKER__V1__RESPONSE__BODY_ADOPT_DONE;
+	r.adopt_done = &ad;
+	wire_response("resp-adopt-done", &r);
 
 	r.body_case = MEMBROKER__V1__RESPONSE__BODY__NOT_SET;
 	r.hresult = (uint32_t)E_OUTOFMEMORY;
@@ -825,6 +879,35 @@ static void s_everything_every_slot(buf *b)
 	}
 }
 
+/* Re-registration of a handed-back section: claims at every level (one cut at what the client
+ * may hold, one outside its reservation), data booked first, refusals listed over AdoptDones,
+ * and a second hand-back left to its deadline. */
+static void s_readopt(buf *b)
+{
+	reserve(b, SEL_PARK(1), BASE + 512 * MIB, 32 * MIB);
+	commit(b, SEL_PARK(1), BASE + 512 * MIB, 24 * MIB, 0);
+	ctl(b, SEL_HANDBACK(0));
+	claim(b, SEL_PARK(0), BASE, 64 * KIB, 2); /* before its reservation: refused */
+	reserve(b, SEL_PARK(0), BASE, 128 * MIB);
+	for (int i = 0; i < 40; i++)
+		claim(b, SEL_PARK(0), BASE + (uint64_t)i * 8 * KIB, 4 * KIB, (uint32_t)(i % 3));
+	claim(b, SEL_PARK(0), BASE + MIB, 40 * MIB, 0);
+	claim(b, SEL_PARK(0), BASE + 48 * MIB, 40 * MIB, 2); /* cut at the budget */
+	claim(b, SEL_PARK(0), BASE + 100 * MIB, MIB, 1);     /* refused whole */
+	claim(b, SEL_PARK(0), BASE + 256 * MIB, MIB, 1);     /* outside */
+	status(b, SEL_PARK(0));
+	adopt_done(b, SEL_PARK(0));
+	adopt_done(b, SEL_PARK(0));
+	claim(b, SEL_PARK(0), BASE, 4 * KIB, 1); /* over: refused */
+	decommit(b, SEL_PARK(0), BASE, 64 * KIB);
+	ctl(b, SEL_HANDBACK(2));
+	reserve(b, SEL_PARK(2), BASE, 4 * MIB);
+	claim(b, SEL_PARK(2), BASE, 4 * MIB, 1);
+	ctl(b, SEL_AUDIT);
+	release(b, SEL_PARK(2), BASE);
+	adopt_done(b, SEL_PARK(2));
+}
+
 static void dispatch_corpus(void)
 {
 	static const struct {
@@ -854,6 +937,7 @@ static void dispatch_corpus(void)
 	    {"seed-sync-frees", s_sync_frees},
 	    {"seed-goodbye-resume", s_goodbye_resume},
 	    {"seed-reattach", s_reattach},
+	    {"seed-readopt", s_readopt},
 	};
 	buf *b = malloc(sizeof(*b));
 
@@ -965,6 +1049,17 @@ static void snapshot_corpus(void)
 	write_snapshot("seed-sections", &m);
 	m.charged += 4096;
 	write_snapshot("seed-charged-wrong", &m);
+	m.charged -= 4096;
+
+	/* Levels per page run, and claims of a section re-registering. */
+	run1.level = 2;
+	run2.level = 1;
+	run3.level = 0;
+	write_snapshot("seed-levels", &m);
+	a.adopted = a.adopting = true;
+	run3.state = 0x20; /* claimed */
+	run3.level = 1;
+	write_snapshot("seed-claims", &m);
 }
 
 int main(int argc, char **argv)

@@ -5,8 +5,10 @@
  * used to book whatever a client claimed, at eProcessCritical and whatever the budget: a process
  * that handed over a memfd it made itself and "re-registered" 1 GiB against a 256 MiB budget was
  * granted it, and a section whose owner never said AdoptDone was never audited. Now re-registered
- * commits go through the broker's own books (what does not fit is refused and punched out), and
- * AdoptDone has a deadline after which the section is audited like any other.
+ * commits are claims: one over the client's quotas or the budget is refused at once and its pages
+ * punched out, and the others are booked through the broker's own books at AdoptDone or at its
+ * deadline (what does not fit is refused and punched out), after which the section is audited
+ * like any other.
  *
  * Re-attach after a dropped connection takes the section's one-time token, rotated at every
  * attach, from the section's own process: another process guessing or replaying tokens gets
@@ -56,9 +58,11 @@ typedef struct forger {
 /* What the forger reports. */
 typedef struct forger_result {
 	int32_t handed_over; /* status of the hand-over of its own memfd: 0 = accepted */
-	int32_t huge;	     /* HRESULT of the adopt commit of 1 GiB */
-	int32_t fits;	     /* HRESULT of the adopt commit of ADOPT_FITS */
-	int32_t audited;     /* 1 once its section held no more than its commits */
+	int32_t huge;	     /* HRESULT of the claim of 1 GiB */
+	uint64_t cut;	     /* where the broker cut that claim (the rest refused), 0: nowhere */
+	int32_t again;	     /* HRESULT of a further claim of ADOPT_FITS */
+	int32_t outside;     /* HRESULT of a claim outside its reservations */
+	int32_t audited;     /* 1 once its section held no more than its claims */
 } forger_result;
 
 /* One request and its decoded reply on a hand-spoken connection; NULL on a transport failure. */
@@ -73,7 +77,8 @@ static mb_response *ask(int s, Membroker__V1__Request *req, uint32_t id)
 	return mb_wire_unpack_response(buf, (size_t)n);
 }
 
-static int32_t adopt_commit(int s, uint64_t address, uint64_t size, uint32_t id)
+/* A claim (Commit.adopt); *cut: where the broker cut it, if it did. */
+static int32_t adopt_commit(int s, uint64_t address, uint64_t size, uint32_t id, uint64_t *cut)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Commit m = MEMBROKER__V1__COMMIT__INIT;
@@ -89,19 +94,24 @@ static int32_t adopt_commit(int s, uint64_t address, uint64_t size, uint32_t id)
 	if ((r = ask(s, &req, id)) == NULL)
 		return -1;
 	hr = r->hresult;
+	if (cut != NULL)
+		*cut = r->adopt_done != NULL && r->adopt_done->n_refused == 1
+			   ? r->adopt_done->refused[0]->address
+			   : 0;
 	mb_wire_free_response(r);
 	return hr;
 }
 
 /* Hello, a memfd of its own with FORGED_WRITTEN bytes written, handed over as its "old section",
- * then adopt commits of 1 GiB and of ADOPT_FITS, and never AdoptDone. Raw system calls only. */
+ * then claims of 1 GiB, of ADOPT_FITS more and of a range outside its reservation, and never
+ * AdoptDone. Raw system calls only. */
 static void forge(void *arg)
 {
 	const forger *f = arg;
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Hello hello = MEMBROKER__V1__HELLO__INIT;
 	Membroker__V1__Reserve res = MEMBROKER__V1__RESERVE__INIT;
-	forger_result out = {-1, -1, -1, 0};
+	forger_result out = {-1, -1, 0, -1, -1, 0};
 	uint8_t ask_fd[8 + MB_WIRE_TOKEN_LEN + 1];
 	uint8_t status = 1;
 	mb_response *r;
@@ -146,9 +156,10 @@ static void forge(void *arg)
 	if ((r = ask(s, &req, 2)) == NULL || r->hresult != 0)
 		_exit(7);
 	mb_wire_free_response(r);
-	out.huge = adopt_commit(s, BASE, 1024 * MiB, 3);
-	out.fits = adopt_commit(s, BASE, ADOPT_FITS, 4);
-	/* No AdoptDone: wait for the audit to take what no commit covers. */
+	out.huge = adopt_commit(s, BASE, 1024 * MiB, 3, &out.cut);
+	out.again = adopt_commit(s, BASE + 512 * MiB, ADOPT_FITS, 4, NULL);
+	out.outside = adopt_commit(s, BASE + 2048 * MiB, ADOPT_FITS, 5, NULL);
+	/* No AdoptDone: wait until its section holds no more than what it may hold. */
 	for (int waited = 0; waited < AUDIT_WAIT_MS; waited += 50) {
 		struct stat st;
 		if (fstat(mfd, &st) == 0 && (uint64_t)st.st_blocks * 512 <= ADOPT_FITS + 4096) {
@@ -173,7 +184,13 @@ static uint64_t total_committed(mb_client *observer)
 
 static void test_forged_adoption(void **state)
 {
-	const char *args[] = {"--budget", "64M", NULL};
+	char conf[] = "/tmp/mbadopt.XXXXXX";
+	int cfd = mkstemp(conf);
+	const char *text = "[limits]\nclient_max = 16M\n";
+	assert_true(cfd >= 0);
+	assert_int_equal(write(cfd, text, strlen(text)), (ssize_t)strlen(text));
+	close(cfd);
+	const char *args[] = {"--budget", "64M", "--config", conf, NULL};
 	mb_test_broker b;
 	mb_client *observer;
 	forger f;
@@ -200,21 +217,30 @@ static void test_forged_adoption(void **state)
 	}
 	assert_int_equal(read(pfd[0], &res, sizeof(res)), sizeof(res));
 	close(pfd[0]);
-	printf("forged adoption: hand-over %d, 1 GiB adopt 0x%08X, %llu MiB adopt 0x%08X, "
-	       "audited %d; slowest honest connect+commit %ld ms\n",
-	       res.handed_over, (unsigned)res.huge, (unsigned long long)(ADOPT_FITS / MiB),
-	       (unsigned)res.fits, res.audited, worst);
-	/* A memfd it made itself gains it nothing: a commit past the budget is refused, one that
-	 * fits is booked like any commit, and what no commit covers is discarded by the audit
-	 * once the AdoptDone deadline passed. */
-	assert_int_equal(res.huge, E_OUTOFMEMORY);
-	assert_int_equal(res.fits, S_OK);
+	printf("forged adoption: hand-over %d, 1 GiB claim 0x%08X cut at +%llu MiB, %llu MiB more "
+	       "0x%08X, outside 0x%08X, audited %d; slowest honest connect+commit %ld ms\n",
+	       res.handed_over, (unsigned)res.huge,
+	       (unsigned long long)(res.cut > BASE ? (res.cut - BASE) / MiB : 0),
+	       (unsigned long long)(ADOPT_FITS / MiB), (unsigned)res.again, (unsigned)res.outside,
+	       res.audited, worst);
+	/* A memfd it made itself gains it nothing: its claims stop at what it may ever hold
+	 * (client_max, 16 MiB: the rest refused and punched at once), a claim outside its
+	 * reservations is refused, what it claimed is booked like any commit once the AdoptDone
+	 * deadline passed, and nothing it holds beyond that stays. */
+	assert_int_equal(res.huge, S_OK);
+	assert_int_equal(res.cut, BASE + ADOPT_FITS);
+	assert_int_equal(res.again, E_OUTOFMEMORY);
+	assert_int_equal(res.outside, MB_E_INVALID_ADDRESS);
 	assert_int_equal(res.audited, 1);
+	for (int waited = 0; total_committed(observer) != ADOPT_FITS && waited < AUDIT_WAIT_MS;
+	     waited += 50)
+		usleep(50000);
 	assert_int_equal(total_committed(observer), ADOPT_FITS);
 	assert_true(worst <= HONEST_MAX_MS);
 	mb_hostile_kill(pid);
 	mb_disconnect(observer);
 	assert_int_equal(mb_test_broker_stop(&b), 0);
+	unlink(conf);
 }
 
 typedef struct guesser {
