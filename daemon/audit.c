@@ -81,7 +81,7 @@ uint64_t mb_audit_session(mb_broker *b, mb_section *s, bool forgive, bool *offen
 			if (drop && run == UINT64_MAX)
 				run = a;
 			if (!drop && run != UINT64_MAX) {
-				mb_memfd_discard(s->section_fd, run, a - run);
+				mb_punches_add(&b->punches, s->id, s->section_fd, run, a - run);
 				discarded += a - run;
 				run = UINT64_MAX;
 			}

@@ -10,7 +10,9 @@
  *
  * The same holds for a section that ends with its memory written: a client that says Goodbye
  * holding 256 MiB, or whose process exits holding it. Those pages are punched before the lock is
- * taken to end the section (test_exit_storm).
+ * taken to end the section (test_exit_storm). And for MEM_RESET pages the broker reclaims to make
+ * room for another client's commit: their punch is queued under the lock and run before that
+ * commit's reply, with the lock released (test_reclaim_storm).
  *
  * Asserted: the books are exact after the storm (every decommit refunded, every ended section
  * refunded, nothing charged twice) and the honest client's calls all succeed. Measured and
@@ -117,6 +119,63 @@ static void *leave_storm(void *arg)
 			l->failed = status;
 		l->rounds++;
 	}
+	return NULL;
+}
+
+#define TAKER_RANGE (320 * MiB)
+
+/* Commits RANGE, writes it and resets it (MEM_RESET), over and over. */
+static void *resetter(void *arg)
+{
+	stormer *st = arg;
+	mb_client *c = NULL;
+	void *base = NULL, *p = NULL;
+
+	st->failed = mb_connect(st->address, &c);
+	if (st->failed == S_OK)
+		st->failed = mb_virtual_alloc(c, NULL, RANGE, MEM_RESERVE, PAGE_READWRITE,
+					      eTaskCritical, &base);
+	while (st->failed == S_OK && !atomic_load(&stop)) {
+		HRESULT hr =
+		    mb_virtual_alloc(c, base, RANGE, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
+		if (hr == E_OUTOFMEMORY || hr == HOST_E_TIMEOUT)
+			continue; /* the taker holds the room */
+		if ((st->failed = hr) != S_OK)
+			break;
+		memset(base, 0x5A, RANGE);
+		st->failed =
+		    mb_virtual_alloc(c, base, RANGE, MEM_RESET, PAGE_READWRITE, eTaskCritical, &p);
+		st->rounds++;
+	}
+	mb_disconnect(c);
+	return NULL;
+}
+
+/* Commits TAKER_RANGE (which fits beside the resetter's only once its reset pages are
+ * reclaimed), touches it and decommits it, over and over. */
+static void *taker(void *arg)
+{
+	stormer *st = arg;
+	mb_client *c = NULL;
+	void *base = NULL, *p = NULL;
+
+	st->failed = mb_connect(st->address, &c);
+	if (st->failed == S_OK)
+		st->failed = mb_virtual_alloc(c, NULL, TAKER_RANGE, MEM_RESERVE, PAGE_READWRITE,
+					      eTaskCritical, &base);
+	while (st->failed == S_OK && !atomic_load(&stop)) {
+		HRESULT hr = mb_virtual_alloc(c, base, TAKER_RANGE, MEM_COMMIT, PAGE_READWRITE,
+					      eTaskCritical, &p);
+		if (hr == E_OUTOFMEMORY || hr == HOST_E_TIMEOUT)
+			continue;
+		if ((st->failed = hr) != S_OK)
+			break;
+		for (SIZE_T off = 0; off < TAKER_RANGE; off += MiB)
+			((volatile char *)base)[off] = 1;
+		st->failed = mb_virtual_free(c, base, TAKER_RANGE, MEM_DECOMMIT);
+		st->rounds++;
+	}
+	mb_disconnect(c);
 	return NULL;
 }
 
@@ -244,6 +303,55 @@ static void test_exit_storm(void **state)
 	assert_int_equal(mb_test_broker_stop(&b), 0);
 }
 
+static void test_reclaim_storm(void **state)
+{
+	(void)state;
+	mb_test_broker b;
+	/* eTaskCritical may use 80 % of it (410 MiB): 256 MiB reset and 320 MiB taken do not fit
+	 * side by side. */
+	assert_int_equal(mb_test_broker_start(&b, (const char *[]){"--budget", "512M", NULL}), 0);
+	mb_client *honest = NULL;
+	assert_hr(mb_connect(b.address, &honest), S_OK);
+
+	long quiet50, quiet99, quiet_worst, storm50, storm99, storm_worst;
+	sample(honest, &quiet50, &quiet99, &quiet_worst);
+
+	stormer st[2];
+	pthread_t th[2];
+	void *(*body[2])(void *) = {resetter, taker};
+	atomic_store(&stop, false);
+	for (int i = 0; i < 2; i++) {
+		st[i] = (stormer){.address = b.address};
+		assert_int_equal(pthread_create(&th[i], NULL, body[i], &st[i]), 0);
+	}
+	sample(honest, &storm50, &storm99, &storm_worst);
+	mb_session_status s;
+	/* Go on until a reclaim happened (at most a minute: it takes one taker commit). */
+	for (int tries = 0; tries < 600; tries++) {
+		assert_hr(mb_get_session_status(honest, &s), S_OK);
+		if (s.reclaimed > 0)
+			break;
+		struct timespec gap = {0, 100 * 1000 * 1000};
+		nanosleep(&gap, NULL);
+	}
+	atomic_store(&stop, true);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		assert_hr(st[i].failed, S_OK);
+	}
+	print_message("reclaim storm: %ld resets of %zu MiB written, %ld commits of %zu MiB, %llu "
+		      "MiB reclaimed; honest round trip p50 %ld us, p99 %ld us, worst %ld us "
+		      "(quiet: p50 %ld us, p99 %ld us, worst %ld us)\n",
+		      st[0].rounds, RANGE / MiB, st[1].rounds, TAKER_RANGE / MiB,
+		      (unsigned long long)(s.reclaimed / MiB), storm50, storm99, storm_worst,
+		      quiet50, quiet99, quiet_worst);
+	assert_true(s.reclaimed > 0);
+
+	expect_alone(honest);
+	mb_disconnect(honest);
+	assert_int_equal(mb_test_broker_stop(&b), 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 4 && strcmp(argv[1], "leaver") == 0)
@@ -252,6 +360,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_decommit_storm),
 	    cmocka_unit_test(test_exit_storm),
+	    cmocka_unit_test(test_reclaim_storm),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
