@@ -472,6 +472,7 @@ void mb_broker_apply_config(mb_broker *b, const mb_config *conf)
 	 * groups are recomputed from the sessions' charges below. */
 	mb_credit_take_back_all(&b->books, &b->reg);
 	b->conf = *conf;
+	b->throttle.first_ms = conf->offender_refusal_ms;
 	mb_books_clear_groups(&b->books);
 	for (mb_section *s = mb_registry_first(&b->reg); s != NULL; s = mb_registry_next(s))
 		mb_books_join_group(&b->books, s);

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "mb_size.h"
+#include "throttle.h"
 
 typedef struct parse_ctx {
 	mb_config *c;
@@ -268,6 +269,13 @@ static int handler(void *user, const char *section, const char *k, const char *v
 				c->client_max_reservations = (uint32_t)n;
 			else
 				c->sessions_per_uid = (uint32_t)n;
+			return 1;
+		}
+		if (strcmp(k, "offender_refusal_ms") == 0) {
+			if (mb_parse_size(v, 0, &n) != 0 || n < 1000 || n > MB_THROTTLE_MAX_MS)
+				return fail(x, "offender_refusal_ms: '%s' is not 1000..300000%s", v,
+					    "");
+			c->offender_refusal_ms = (uint32_t)n;
 			return 1;
 		}
 		return fail(x, "unknown key '%s' in [limits]%s", k, "");

@@ -7,7 +7,7 @@
  *                   audit_interval_ms, log_level, commit_credit
  *   [access]        uids, gids: who may use the broker (empty: whoever can open the socket)
  *   [limits]        client_max, client_max_reservations, client_max_reserved,
- *                   sessions_per_uid, client_max_mapped
+ *                   sessions_per_uid, client_max_mapped, offender_refusal_ms
  *   [group.NAME]    uids, gids, names, name_uids, max, reserve    (up to MB_MAX_GROUPS)
  *
  * Lists are comma separated; uids and gids take numbers or ranges (1000-1999); names take shell
@@ -69,6 +69,7 @@ typedef struct mb_config {
 	uint32_t sessions_per_uid;	  /* connections one uid may hold; 0 = default */
 	uint64_t client_max_mapped;   /* address space a client may map by itself; 0 = no limit */
 	uint64_t client_max_reserved; /* address space a client may reserve; 0 = default (16 TiB) */
+	uint32_t offender_refusal_ms; /* a disconnected offender's uid refused first; 0 = default */
 	int ngroups;
 	mb_group_conf groups[MB_MAX_GROUPS];
 } mb_config;

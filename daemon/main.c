@@ -158,6 +158,8 @@ static int apply(const mb_options *o, const mb_config *conf, mb_broker *b)
 	mb_config effective = *conf;
 	if (o->commit_credit_set)
 		effective.commit_credit = o->commit_credit;
+	if (o->offender_refusal_ms)
+		effective.offender_refusal_ms = o->offender_refusal_ms;
 	/* Credit is taken a page at a time: whole pages only. */
 	effective.commit_credit &= ~(uint64_t)(MB_PAGE_SIZE - 1);
 	mb_broker_apply_config(b, &effective);

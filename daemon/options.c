@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "throttle.h"
 #include "log.h"
 #include "membroker.h"
 
@@ -38,13 +39,24 @@ static void usage(FILE *f)
 	    "      --contexts N      requests handled concurrently (default 64)\n"
 	    "      --commit-credit SIZE  memory a client may commit without asking, granted\n"
 	    "                        ahead and taken back under pressure (default 4M; 0: off)\n"
+	    "      --offender-refusal MS  how long the uid of a process disconnected for writing\n"
+	    "                        memory it had not committed is refused new sessions the\n"
+	    "                        first time, doubled at each repeat (default 5000)\n"
 	    "  -h, --help            show this help\n"
 	    "  -V, --version         show the version\n");
 }
 
 int mb_options_parse(int argc, char **argv, mb_options *o)
 {
-	enum { OPT_LOG_LEVEL = 256, OPT_CONTEXTS, OPT_CEILINGS, OPT_WAITS, OPT_AUDIT, OPT_CREDIT };
+	enum {
+		OPT_LOG_LEVEL = 256,
+		OPT_CONTEXTS,
+		OPT_CEILINGS,
+		OPT_WAITS,
+		OPT_AUDIT,
+		OPT_CREDIT,
+		OPT_REFUSAL
+	};
 	static const struct option longopts[] = {
 	    {"listen", required_argument, NULL, 'l'},
 	    {"budget", required_argument, NULL, 'b'},
@@ -55,6 +67,7 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 	    {"waits", required_argument, NULL, OPT_WAITS},
 	    {"audit-interval", required_argument, NULL, OPT_AUDIT},
 	    {"commit-credit", required_argument, NULL, OPT_CREDIT},
+	    {"offender-refusal", required_argument, NULL, OPT_REFUSAL},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -128,6 +141,17 @@ int mb_options_parse(int argc, char **argv, mb_options *o)
 				return -1;
 			}
 			o->commit_credit_set = true;
+			break;
+		}
+		case OPT_REFUSAL: {
+			char *end;
+			long n = strtol(optarg, &end, 10);
+			if (*end != '\0' || n < 1000 || n > MB_THROTTLE_MAX_MS) {
+				fprintf(stderr,
+					"membrokerd: --offender-refusal wants 1000..300000 ms\n");
+				return -1;
+			}
+			o->offender_refusal_ms = (uint32_t)n;
 			break;
 		}
 		case 'h':

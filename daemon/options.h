@@ -21,7 +21,8 @@ typedef struct mb_options {
 	uint32_t wait_ms[3]; /* --waits T,A,P in milliseconds */
 	uint32_t audit_ms;   /* --audit-interval; 0 = not given */
 	bool commit_credit_set;
-	uint64_t commit_credit; /* --commit-credit in bytes (at most MB_MAX_COMMIT_CREDIT) */
+	uint64_t commit_credit;	      /* --commit-credit in bytes (at most MB_MAX_COMMIT_CREDIT) */
+	uint32_t offender_refusal_ms; /* --offender-refusal; 0 = not given */
 } mb_options;
 
 /* mb_parse_triple (the --ceilings and --waits syntax) lives in config.h, shared with the file. */

@@ -37,7 +37,7 @@ uint64_t mb_throttle_strike(mb_throttle *t, uid_t uid, uint64_t now_ms)
 	} else if (now_ms - t->e[i].last_ms >= MB_THROTTLE_FORGET_MS) {
 		t->e[i].strikes = 0;
 	}
-	uint64_t period = MB_THROTTLE_FIRST_MS;
+	uint64_t period = t->first_ms ? t->first_ms : MB_THROTTLE_FIRST_MS;
 	for (uint32_t k = 0; k < t->e[i].strikes && period < MB_THROTTLE_MAX_MS; k++)
 		period *= 2;
 	if (period > MB_THROTTLE_MAX_MS)

@@ -3,7 +3,8 @@
  *
  * Disconnecting an offending process is not enough: a new process of the same uid connects at once
  * and writes again. So the offender's uid is refused new sessions for a while, longer at each
- * repeat: MB_THROTTLE_FIRST_MS after the first disconnect, doubled at each one that follows,
+ * repeat: first_ms (the configured offender_refusal_ms, by default MB_THROTTLE_FIRST_MS) after
+ * the first disconnect, doubled at each one that follows,
  * at most MB_THROTTLE_MAX_MS; a uid without a strike for MB_THROTTLE_FORGET_MS starts over. The
  * uid is the unit because it is the unit of isolation between clients (README, "Run each sandbox
  * under a uid of its own"): the broker cannot tell one of its processes from another.
@@ -30,6 +31,7 @@ typedef struct mb_throttle {
 		uint64_t last_ms;  /* the latest strike */
 	} e[MB_THROTTLE_UIDS];
 	int n;
+	uint32_t first_ms; /* the first refusal; 0 = MB_THROTTLE_FIRST_MS */
 } mb_throttle;
 
 /* An empty throttle (a zeroed one is empty too). */

@@ -24,6 +24,22 @@ static void test_first_strike_refuses_for_the_first_period(void **state)
 	assert_int_equal(mb_throttle_wait(&t, 1001, 100), 0);
 }
 
+/* offender_refusal_ms replaces the first period; repeats double it, up to the same cap. */
+static void test_configured_first_period(void **state)
+{
+	mb_throttle t;
+	(void)state;
+
+	mb_throttle_init(&t);
+	t.first_ms = 30000;
+	assert_int_equal(mb_throttle_strike(&t, 9, 100), 30000);
+	assert_int_equal(mb_throttle_wait(&t, 9, 100 + 29999), 1);
+	assert_int_equal(mb_throttle_strike(&t, 9, 100 + 30000), 60000);
+	t.first_ms = 200000;
+	assert_int_equal(mb_throttle_strike(&t, 10, 100), 200000);
+	assert_int_equal(mb_throttle_strike(&t, 10, 100 + 200000), MB_THROTTLE_MAX_MS);
+}
+
 static void test_repeats_double_up_to_the_cap(void **state)
 {
 	mb_throttle t;
@@ -71,6 +87,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_first_strike_refuses_for_the_first_period),
+	    cmocka_unit_test(test_configured_first_period),
 	    cmocka_unit_test(test_repeats_double_up_to_the_cap),
 	    cmocka_unit_test(test_a_quiet_uid_starts_over),
 	    cmocka_unit_test(test_a_full_table_forgets_the_earliest_end),
