@@ -123,6 +123,11 @@ int mb_audit_all(mb_broker *b, uint64_t *offenders, int max, uint64_t *discarded
 		 * or its deadline, and then audits it once, forgiving). */
 		if (s->adopting)
 			continue;
+		/* Pages the books let go of this pass (a re-adoption's forgiving audit, a
+		 * reclaim) are punched once the lock is released: until then they would look
+		 * written without a commit. The next audit looks at the section. */
+		if (mb_punches_pending(&b->punches, s->id))
+			continue;
 		*discarded += mb_audit_session(b, s, false, &offender);
 		if (offender && n < max)
 			offenders[n++] = s->id;

@@ -32,6 +32,14 @@ void mb_punches_add(mb_punches *q, uint64_t section_id, int section_fd, uint64_t
 	    (mb_punch_job){.section_id = section_id, .fd = fd, .offset = offset, .len = len};
 }
 
+bool mb_punches_pending(const mb_punches *q, uint64_t section_id)
+{
+	for (int i = 0; i < q->n; i++)
+		if (q->jobs[i].section_id == section_id)
+			return true;
+	return false;
+}
+
 void mb_punches_take(mb_punches *q, mb_punches *out)
 {
 	out->n = q->n;

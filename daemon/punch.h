@@ -39,6 +39,10 @@ typedef struct mb_punches {
 void mb_punches_add(mb_punches *q, uint64_t section_id, int section_fd, uint64_t offset,
 		    uint64_t len);
 
+/* Whether q holds a punch of section section_id: its pages there still hold data the books have
+ * let go of, so the audit must not look at it until the punch ran. */
+bool mb_punches_pending(const mb_punches *q, uint64_t section_id);
+
 /* Moves the queued punches to out (emptying q). */
 void mb_punches_take(mb_punches *q, mb_punches *out);
 
