@@ -125,7 +125,7 @@ static HRESULT heap_free(mb_heap *h, void *pMem)
 		/* Before the block can be handed out again, so a new record at p is never dropped.
 		 */
 		mb_heap_debug_remove(h, p);
-		mb_heap_small_free(h, g, (uint32_t)idx);
+		mb_heap_small_free(h, g, (uint32_t)idx, p);
 		return S_OK;
 	}
 	if (kind == GRAN_CONT || (kind == GRAN_LARGE && p != g->base))

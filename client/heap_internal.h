@@ -221,8 +221,8 @@ void mb_heap_small_destroy(mb_heap *h);
 unsigned mb_heap_class_of(size_t size);
 size_t mb_heap_class_size(unsigned cls);
 HRESULT mb_heap_small_alloc(mb_heap *h, unsigned cls, int level, void **out);
-/* Frees block idx of span g (its alloc bit already cleared by the caller). */
-void mb_heap_small_free(mb_heap *h, heap_gran *g, uint32_t idx);
+/* Frees block idx of span g, at p (its state byte already cleared by the caller). */
+void mb_heap_small_free(mb_heap *h, heap_gran *g, uint32_t idx, uintptr_t p);
 /* Empties the calling thread's cache and the bins' kept empty spans into the page layer. */
 void mb_heap_small_trim(mb_heap *h);
 

@@ -34,9 +34,11 @@ static uint8_t class_lo[1024 / 16 + 1], class_hi[32768 / 128 + 1];
 /* Blocks a thread cache keeps per class (fewer for large blocks), and moves in one batch. */
 static uint8_t class_cap[HEAP_NCLASSES];
 
+/* A cached free block: its address and its state byte, so that Alloc reads nothing else (the
+ * span is found again through the directory when the block goes back to it). */
 typedef struct tslot {
-	heap_gran *g;
-	uint32_t idx;
+	uintptr_t p;
+	_Atomic uint8_t *st;
 } tslot;
 
 typedef struct tbin {
@@ -143,7 +145,9 @@ static HRESULT refill(mb_heap *h, tbin *b, unsigned cls, int level, unsigned sha
 			while (g->freebits[w] != 0 && b->n < want) {
 				unsigned bit = (unsigned)__builtin_ctzll(g->freebits[w]);
 				g->freebits[w] &= g->freebits[w] - 1;
-				b->s[b->n++] = (tslot){g, w * 64 + bit};
+				uint32_t idx = w * 64 + bit;
+				b->s[b->n++] =
+				    (tslot){g->base + (uintptr_t)idx * g->size, &g->state[idx]};
 				g->nfree--;
 			}
 		}
@@ -158,19 +162,21 @@ static HRESULT refill(mb_heap *h, tbin *b, unsigned cls, int level, unsigned sha
  * of each span's shard in turn (blocks freed across threads may belong to other shards). */
 static void flush(mb_heap *h, tbin *b, unsigned cls, int level, uint32_t k)
 {
-	heap_gran *dead = NULL;
+	heap_gran *dead = NULL, *gs[HEAP_TCACHE_MAX];
 	unsigned shards = 0;
 
-	for (uint32_t i = 0; i < k; i++)
-		shards |= 1u << b->s[i].g->shard;
+	for (uint32_t i = 0; i < k; i++) {
+		gs[i] = mb_heap_gran_of(h, b->s[i].p);
+		shards |= 1u << gs[i]->shard;
+	}
 	while (shards != 0) {
 		unsigned sh = (unsigned)__builtin_ctz(shards);
 		heap_bin *bin = &h->bins[cls][level][sh];
 		shards &= shards - 1;
 		pthread_mutex_lock(&bin->lock);
 		for (uint32_t i = 0; i < k; i++) {
-			heap_gran *g = b->s[i].g;
-			uint32_t idx = b->s[i].idx;
+			heap_gran *g = gs[i];
+			uint32_t idx = (uint32_t)(b->s[i].st - g->state);
 			if (g->shard != sh)
 				continue;
 			g->freebits[idx / 64] |= UINT64_C(1) << (idx % 64);
@@ -360,12 +366,12 @@ HRESULT mb_heap_small_alloc(mb_heap *h, unsigned cls, int level, void **out)
 		return hr;
 	tslot s = b->s[--b->n];
 	/* A plain store: the block is this thread's to hand out (heap_internal.h). */
-	atomic_store_explicit(&s.g->state[s.idx], 1, memory_order_relaxed);
-	*out = (void *)(s.g->base + (uintptr_t)s.idx * s.g->size);
+	atomic_store_explicit(s.st, 1, memory_order_relaxed);
+	*out = (void *)s.p;
 	return S_OK;
 }
 
-void mb_heap_small_free(mb_heap *h, heap_gran *g, uint32_t idx)
+void mb_heap_small_free(mb_heap *h, heap_gran *g, uint32_t idx, uintptr_t p)
 {
 	unsigned cls = g->cls, shard;
 	int level = g->seg->level;
@@ -373,13 +379,13 @@ void mb_heap_small_free(mb_heap *h, heap_gran *g, uint32_t idx)
 
 	if (b == NULL) {
 		/* No cache (out of memory): straight back to the span. */
-		tbin one = {.n = 1, .s = {{g, idx}}};
+		tbin one = {.n = 1, .s = {{p, &g->state[idx]}}};
 		flush(h, &one, cls, level, 1);
 		return;
 	}
 	if (b->n >= class_cap[cls])
 		flush(h, b, cls, level, b->n / 2);
-	b->s[b->n++] = (tslot){g, idx};
+	b->s[b->n++] = (tslot){p, &g->state[idx]};
 }
 
 void mb_heap_small_trim(mb_heap *h)
