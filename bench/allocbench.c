@@ -369,6 +369,15 @@ int main(int argc, char **argv)
 		printf("  heap's VirtualAlloc/VirtualFree calls: %" PRIu64 ", of which %" PRIu64
 		       " made a round trip\n",
 		       vc, vr);
+		/* Each allocator against itself: on a shared machine the load moves all three
+		 * alike, so the heap's scaling is best read next to the others'. */
+		printf("  scaling, wall (cpu), against 1 thread:");
+		for (int a = 0; a < NALLOC; a++)
+			printf("%s %s 2: %.2fx (%.2fx), 4: %.2fx (%.2fx)", a == 0 ? "" : ";",
+			       alloc_names[a], med[l][a][1] / med[l][a][0],
+			       cmed[l][a][1] / cmed[l][a][0], med[l][a][2] / med[l][a][0],
+			       cmed[l][a][2] / cmed[l][a][0]);
+		printf("\n");
 	}
 	printf("\nTargets (issue: heap against glibc in the same run; wall time, and CPU time)\n");
 	struct {
