@@ -6,6 +6,7 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 
 #include "client_internal.h"
 #include "mb_address.h"
+#include "mb_extent.h"
 #include "mb_fdpass.h"
 #include "pages.h"
 
@@ -289,28 +291,42 @@ static void pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
 	pthread_mutex_unlock(&events_lock);
 }
 
-/* Ranges the broker refused while this client re-registered its section. */
-typedef struct refused_list {
-	Membroker__V1__Range *v;
+/* Ranges of the section while this client re-registers it: those the broker refused, and those
+ * left to claim (with their level). */
+typedef struct range_list {
+	struct range {
+		uint64_t address, size;
+		int level;
+	} * v;
 	size_t n, cap;
-} refused_list;
+	bool failed; /* an entry could not be kept: the re-registration must start over */
+} range_list;
 
-static void refused_add(refused_list *l, uint64_t address, uint64_t size)
+static void range_add(range_list *l, uint64_t address, uint64_t size, int level)
 {
-	if (l->n > 0 && l->v[l->n - 1].address + l->v[l->n - 1].size == address) {
+	if (l->n > 0 && l->v[l->n - 1].address + l->v[l->n - 1].size == address &&
+	    l->v[l->n - 1].level == level) {
 		l->v[l->n - 1].size += size;
 		return;
 	}
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 16;
-		Membroker__V1__Range *v = realloc(l->v, cap * sizeof(*v));
-		if (v == NULL)
-			return; /* left committed in our map: the broker's audit bounds it */
+		struct range *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL) {
+			l->failed = true;
+			return;
+		}
 		l->v = v;
 		l->cap = cap;
 	}
 	l->v[l->n].address = address;
-	l->v[l->n++].size = size;
+	l->v[l->n].size = size;
+	l->v[l->n++].level = level;
+}
+
+static void refused_add(range_list *l, uint64_t address, uint64_t size)
+{
+	range_add(l, address, size, 0);
 }
 
 /*
@@ -319,7 +335,7 @@ static void refused_add(refused_list *l, uint64_t address, uint64_t size)
  * them as reserved, not committed (VirtualQuery: MEM_RESERVE), and a touch faults like any
  * decommitted page. Pages released or decommitted meanwhile are skipped.
  */
-static void refused_apply(mb_client *c, refused_list *l)
+static void refused_apply(mb_client *c, range_list *l)
 {
 	pthread_rwlock_wrlock(&c->map_lock);
 	for (size_t i = 0; i < l->n; i++) {
@@ -340,7 +356,7 @@ static void refused_apply(mb_client *c, refused_list *l)
 }
 
 /* AdoptDone, and again while the broker has more refused ranges to tell. */
-static HRESULT adopt_done(mb_client *c, refused_list *l)
+static HRESULT adopt_done(mb_client *c, range_list *l)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__AdoptDone done = MEMBROKER__V1__ADOPT_DONE__INIT;
@@ -371,7 +387,7 @@ static HRESULT adopt_done(mb_client *c, refused_list *l)
 
 /* One claim (Commit.adopt) of [address, address+size) at level; what the broker refused of it goes
  * to l. S_OK, or the error that ends the re-registration. */
-static HRESULT claim(mb_client *c, uint64_t address, uint64_t size, int level, refused_list *l)
+static HRESULT claim(mb_client *c, uint64_t address, uint64_t size, int level, range_list *l)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Commit com = MEMBROKER__V1__COMMIT__INIT;
@@ -405,12 +421,15 @@ static HRESULT claim(mb_client *c, uint64_t address, uint64_t size, int level, r
 }
 
 /*
- * Claims every committed run of the map, each at the level its pages were committed at, split
- * where the section holds data: with data, the parts that hold data, else the others.
+ * Claims every committed run of the map, each at the level its pages were committed at: first the
+ * parts of it the section holds data in (mb_extent.h), then the others. The runs are split once:
+ * pages an application thread writes meanwhile are claimed all the same, in the second round.
  */
-static HRESULT claim_runs(mb_client *c, bool data, refused_list *l)
+static HRESULT claim_runs(mb_client *c, range_list *refused)
 {
 	const uint8_t run_mask = MB_PAGE_COMMITTED | MB_PAGE_LEVEL_MASK;
+	range_list holes = {0};
+	unsigned seeks = UINT_MAX;
 	HRESULT hr = S_OK;
 
 	for (mb_region *r = mb_regmap_first(&c->map); r != NULL && hr == S_OK;
@@ -423,27 +442,23 @@ static HRESULT claim_runs(mb_client *c, bool data, refused_list *l)
 			size_t j = mb_region_run_end(r, i, pages, run_mask, st);
 			uint64_t a = r->base + i * MB_PAGE_SIZE, e = r->base + j * MB_PAGE_SIZE;
 			while (a < e && hr == S_OK) {
-				off_t d = lseek(c->section_fd, (off_t)a, SEEK_DATA);
-				uint64_t ds = d < 0 || (uint64_t)d >= e
-						  ? e
-						  : (uint64_t)d & ~(uint64_t)(MB_PAGE_SIZE - 1);
-				uint64_t de = e;
-				if (ds < e) {
-					off_t h = lseek(c->section_fd, (off_t)ds, SEEK_HOLE);
-					if (h >= 0 && (uint64_t)h < e)
-						de = ((uint64_t)h + MB_PAGE_SIZE - 1) &
-						     ~(uint64_t)(MB_PAGE_SIZE - 1);
-				}
-				/* [a, ds) a hole, [ds, de) data. */
-				if (!data && ds > a)
-					hr = claim(c, a, ds - a, mb_page_level(st), l);
-				if (data && de > ds && hr == S_OK)
-					hr = claim(c, ds, de - ds, mb_page_level(st), l);
+				uint64_t ds, de;
+				mb_extent_data(c->section_fd, a, e, MB_EXTENT_GAP, &seeks, &ds,
+					       &de);
+				if (ds > a)
+					range_add(&holes, a, ds - a, mb_page_level(st));
+				if (de > ds)
+					hr = claim(c, ds, de - ds, mb_page_level(st), refused);
 				a = de;
 			}
 			i = j;
 		}
 	}
+	if (holes.failed)
+		hr = mb_client_error(E_OUTOFMEMORY, "no memory to re-register the section");
+	for (size_t k = 0; k < holes.n && hr == S_OK; k++)
+		hr = claim(c, holes.v[k].address, holes.v[k].size, holes.v[k].level, refused);
+	free(holes.v);
 	return hr;
 }
 
@@ -459,7 +474,7 @@ static HRESULT readopt(mb_client *c)
 {
 	Membroker__V1__Request req = MEMBROKER__V1__REQUEST__INIT;
 	Membroker__V1__Reserve res = MEMBROKER__V1__RESERVE__INIT;
-	refused_list refused = {0};
+	range_list refused = {0};
 	HRESULT hr = S_OK;
 
 	pthread_rwlock_rdlock(&c->map_lock);
@@ -472,12 +487,14 @@ static HRESULT readopt(mb_client *c)
 		hr = mb_client_call_simple(c, &req);
 	}
 	if (hr == S_OK)
-		hr = claim_runs(c, true, &refused);
-	if (hr == S_OK)
-		hr = claim_runs(c, false, &refused);
+		hr = claim_runs(c, &refused);
 	pthread_rwlock_unlock(&c->map_lock);
 	if (hr == S_OK)
 		hr = adopt_done(c, &refused);
+	/* A refusal this client could not record leaves its map wrong: it starts over (the next
+	 * call hands the section back again). */
+	if (hr == S_OK && refused.failed)
+		hr = mb_client_error(E_OUTOFMEMORY, "no memory to re-register the section");
 	/* Punched by the broker whatever happens next: never left open as committed here. */
 	refused_apply(c, &refused);
 	return hr;

@@ -4,9 +4,11 @@
 #include "memfd.h"
 
 #include "mb_credit.h"
+#include "mb_extent.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -54,18 +56,12 @@ uint64_t mb_memfd_allocated(int fd)
 
 uint64_t mb_memfd_data(int fd, uint64_t from, uint64_t to)
 {
-	uint64_t sum = 0;
-	off_t pos = (off_t)from;
+	uint64_t sum = 0, start, end;
+	unsigned seeks = UINT_MAX;
 
-	while ((uint64_t)pos < to) {
-		off_t data = lseek(fd, pos, SEEK_DATA);
-		if (data < 0 || (uint64_t)data >= to)
-			break;
-		off_t hole = lseek(fd, data, SEEK_HOLE);
-		if (hole < 0)
-			break;
-		sum += ((uint64_t)hole < to ? (uint64_t)hole : to) - (uint64_t)data;
-		pos = hole;
+	for (uint64_t pos = from; pos < to; pos = end) {
+		mb_extent_data(fd, pos, to, 0, &seeks, &start, &end);
+		sum += end - start;
 	}
 	return sum;
 }

@@ -12,6 +12,7 @@
 #include "books.h"
 #include "clock.h"
 #include "log.h"
+#include "mb_extent.h"
 #include "memfd.h"
 
 #define PG ((uint64_t)MB_PAGE_SIZE)
@@ -129,11 +130,12 @@ static void book_run(mb_broker *b, mb_section *s, mb_region *region, size_t firs
 }
 
 /*
- * The claims of one region at level: with data_only, the pages the memfd holds (each data extent
- * of a claimed run booked as its own run); without, every claim left (the holes, and pages the
- * client wrote since the first pass looked).
+ * The claims of one region at level: with data_only, the pages the memfd holds (each data run of a
+ * claimed run, mb_extent.h, booked as its own run; *seeks bounds the lseek calls); without, every
+ * claim left (the holes, and pages the client wrote since the first pass looked).
  */
-static void book_region(mb_broker *b, mb_section *s, mb_region *region, int level, bool data_only)
+static void book_region(mb_broker *b, mb_section *s, mb_region *region, int level, bool data_only,
+			unsigned *seeks)
 {
 	size_t pages = region->size / MB_PAGE_SIZE;
 
@@ -147,14 +149,8 @@ static void book_region(mb_broker *b, mb_section *s, mb_region *region, int leve
 			continue;
 		}
 		while (a < e) {
-			off_t d = lseek(s->section_fd, (off_t)a, SEEK_DATA);
-			uint64_t ds = d < 0 || (uint64_t)d >= e ? e : (uint64_t)d & ~(PG - 1);
-			uint64_t de = e;
-			if (ds < e) {
-				off_t h = lseek(s->section_fd, (off_t)ds, SEEK_HOLE);
-				if (h >= 0 && (uint64_t)h < e)
-					de = ((uint64_t)h + PG - 1) & ~(PG - 1);
-			}
+			uint64_t ds, de;
+			mb_extent_data(s->section_fd, a, e, MB_EXTENT_GAP, seeks, &ds, &de);
 			/* [a, ds) is a hole (left for the second pass), [ds, de) data. */
 			if (de > ds)
 				book_run(b, s, region, (size_t)((ds - region->base) / PG),
@@ -169,6 +165,8 @@ void mb_readopt_book(mb_broker *b, mb_section *s)
 {
 	if (!s->adopting)
 		return;
+	unsigned seeks = MB_READOPT_MAX_SEEKS;
+
 	s->readopt_booked = s->readopt_refused = 0;
 	/* What the section holds first: refusing it loses the client's data, refusing a hole
 	 * loses nothing. Within each, the levels that may lose least first. */
@@ -176,7 +174,7 @@ void mb_readopt_book(mb_broker *b, mb_section *s)
 		for (int level = MB_LEVELS - 1; level >= 0; level--)
 			for (mb_region *r = mb_regmap_first(&s->map); r != NULL;
 			     r = mb_regmap_next(&s->map, r))
-				book_region(b, s, r, level, pass == 0);
+				book_region(b, s, r, level, pass == 0, &seeks);
 	s->claimed_pages = 0;
 	s->refused_deadline_ms = mb_now_ms() + MB_ADOPT_DEADLINE_MS;
 	mb_log(s->readopt_refused > 0 ? LOG_NOTICE : LOG_INFO,

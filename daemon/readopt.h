@@ -16,8 +16,8 @@
  *
  * AdoptDone (or the deadline, MB_ADOPT_DEADLINE_MS after the hand-over) books the claims:
  *
- *   1. the pages the section really holds (data extents, SEEK_DATA / SEEK_HOLE on the memfd),
- *      highest level first;
+ *   1. the pages the section really holds (data extents, SEEK_DATA / SEEK_HOLE on the memfd, holes
+ *      shorter than MB_EXTENT_GAP inside data counted with it; mb_extent.h), highest level first;
  *   2. then the claimed pages that are holes (nothing of the client's is lost by refusing them),
  *      highest level first.
  *
@@ -49,6 +49,11 @@
 /* How long a client that handed its section back has to say AdoptDone (then its claims are
  * booked and its section audited all the same), and to fetch the list of refused ranges. */
 #define MB_ADOPT_DEADLINE_MS 5000
+
+/* The lseek calls one booking may make to find the section's data (under the broker lock): past
+ * them, the claims left are booked as if they were holes, in address order. 65536 seeks cost a
+ * few tens of ms; an honest section has a data run per MB_EXTENT_GAP at most. */
+#define MB_READOPT_MAX_SEEKS 65536
 
 /*
  * Claims pr's pages (one reservation of s, resolved by the caller) as committed at level, for s
