@@ -526,10 +526,16 @@ static HRESULT reconnect(mb_client *c)
 		/* The new session has no record of local commits: re-registration covers them. */
 		mb_credit_reset(c);
 		hr = readopt(c);
-		/* Half registered: the next broker's books (or this one's after a drop) cannot be
-		 * trusted, so the next time the section is handed back again. */
-		if (hr != S_OK)
+		if (hr != S_OK) {
+			/* Half registered: the books of this section cannot be trusted. The next
+			 * call hands the section back again, on a new connection (a second Hello on
+			 * this one would be refused); the half-registered record ends then. */
 			atomic_store(&c->unsure, true);
+			nng_pipe p = NNG_PIPE_INITIALIZER;
+			p.id = atomic_load(&c->session_pipe);
+			if (p.id != 0)
+				nng_pipe_close(p);
+		}
 	}
 	if (hr != S_OK) {
 		atomic_store(&c->lost, true);

@@ -25,7 +25,7 @@ typedef Membroker__V1__Request mb_request;
 typedef Membroker__V1__Response mb_response;
 
 /* Largest message either side accepts (NNG_OPT_RECVMAXSZ); real messages are under 200 bytes
- * (a full Sync is under 2 KiB). */
+ * (a full Sync is under 2 KiB, an AdoptDone reply of MB_WIRE_MAX_REFUSED ranges too). */
 #define MB_WIRE_MAX_MESSAGE 4096
 /* Longest client name kept, in bytes. */
 #define MB_WIRE_MAX_NAME 255

@@ -818,6 +818,13 @@ static void test_clean_restart(void **state)
 	assert_u64(after.credit, before.credit);
 	assert_u64(after.budget, BUDGET);
 	assert_int_equal(after.sessions, 3 + 1);
+	/* Each page at the level it was committed at (client i committed at level i). */
+	for (int i = 0; i < 3; i++) {
+		uint64_t at[3];
+		assert_true(ctl_levels(r.address, cl[i].pid, at));
+		for (int l = 0; l < 3; l++)
+			assert_u64(at[l], l == i ? sizes[i] : 0);
+	}
 
 	/* Each client re-attaches to its own section: data, commits and credit as they were. */
 	for (int i = 0; i < 3; i++) {
