@@ -1346,8 +1346,11 @@ static void test_forged_credit_is_bounded(void **state)
 	assert_u64_le(w.worst_total, budget);
 	assert_u64_le(w.worst_committed, granted);
 	if (w.ended) {
+		/* Written before any audit could count it: punched when the section ended. The
+		 * last pages may have been written after that (under load the third audit can
+		 * come while the loop above still runs): the memfd then lives only in the
+		 * forger's own mapping, the broker holds nothing of it (checked below). */
 		assert_int_equal(forged[0], 0);
-		assert_int_equal(forged[span - PAGE], 0);
 		assert_u64(status(observer).offences, 0);
 		fx_disconnect(f, y);
 		assert_waited(alone_and_empty, observer, "the forger's memory to be gone");
