@@ -151,11 +151,12 @@ static void local_levels(mb_client *c, uint64_t at[3])
 }
 
 /* Walks the first allocation's reservation with VirtualQuery, as the runtime sees it: committed
- * bytes (whose pattern is checked: bad counts changed pages) and reserved ones. */
+ * bytes (whose pattern is checked: bad counts changed pages) and reserved ones, of which *held
+ * still hold data in the section (the broker punches what it refuses). */
 static void query_walk(mb_client *c, uint8_t *mem, uint64_t bytes, unsigned seed,
-		       uint64_t *committed, uint64_t *reserved, int *bad)
+		       uint64_t *committed, uint64_t *reserved, uint64_t *held, int *bad)
 {
-	*committed = *reserved = 0;
+	*committed = *reserved = *held = 0;
 	*bad = 0;
 	for (uint64_t off = 0; off < bytes;) {
 		MEMORY_BASIC_INFORMATION mbi;
@@ -169,6 +170,15 @@ static void query_walk(mb_client *c, uint8_t *mem, uint64_t bytes, unsigned seed
 				*bad += mem[i] != pattern(i, seed);
 		} else if (mbi.State == MEM_RESERVE) {
 			*reserved += run;
+			for (uint64_t a = (uint64_t)(uintptr_t)(mem + off), e = a + run; a < e;) {
+				off_t d = lseek(c->section_fd, (off_t)a, SEEK_DATA);
+				if (d < 0 || (uint64_t)d >= e)
+					break;
+				off_t h = lseek(c->section_fd, d, SEEK_HOLE);
+				uint64_t end = h < 0 || (uint64_t)h > e ? e : (uint64_t)h;
+				*held += end - (uint64_t)d;
+				a = end;
+			}
 		}
 		off += run;
 	}
@@ -227,15 +237,16 @@ static int client_role(char **argv)
 			       (unsigned long long)at[1], (unsigned long long)at[2]);
 		} else if (strncmp(line, "walk", 4) == 0) {
 			/* The first allocation as the runtime sees it, once the broker is back. */
-			uint64_t com = 0, res = 0;
+			uint64_t com = 0, res = 0, held = 0;
 			int bad = 0;
 			bool ok = mb_test_wait_for(usable, c, 30000);
-			query_walk(c, mem, bytes, seed, &com, &res, &bad);
+			query_walk(c, mem, bytes, seed, &com, &res, &held, &bad);
 			memset(&st, 0, sizeof(st));
 			mb_get_session_status(c, &st);
-			printf("walked %d %d %llu %llu %llu %u\n", ok, bad, (unsigned long long)com,
-			       (unsigned long long)res, (unsigned long long)st.committed,
-			       c->reconnects);
+			printf("walked %d %d %llu %llu %llu %u %llu\n", ok, bad,
+			       (unsigned long long)com, (unsigned long long)res,
+			       (unsigned long long)st.committed, c->reconnects,
+			       (unsigned long long)held);
 		} else if (strncmp(line, "more ", 5) == 0) {
 			HRESULT hr =
 			    commit_fill(c, strtoull(line + 5, NULL, 0), level, seed, &last);
@@ -594,7 +605,7 @@ static void client_levels(client *cl, uint64_t at[3])
 
 typedef struct walked {
 	int ok, bad;
-	uint64_t committed, reserved, broker_committed;
+	uint64_t committed, reserved, broker_committed, held;
 	unsigned reconnects;
 } walked;
 
@@ -603,13 +614,14 @@ static walked client_walk(client *cl)
 {
 	walked w = {0};
 	char line[256];
-	unsigned long long c, r, bc;
+	unsigned long long c, r, bc, h;
 
 	fprintf(cl->in, "walk\n");
 	assert_non_null(fgets(line, sizeof(line), cl->out));
-	if (sscanf(line, "walked %d %d %llu %llu %llu %u", &w.ok, &w.bad, &c, &r, &bc,
-		   &w.reconnects) != 6)
+	if (sscanf(line, "walked %d %d %llu %llu %llu %u %llu", &w.ok, &w.bad, &c, &r, &bc,
+		   &w.reconnects, &h) != 7)
 		fail_msg("client: %s", line);
+	w.held = h;
 	w.committed = c;
 	w.reserved = r;
 	w.broker_committed = bc;
@@ -763,6 +775,8 @@ static void test_no_store_claims_past_budget(void **state)
 	assert_u64(t.committed, ceiling - 20 * MiB);
 	assert_u64(t.broker_committed, ceiling - 20 * MiB);
 	assert_u64(t.reserved, 40 * MiB - (ceiling - 20 * MiB));
+	assert_u64(t.held, 0); /* the refused pages were punched out of its section */
+	assert_u64(p.reserved, 0);
 	assert_true(ctl_levels(r.address, task.pid, at));
 	assert_u64(at[0], ceiling - 20 * MiB);
 	k = probe(r.address);
