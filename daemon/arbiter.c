@@ -231,9 +231,8 @@ static uint64_t discard_reset_range(mb_broker *b, mb_reset_range *r)
 		}
 		mb_region_update(&s->map, region, i, j - i, cr, cr, MB_PAGE_COMMITTED,
 				 MB_PAGE_DISCARDED, -1, &lost);
-		mb_punches_add(&b->punches, s->id, s->section_fd,
-			       region->base + (uint64_t)i * MB_PAGE_SIZE,
-			       (uint64_t)(j - i) * MB_PAGE_SIZE);
+		mb_memfd_discard(s->section_fd, region->base + (uint64_t)i * MB_PAGE_SIZE,
+				 (uint64_t)(j - i) * MB_PAGE_SIZE);
 		refunded += (uint64_t)lost * MB_PAGE_SIZE;
 		i = j;
 	}

@@ -81,7 +81,7 @@ uint64_t mb_audit_session(mb_broker *b, mb_section *s, bool forgive, bool *offen
 			if (drop && run == UINT64_MAX)
 				run = a;
 			if (!drop && run != UINT64_MAX) {
-				mb_punches_add(&b->punches, s->id, s->section_fd, run, a - run);
+				mb_memfd_discard(s->section_fd, run, a - run);
 				discarded += a - run;
 				run = UINT64_MAX;
 			}
@@ -122,11 +122,6 @@ int mb_audit_all(mb_broker *b, uint64_t *offenders, int max, uint64_t *discarded
 		/* Re-registering: its claims are not booked yet (readopt.h books them, at AdoptDone
 		 * or its deadline, and then audits it once, forgiving). */
 		if (s->adopting)
-			continue;
-		/* Pages the books let go of this pass (a re-adoption's forgiving audit, a
-		 * reclaim) are punched once the lock is released: until then they would look
-		 * written without a commit. The next audit looks at the section. */
-		if (mb_punches_pending(&b->punches, s->id))
 			continue;
 		*discarded += mb_audit_session(b, s, false, &offender);
 		if (offender && n < max)

@@ -4,8 +4,8 @@
  * discarded and counted as an offence.
  *
  * Above the books and commit credit, beside the arbiter. Lock contract: every function runs with
- * the broker lock held and never takes it; the system calls made are fstat and lseek
- * (SEEK_DATA/SEEK_HOLE); the discards are queued (punch.h) and run once the lock is released.
+ * the broker lock held and never takes it; the system calls made are fstat, lseek
+ * (SEEK_DATA/SEEK_HOLE) and hole punches of the sections.
  */
 #ifndef MB_AUDIT_H
 #define MB_AUDIT_H

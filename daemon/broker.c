@@ -106,7 +106,7 @@ void mb_broker_fini(mb_broker *b)
 	for (int i = 0; i < b->nbanned; i++)
 		close(b->banned[i].pidfd);
 	b->nbanned = 0;
-	mb_broker_unlock(b);
+	pthread_mutex_unlock(&b->lock);
 	pthread_mutex_destroy(&b->lock);
 	if (b->death_epfd >= 0)
 		close(b->death_epfd);
@@ -199,21 +199,6 @@ int mb_broker_open_section(mb_broker *b, mb_conn *c, const char *name, mb_sectio
 	return 0;
 }
 
-void mb_broker_unlock(mb_broker *b)
-{
-	mb_punches out;
-
-	mb_punches_take(&b->punches, &out);
-	pthread_mutex_unlock(&b->lock);
-	mb_punches_run(&out);
-}
-
-void mb_broker_punch_pending(mb_broker *b)
-{
-	pthread_mutex_lock(&b->lock);
-	mb_broker_unlock(b);
-}
-
 bool mb_pidfd_exited(int pidfd)
 {
 	struct pollfd p = {.fd = pidfd, .events = POLLIN};
@@ -266,7 +251,7 @@ static void punch_if_dead(mb_broker *b, uint64_t section_id, uint32_t pipe_id)
 	if (s != NULL && !b->stopping && s->section_fd >= 0 && s->pidfd >= 0 &&
 	    mb_pidfd_exited(s->pidfd) && mb_section_allocated(s) >= MB_PUNCH_FIRST_MIN)
 		fd = fcntl(s->section_fd, F_DUPFD_CLOEXEC, 0);
-	mb_broker_unlock(b);
+	pthread_mutex_unlock(&b->lock);
 	if (fd >= 0) {
 		mb_memfd_discard(fd, MB_CREDIT_PAGE, MB_ADDRESS_LIMIT - MB_CREDIT_PAGE);
 		close(fd);
@@ -306,7 +291,7 @@ void mb_broker_disconnect(mb_broker *b, uint32_t pipe_id)
 	/* Its ADD_POST may still be on its way (after a Hello that came first made the
 	 * connection, or after nothing at all): it must not add the connection back. */
 	mb_registry_pipe_gone(&b->reg, pipe_id);
-	mb_broker_unlock(b);
+	pthread_mutex_unlock(&b->lock);
 }
 
 void mb_broker_process_exited(mb_broker *b, uint64_t section_id)
@@ -321,7 +306,7 @@ void mb_broker_process_exited(mb_broker *b, uint64_t section_id)
 	s = mb_registry_section(&b->reg, section_id);
 	if (s != NULL)
 		mb_broker_end_section(b, s, "its process exited");
-	mb_broker_unlock(b);
+	pthread_mutex_unlock(&b->lock);
 }
 
 /* Compares tokens in constant time, so a timing probe learns nothing about a guessed prefix. */
@@ -608,8 +593,8 @@ uint64_t mb_broker_audit(mb_broker *b)
 	noff =
 	    mb_audit_all(b, offenders, (int)(sizeof(offenders) / sizeof(offenders[0])), &discarded);
 	/* Claims whose client did not finish re-registering in time are booked, and the section
-	 * audited once, forgiving; after the pass above, which must not find that audit's queued
-	 * punches still to run and call them offences. */
+	 * audited once, forgiving (after the pass above, which leaves re-registering sections
+	 * alone). */
 	mb_readopt_expire(b, mb_now_ms());
 	mb_audit_books(b);
 	for (int i = 0; i < noff; i++) {
@@ -627,7 +612,7 @@ uint64_t mb_broker_audit(mb_broker *b)
 	mb_arbiter_grant_waiters(b);
 	close_pipe = b->close_pipe;
 	close_arg = b->close_pipe_arg;
-	mb_broker_unlock(b);
+	pthread_mutex_unlock(&b->lock);
 	/* Outside the lock: nng's pipe callbacks take it (see mb_broker_process_exited). More
 	 * offenders than fit here are ended at the next audit. */
 	for (int i = 0; i < nclose && close_pipe != NULL; i++)

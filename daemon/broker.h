@@ -4,9 +4,8 @@
  * run against the state (state.h).
  *
  * Lock contract: every function here takes b->lock for its whole (short) duration unless it says
- * "caller holds the lock", and never does blocking I/O under it (fstat/lseek of the audit, pidfd
- * polls and punches too small or too many to queue are the only system calls made while holding
- * it: large punches are queued and run after the lock is released, punch.h). Never called with
+ * "caller holds the lock", and never does blocking I/O under it (memfd hole punches, fstat/lseek of
+ * the audit and pidfd polls are the only system calls made while holding it). Never called with
  * the lock held, and never calls into nng with it held.
  */
 #ifndef MB_BROKER_H
@@ -25,14 +24,6 @@ int mb_broker_init(mb_broker *b, uint64_t budget);
 
 /* Ends every section and connection and frees the state. */
 void mb_broker_fini(mb_broker *b);
-
-/* Caller holds the lock: releases it, then runs the punches queued under it (punch.h). Every path
- * that can reclaim or audit releases the lock this way. */
-void mb_broker_unlock(mb_broker *b);
-
-/* Runs the punches queued by paths that could not run them (a backstop, each tick of the main
- * loop). */
-void mb_broker_punch_pending(mb_broker *b);
 
 /* Frees the detached sections whose process exited (a backstop for the death watch), and forgets
  * the connections without a section whose process exited (nng does not always report their end).

@@ -871,8 +871,7 @@ int mb_dispatch_park(mb_broker *b, uint32_t pipe_id, const void *data, size_t le
 		hr = fail(&r, HOST_E_CLRNOTAVAILABLE, "session ended");
 	else
 		hr = run(b, c, req, &r);
-	/* A commit's reclaim punches before its reply goes: what it was granted is free. */
-	mb_broker_unlock(b);
+	pthread_mutex_unlock(&b->lock);
 	mb_wire_free_request(req);
 	if (hr == MB_PARKED_HR)
 		return MB_DISPATCH_PARKED;
@@ -910,7 +909,7 @@ int mb_dispatch_finish(mb_broker *b, mb_parked *p, bool expired, nng_msg **reply
 		r.resp.body_case = MEMBROKER__V1__RESPONSE__BODY_WATCH;
 		r.resp.watch = &r.watch;
 	}
-	mb_broker_unlock(b);
+	pthread_mutex_unlock(&b->lock);
 	p->state = MB_PARK_IDLE;
 	r.resp.hresult = (uint32_t)p->result;
 	if (p->detail[0] != '\0') {

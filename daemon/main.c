@@ -407,7 +407,6 @@ int main(int argc, char **argv)
 				mb_broker_sweep_exited(&broker);
 				next_sweep = mb_now_ms() + 1000;
 			}
-			mb_broker_punch_pending(&broker);
 			mb_heartbeat_tick(&heartbeat, &broker);
 			continue;
 		}

@@ -14,7 +14,6 @@
 #include "log.h"
 #include "mb_extent.h"
 #include "memfd.h"
-#include "punch.h"
 
 #define PG ((uint64_t)MB_PAGE_SIZE)
 
@@ -22,17 +21,15 @@
 #define CLAIM_MASK	  (MB_PAGE_COMMITTED | MB_PAGE_CLAIMED | MB_PAGE_REFUSED | MB_PAGE_LEVEL_MASK)
 #define CLAIM_WANT(level) ((uint8_t)(MB_PAGE_CLAIMED | MB_PAGE_LEVEL(level)))
 
-/* Punches the pages of [first, first+count) of region that are neither committed nor claimed
- * (queued: they run once the lock is released, punch.h). */
-static void punch_unheld(mb_broker *b, mb_section *s, mb_region *region, size_t first, size_t count)
+/* Punches the pages of [first, first+count) of region that are neither committed nor claimed. */
+static void punch_unheld(mb_section *s, mb_region *region, size_t first, size_t count)
 {
 	const uint8_t held = MB_PAGE_COMMITTED | MB_PAGE_CLAIMED;
 	size_t end = first + count;
 
 	for (size_t i = mb_region_find(region, first, end, held, 0); i < end;) {
 		size_t j = mb_region_run_end(region, i, end, held, 0);
-		mb_punches_add(&b->punches, s->id, s->section_fd, region->base + i * PG,
-			       (j - i) * PG);
+		mb_memfd_discard(s->section_fd, region->base + i * PG, (j - i) * PG);
 		i = mb_region_find(region, j, end, held, 0);
 	}
 }
@@ -59,7 +56,7 @@ HRESULT mb_readopt_claim(mb_broker *b, mb_section *s, const mb_page_range *pr, i
 			n += keep - i;
 		}
 		*cut = pr->region->base + (uint64_t)keep * PG;
-		punch_unheld(b, s, pr->region, keep, end - keep);
+		punch_unheld(s, pr->region, keep, end - keep);
 		b->refusals++;
 		mb_log_event(LOG_NOTICE, MB_MSGID_REFUSED, (int)s->pid, (unsigned)s->uid, level,
 			     (unsigned long long)((fresh - n) * PG), (unsigned)E_OUTOFMEMORY,
@@ -120,8 +117,7 @@ static void book_run(mb_broker *b, mb_section *s, mb_region *region, size_t firs
 		return;
 	mb_region_update(&s->map, region, first + n, count - n, CLAIM_MASK, CLAIM_WANT(level), 0xff,
 			 MB_PAGE_REFUSED, -1, NULL);
-	mb_punches_add(&b->punches, s->id, s->section_fd, region->base + (first + n) * PG,
-		       (count - n) * PG);
+	mb_memfd_discard(s->section_fd, region->base + (first + n) * PG, (count - n) * PG);
 	s->refused_pages += count - n;
 	s->readopt_refused += (count - n) * PG;
 	b->refusals++;

@@ -34,8 +34,8 @@
  * client that never asks has its refused marks cleared MB_ADOPT_DEADLINE_MS after the booking.
  *
  * Lock contract: every function runs with the broker lock held and takes none. The system calls
- * made under it are lseek (SEEK_DATA / SEEK_HOLE, at most MB_READOPT_MAX_SEEKS per booking); the
- * punches of refused pages are queued (punch.h) and run once the lock is released.
+ * made under it are lseek (SEEK_DATA / SEEK_HOLE, at most MB_READOPT_MAX_SEEKS per booking) and
+ * the punches of refused pages.
  */
 #ifndef MB_READOPT_H
 #define MB_READOPT_H

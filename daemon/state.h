@@ -34,7 +34,6 @@
 #include "config.h"
 #include "ledger.h"
 #include "membroker.h"
-#include "punch.h"
 #include "registry.h"
 
 /*
@@ -98,8 +97,6 @@ typedef struct mb_broker {
 	/* MEM_RESET ranges by the owner's highest commit level, least recently reset first. */
 	struct mb_reset_list resets[MB_LEVELS];
 	uint64_t reclaimed_bytes;
-	/* Punches decided under the lock, run after it (punch.h). */
-	mb_punches punches;
 
 	uint64_t waits_granted, waits_timed_out, waits_abandoned, refusals;
 	uint64_t offences; /* writes to memory that was not committed, all sections */

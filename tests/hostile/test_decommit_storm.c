@@ -10,9 +10,10 @@
  *
  * The same holds for a section that ends with its memory written: a client that says Goodbye
  * holding 256 MiB, or whose process exits holding it. Those pages are punched before the lock is
- * taken to end the section (test_exit_storm). And for MEM_RESET pages the broker reclaims to make
- * room for another client's commit: their punch is queued under the lock and run before that
- * commit's reply, with the lock released (test_reclaim_storm).
+ * taken to end the section (test_exit_storm). MEM_RESET pages the broker reclaims to make room
+ * for another client's commit are still punched under the lock, atomic with the books (a page
+ * marked discarded may be committed and written again at once); test_reclaim_storm measures what
+ * that costs the others and checks the books.
  *
  * Asserted: the books are exact after the storm (every decommit refunded, every ended section
  * refunded, nothing charged twice) and the honest client's calls all succeed. Measured and
