@@ -300,6 +300,16 @@ int mb_hostile_honest(const char *address, uint64_t bytes, long *ms)
 	return rv;
 }
 
+long mb_hostile_honest_bound(const char *address, uint64_t bytes)
+{
+	long worst = 0, ms;
+
+	for (int i = 0; i < 3; i++)
+		if (mb_hostile_honest(address, bytes, &ms) == 0 && ms > worst)
+			worst = ms;
+	return worst * 20 > 2000 ? worst * 20 : 2000;
+}
+
 int mb_hostile_ctl_status(const char *address, long *ms)
 {
 	char cmd[700];

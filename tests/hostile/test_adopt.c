@@ -15,7 +15,7 @@
  * nothing, burns nothing, and the owner re-attaches with its books intact.
  *
  * Asserted throughout: the total committed never exceeds the budget, and honest clients connect
- * and commit within 2 s.
+ * and commit within mb_hostile_honest_bound (2 s on a quiet machine).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -47,7 +47,6 @@
 #define BASE	       ((uint64_t)0x10000000)
 #define FORGED_WRITTEN (48 * MiB) /* data in the forged memfd */
 #define ADOPT_FITS     (16 * MiB)
-#define HONEST_MAX_MS  2000
 #define AUDIT_WAIT_MS  30000
 
 typedef struct forger {
@@ -200,6 +199,7 @@ static void test_forged_adoption(void **state)
 
 	(void)state;
 	assert_int_equal(mb_test_broker_start(&b, args), 0);
+	long bound = mb_hostile_honest_bound(b.address, 4 * MiB);
 	snprintf(f.rpc, sizeof(f.rpc), "%s", mb_hostile_path(&b));
 	mb_hostile_path_with(&b, ".fd", f.fd, sizeof(f.fd));
 	assert_int_equal(pipe(pfd), 0);
@@ -236,7 +236,8 @@ static void test_forged_adoption(void **state)
 	     waited += 50)
 		usleep(50000);
 	assert_int_equal(total_committed(observer), ADOPT_FITS);
-	assert_true(worst <= HONEST_MAX_MS);
+	printf("allowed: %ld ms (20 times the slowest without the attack, at least 2 s)\n", bound);
+	assert_true(worst <= bound);
 	mb_hostile_kill(pid);
 	mb_disconnect(observer);
 	assert_int_equal(mb_test_broker_stop(&b), 0);
