@@ -45,12 +45,20 @@
 
 static atomic_bool stop;
 
+/* What a stormer does with its range once committed, each round. */
+typedef enum { WRITE_DECOMMIT, WRITE_RESET, TOUCH_DECOMMIT } storm_use;
+
 typedef struct stormer {
 	const char *address;
+	SIZE_T range;
+	storm_use use;
+	bool wait_for_room; /* a full budget (another stormer holds the room) is not a failure */
 	long rounds;
 	HRESULT failed; /* first failure, S_OK if none */
 } stormer;
 
+/* Connects, reserves st->range, then commits it and uses it (st->use) round after round until
+ * stop; the first failure ends it. */
 static void *storm(void *arg)
 {
 	stormer *st = arg;
@@ -61,14 +69,23 @@ static void *storm(void *arg)
 	if (st->failed != S_OK)
 		return NULL;
 	st->failed =
-	    mb_virtual_alloc(c, NULL, RANGE, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base);
+	    mb_virtual_alloc(c, NULL, st->range, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base);
 	while (st->failed == S_OK && !atomic_load(&stop)) {
-		st->failed =
-		    mb_virtual_alloc(c, base, RANGE, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
-		if (st->failed != S_OK)
+		HRESULT hr = mb_virtual_alloc(c, base, st->range, MEM_COMMIT, PAGE_READWRITE,
+					      eTaskCritical, &p);
+		if (st->wait_for_room && (hr == E_OUTOFMEMORY || hr == HOST_E_TIMEOUT))
+			continue;
+		if ((st->failed = hr) != S_OK)
 			break;
-		memset(base, 0x5A, RANGE);
-		st->failed = mb_virtual_free(c, base, RANGE, MEM_DECOMMIT);
+		if (st->use == TOUCH_DECOMMIT)
+			for (SIZE_T off = 0; off < st->range; off += MiB)
+				((volatile char *)base)[off] = 1;
+		else
+			memset(base, 0x5A, st->range);
+		st->failed = st->use == WRITE_RESET
+				 ? mb_virtual_alloc(c, base, st->range, MEM_RESET, PAGE_READWRITE,
+						    eTaskCritical, &p)
+				 : mb_virtual_free(c, base, st->range, MEM_DECOMMIT);
 		st->rounds++;
 	}
 	mb_disconnect(c);
@@ -123,62 +140,8 @@ static void *leave_storm(void *arg)
 	return NULL;
 }
 
+/* A commit of this fits beside RANGE reset pages only once they are reclaimed. */
 #define TAKER_RANGE (320 * MiB)
-
-/* Commits RANGE, writes it and resets it (MEM_RESET), over and over. */
-static void *resetter(void *arg)
-{
-	stormer *st = arg;
-	mb_client *c = NULL;
-	void *base = NULL, *p = NULL;
-
-	st->failed = mb_connect(st->address, &c);
-	if (st->failed == S_OK)
-		st->failed = mb_virtual_alloc(c, NULL, RANGE, MEM_RESERVE, PAGE_READWRITE,
-					      eTaskCritical, &base);
-	while (st->failed == S_OK && !atomic_load(&stop)) {
-		HRESULT hr =
-		    mb_virtual_alloc(c, base, RANGE, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
-		if (hr == E_OUTOFMEMORY || hr == HOST_E_TIMEOUT)
-			continue; /* the taker holds the room */
-		if ((st->failed = hr) != S_OK)
-			break;
-		memset(base, 0x5A, RANGE);
-		st->failed =
-		    mb_virtual_alloc(c, base, RANGE, MEM_RESET, PAGE_READWRITE, eTaskCritical, &p);
-		st->rounds++;
-	}
-	mb_disconnect(c);
-	return NULL;
-}
-
-/* Commits TAKER_RANGE (which fits beside the resetter's only once its reset pages are
- * reclaimed), touches it and decommits it, over and over. */
-static void *taker(void *arg)
-{
-	stormer *st = arg;
-	mb_client *c = NULL;
-	void *base = NULL, *p = NULL;
-
-	st->failed = mb_connect(st->address, &c);
-	if (st->failed == S_OK)
-		st->failed = mb_virtual_alloc(c, NULL, TAKER_RANGE, MEM_RESERVE, PAGE_READWRITE,
-					      eTaskCritical, &base);
-	while (st->failed == S_OK && !atomic_load(&stop)) {
-		HRESULT hr = mb_virtual_alloc(c, base, TAKER_RANGE, MEM_COMMIT, PAGE_READWRITE,
-					      eTaskCritical, &p);
-		if (hr == E_OUTOFMEMORY || hr == HOST_E_TIMEOUT)
-			continue;
-		if ((st->failed = hr) != S_OK)
-			break;
-		for (SIZE_T off = 0; off < TAKER_RANGE; off += MiB)
-			((volatile char *)base)[off] = 1;
-		st->failed = mb_virtual_free(c, base, TAKER_RANGE, MEM_DECOMMIT);
-		st->rounds++;
-	}
-	mb_disconnect(c);
-	return NULL;
-}
 
 static int cmp_long(const void *a, const void *b)
 {
@@ -225,7 +188,7 @@ static void test_decommit_storm(void **state)
 	pthread_t th[STORMERS];
 	atomic_store(&stop, false);
 	for (int i = 0; i < STORMERS; i++) {
-		st[i] = (stormer){.address = b.address};
+		st[i] = (stormer){.address = b.address, .range = RANGE, .use = WRITE_DECOMMIT};
 		assert_int_equal(pthread_create(&th[i], NULL, storm, &st[i]), 0);
 	}
 	sample(honest, &storm50, &storm99, &storm_worst);
@@ -319,12 +282,17 @@ static void test_reclaim_storm(void **state)
 
 	stormer st[2];
 	pthread_t th[2];
-	void *(*body[2])(void *) = {resetter, taker};
+	/* One commits RANGE, writes it and resets it (MEM_RESET); the other commits TAKER_RANGE,
+	 * touches it and decommits it; each waits for the room the other holds. */
+	st[0] = (stormer){
+	    .address = b.address, .range = RANGE, .use = WRITE_RESET, .wait_for_room = true};
+	st[1] = (stormer){.address = b.address,
+			  .range = TAKER_RANGE,
+			  .use = TOUCH_DECOMMIT,
+			  .wait_for_room = true};
 	atomic_store(&stop, false);
-	for (int i = 0; i < 2; i++) {
-		st[i] = (stormer){.address = b.address};
-		assert_int_equal(pthread_create(&th[i], NULL, body[i], &st[i]), 0);
-	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, storm, &st[i]), 0);
 	sample(honest, &storm50, &storm99, &storm_worst);
 	mb_session_status s;
 	/* Go on until a reclaim happened (at most a minute: it takes one taker commit). */
